@@ -1,0 +1,54 @@
+# netkit build: BPF objects (clang, CO-RE against this kernel's BTF), the venv, tests, man pages.
+# The README's two commands call tools/bootstrap.sh, which installs apt packages and then runs `make run|test`.
+PY        := /usr/bin/python3
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+CLANG     ?= clang
+ARCH      := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+BPF_SRCS  := $(wildcard bpf_programs/*.bpf.c)
+BPF_OBJS  := $(patsubst bpf_programs/%.bpf.c,netkit/bpf/%.bpf.o,$(BPF_SRCS))
+BPF_HDRS  := $(wildcard bpf_programs/*.h)
+VMLINUX   := build/vmlinux.h
+LINKEMU   := $(if $(wildcard tools/testbed/linkemu.c),build/linkemu)
+RUN_ARGS  ?= 1 5
+
+.PHONY: all bpf venv run test man bench clean
+all: venv bpf $(LINKEMU)
+
+$(VMLINUX):
+	@mkdir -p build
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+netkit/bpf/%.bpf.o: bpf_programs/%.bpf.c $(BPF_HDRS) $(VMLINUX)
+	$(CLANG) -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Wno-unused-function \
+		-Ibuild -Ibpf_programs -c $< -o $@
+
+bpf: $(BPF_OBJS)
+
+build/linkemu: tools/testbed/linkemu.c
+	@mkdir -p build
+	$(CC) -O2 -Wall -o $@ $< -lm
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The main job: socket statistics, one line a second for five seconds.
+run: all
+	$(VENV)/bin/netkit sockstat $(RUN_ARGS)
+
+test: all
+	$(VPY) -m pytest -q -p no:cacheprovider
+
+man: venv
+	$(VPY) tools/genman.py man
+
+bench: all
+	$(VPY) bench/run.py
+
+clean:
+	rm -rf build netkit/bpf/*.bpf.o

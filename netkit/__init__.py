@@ -1,0 +1,2 @@
+"""netkit: Linux network diagnostics for the terminal."""
+__version__ = "0.1.0"

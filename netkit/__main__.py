@@ -1,0 +1,3 @@
+from netkit.cli import main
+
+main()
