@@ -1,0 +1,1 @@
+"""Raw-socket machinery for probers: kernel timestamps, ICMP/UDP probes."""
