@@ -1,0 +1,331 @@
+"""ICMP echo prober for superping: ping's probes, timed twice per reply.
+
+Each reply carries
+  user_rtt_ns   — sendto() call to recvmsg() return, as a ping program sees it (includes the
+                  scheduler's and Python's delays on both ends);
+  kernel_rtt_ns — software TX stamp of the request (driver hands it to the device) to software
+                  RX stamp of the reply (it enters the stack), from SO_TIMESTAMPING.
+The socket is a raw ICMP socket when we have CAP_NET_RAW, else an ICMP datagram ("ping")
+socket, which the kernel allows when our group is in net.ipv4.ping_group_range. On a datagram
+socket the kernel writes its own echo id (the socket's port) and filters replies for us.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import math
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from netkit.net import timestamps
+
+ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
+ICMP6_ECHO, ICMP6_ECHOREPLY = 128, 129
+IP_RECVTTL = 12            # IPv4 TTL of received datagrams as a control message (IP_TTL type)
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+ICMP6_FILTER = 1           # raw ICMPv6 socket option: a 256-bit "block this type" mask
+
+_ECHO = struct.Struct("!BBHHH")   # type, code, checksum, id, sequence
+
+
+class PingError(Exception):
+    """A problem the user can fix (bad address, no permission, no such interface)."""
+
+
+def checksum(data: bytes) -> int:
+    """RFC 1071 Internet checksum."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total >> 16) + (total & 0xFFFF)
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int, size: int, v6: bool) -> bytes:
+    """An echo request with `size` payload bytes (the kernel checksums ICMPv6 and ping sockets)."""
+    payload = bytes((i + 0x10) & 0xFF for i in range(size))
+    packet = _ECHO.pack(ICMP6_ECHO if v6 else ICMP_ECHO, 0, 0, ident, seq) + payload
+    if v6:
+        return packet
+    return packet[:2] + struct.pack("!H", checksum(packet)) + packet[4:]
+
+
+def resolve(dest: str, family: int | None) -> tuple[int, str]:
+    """(family, numeric address) of `dest`; a literal address is used as given."""
+    try:
+        addr = ipaddress.ip_address(dest.split("%")[0])
+        fam = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+        if family not in (None, fam):
+            raise PingError(f"{dest} is not an IPv{4 if family == socket.AF_INET else 6} address")
+        return fam, dest
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(dest, None, family or socket.AF_UNSPEC, socket.SOCK_RAW)
+    except socket.gaierror as exc:
+        raise PingError(f"{dest}: {exc.strerror}") from None
+    fam, *_rest, sockaddr = infos[0]
+    return fam, sockaddr[0]
+
+
+@dataclass
+class Reply:
+    seq: int
+    ident: int
+    address: str
+    nbytes: int                 # ICMP bytes received (header + payload), as ping prints
+    ttl: int | None
+    user_rtt_ns: int
+    kernel_rtt_ns: int | None   # None if a stamp is missing
+    tx_ns: int | None           # kernel TX stamp of the request (CLOCK_REALTIME)
+    rx_ns: int | None           # kernel RX stamp of the reply (CLOCK_REALTIME)
+    dup: bool = False
+
+
+@dataclass
+class Lost:
+    seq: int
+    ident: int
+
+
+@dataclass
+class _Pending:
+    sent_ns: int                # perf_counter_ns() just before sendto()
+    deadline_ns: int
+    tx_ns: int | None = None
+
+
+@dataclass
+class Pinger:
+    """One echo session towards `dest`: open(), then run() yields Reply/Lost per request."""
+    dest: str
+    family: int | None = None           # socket.AF_INET / AF_INET6, or None to follow dest
+    size: int = 56
+    iface: str | None = None            # device name (SO_BINDTODEVICE) or a source address
+    sock_type: str = "auto"             # "raw", "dgram" or "auto" (raw if permitted)
+    ttl: int | None = None
+    address: str = field(init=False, default="")
+    ident: int = field(init=False, default=0)
+    kind: str = field(init=False, default="")
+    timestamping: bool = field(init=False, default=False)
+    _sock: socket.socket | None = field(init=False, default=None, repr=False)
+
+    @property
+    def v6(self) -> bool:
+        return self.family == socket.AF_INET6
+
+    def open(self) -> "Pinger":
+        if not 0 <= self.size <= 65507:
+            raise PingError(f"invalid packet size {self.size}: must be 0..65507")
+        self.family, self.address = resolve(self.dest, self.family)
+        proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
+        kinds = {"auto": ("raw", "dgram"), "raw": ("raw",), "dgram": ("dgram",)}[self.sock_type]
+        last = None
+        for kind in kinds:
+            try:
+                stype = socket.SOCK_RAW if kind == "raw" else socket.SOCK_DGRAM
+                self._sock = socket.socket(self.family, stype, proto)
+                self.kind = kind
+                break
+            except PermissionError as exc:
+                last = exc
+        if self._sock is None:
+            raise PingError("cannot open an ICMP socket: no CAP_NET_RAW, and this group is not in "
+                            f"net.ipv4.ping_group_range ({last.strerror if last else 'denied'})")
+        self._configure()
+        return self
+
+    def _configure(self) -> None:
+        sock = self._sock
+        source = ""
+        if self.iface:
+            try:
+                ipaddress.ip_address(self.iface)
+                source = self.iface
+            except ValueError:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.iface.encode())
+                except OSError as exc:
+                    raise PingError(f"interface {self.iface}: {exc.strerror}") from None
+        try:
+            if self.kind == "dgram" or source:
+                sock.bind((source, 0))
+        except OSError as exc:
+            raise PingError(f"cannot bind to {source or 'any address'}: {exc.strerror}") from None
+        # On a datagram socket the kernel uses the bound port as the echo id.
+        self.ident = sock.getsockname()[1] if self.kind == "dgram" else os.getpid() & 0xFFFF
+        if self.v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            if self.kind == "raw":      # let only echo replies through to this socket
+                block = [0xFFFFFFFF] * 8
+                block[ICMP6_ECHOREPLY >> 5] &= ~(1 << (ICMP6_ECHOREPLY & 31))
+                sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *block))
+            if self.ttl is not None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, self.ttl)
+        else:
+            if self.kind == "dgram":
+                sock.setsockopt(socket.SOL_IP, IP_RECVTTL, 1)
+            if self.ttl is not None:
+                sock.setsockopt(socket.SOL_IP, socket.IP_TTL, self.ttl)
+        try:
+            timestamps.enable(sock)
+            self.timestamping = True
+        except timestamps.TimestampingError:
+            self.timestamping = False
+        sock.setblocking(False)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "Pinger":
+        return self.open() if self._sock is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the session ---------------------------------------------------------------------------
+
+    def run(self, count: int | None = None, interval: float = 1.0,
+            timeout: float = 10.0) -> Iterator[Reply | Lost]:
+        """Send `count` requests (forever if None) `interval` s apart; yield each outcome.
+
+        A request unanswered `timeout` s after its send is Lost; a reply to an answered
+        request is yielded with dup=True. Ends when every request is answered or lost.
+        """
+        sock = self._sock
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR)
+        pending: dict[int, _Pending] = {}
+        answered: dict[int, int] = {}    # seq -> its send time, to spot duplicates
+        key_to_seq: dict[int, int] = {}   # OPT_ID key of a send -> its sequence number
+        sent = 0
+        next_send = time.perf_counter_ns()
+        interval_ns = int(interval * 1e9)
+        timeout_ns = int(timeout * 1e9)
+        while True:
+            now = time.perf_counter_ns()
+            if (count is None or sent < count) and now >= next_send:
+                seq = (sent + 1) & 0xFFFF
+                if self._send(seq, pending, timeout_ns):
+                    key_to_seq[sent] = seq
+                sent += 1
+                next_send += interval_ns
+                answered.pop(seq, None)       # a wrapped sequence number starts afresh
+                continue
+            for seq in [s for s, p in pending.items() if p.deadline_ns <= now]:
+                del pending[seq]
+                yield Lost(seq, self.ident)
+            if count is not None and sent >= count and not pending:
+                return
+            waits = [p.deadline_ns for p in pending.values()]
+            if count is None or sent < count:
+                waits.append(next_send)
+            wait_ms = max(0, math.ceil((min(waits) - now) / 1e6))
+            events = 0
+            for _fd, ev in poller.poll(wait_ms):
+                events |= ev
+            if events & select.POLLERR:
+                self._take_tx_stamps(pending, key_to_seq)
+            if events & select.POLLIN:
+                yield from self._receive(pending, answered, key_to_seq)
+
+    def _send(self, seq: int, pending: dict, timeout_ns: int) -> bool:
+        packet = echo_request(self.ident, seq, self.size, self.v6)
+        t0 = time.perf_counter_ns()
+        try:
+            self._sock.sendto(packet, (self.address, 0))
+        except BlockingIOError:
+            pending[seq] = _Pending(t0, t0 + timeout_ns)   # queue full: it will count as lost
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EINVAL):
+                raise PingError(f"sendto {self.address}: {exc.strerror}") from None
+            pending[seq] = _Pending(t0, t0 + timeout_ns)
+            return False
+        pending[seq] = _Pending(t0, t0 + timeout_ns)
+        return True
+
+    def _take_tx_stamps(self, pending: dict, key_to_seq: dict) -> None:
+        for rec in timestamps.read_error_queue(self._sock):
+            if not rec.is_tx_stamp or rec.kind != "snd":
+                continue
+            seq = key_to_seq.pop(rec.key, None)
+            if seq in pending and pending[seq].tx_ns is None:
+                pending[seq].tx_ns = rec.ns
+
+    def _receive(self, pending: dict, answered: dict, key_to_seq: dict) -> Iterator[Reply]:
+        while True:
+            try:
+                got = timestamps.recv(self._sock, 65536 + 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            t1 = time.perf_counter_ns()
+            parsed = self._parse(got)
+            if parsed is None:
+                continue
+            seq, nbytes, ttl, src = parsed
+            if seq in pending:
+                p = pending.pop(seq)
+                if p.tx_ns is None:               # its TX stamp may still sit in the queue
+                    self._take_tx_stamps({seq: p}, key_to_seq)
+                krtt = got.rx_ns - p.tx_ns if got.rx_ns and p.tx_ns else None
+                reply = Reply(seq, self.ident, src, nbytes, ttl, t1 - p.sent_ns, krtt,
+                              p.tx_ns, got.rx_ns)
+                answered[seq] = p.sent_ns
+                yield reply
+            elif seq in answered:
+                yield Reply(seq, self.ident, src, nbytes, ttl, t1 - answered[seq], None,
+                            None, got.rx_ns, dup=True)
+
+    def _parse(self, got: timestamps.Received):
+        """(seq, icmp bytes, ttl, source) of an echo reply meant for us, else None."""
+        data = got.data
+        ttl = None
+        if not self.v6 and self.kind == "raw":
+            if len(data) < 20:
+                return None
+            ttl = data[8]
+            data = data[(data[0] & 0x0F) * 4:]
+        for level, ctype, cdata in got.ancdata:
+            if (level, ctype) in ((socket.SOL_IP, socket.IP_TTL),
+                                  (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and len(cdata) >= 4:
+                ttl = struct.unpack("=i", cdata[:4])[0]
+        if len(data) < _ECHO.size:
+            return None
+        rtype, _code, _sum, rid, rseq = _ECHO.unpack_from(data)
+        if rtype != (ICMP6_ECHOREPLY if self.v6 else ICMP_ECHOREPLY):
+            return None
+        src = got.address[0].split("%")[0]
+        if self.kind == "raw" and (rid != self.ident or src != self._peer()):
+            return None                           # a raw socket sees every echo reply
+        return rseq, len(data), ttl, src
+
+    def _peer(self) -> str:
+        return str(ipaddress.ip_address(self.address.split("%")[0]))
+
+
+@dataclass(frozen=True)
+class Stats:
+    n: int
+    min: float
+    avg: float
+    max: float
+    mdev: float     # ping's mdev: sqrt(mean(x^2) - mean(x)^2)
+
+
+def stats(values: list[float]) -> Stats | None:
+    if not values:
+        return None
+    n = len(values)
+    mean = sum(values) / n
+    mean_sq = sum(v * v for v in values) / n
+    return Stats(n, min(values), mean, max(values), math.sqrt(max(0.0, mean_sq - mean * mean)))
