@@ -1,0 +1,248 @@
+"""ieee80211scan: nl80211 parsing and scan pairing on messages built here, the real no-wireless path,
+and a mac80211_hwsim integration test for kernels that have wireless.
+
+The message builders below follow the netlink / nl80211 uapi layout on their own (struct only),
+so a layout mistake in netkit.net.nl80211 is not mirrored by the test that checks it.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netkit.net import nl80211 as nl
+
+FAMILY = 0x1d        # any id nlctrl might hand out; the parser must not assume one
+NESTED = 0x8000      # NLA_F_NESTED, which the kernel sets on nested attributes
+
+
+# --- byte builders from the uapi layout: nlattr {u16 len; u16 type}, 4-byte aligned ---
+
+def attr(kind: int, value: bytes) -> bytes:
+    raw = struct.pack("<HH", 4 + len(value), kind) + value
+    return raw + bytes(-len(raw) % 4)
+
+
+def u32(kind: int, value: int) -> bytes:
+    return attr(kind, struct.pack("<I", value))
+
+
+def u64(kind: int, value: int) -> bytes:
+    return attr(kind, struct.pack("<Q", value))
+
+
+def nested(kind: int, *members: bytes) -> bytes:
+    return attr(kind | NESTED, b"".join(members))
+
+
+def message(cmd: int, *attrs: bytes, family: int = FAMILY) -> bytes:
+    """nlmsghdr {u32 len, u16 type, u16 flags, u32 seq, u32 pid} + genlmsghdr {u8 cmd, u8 ver, u16}."""
+    body = struct.pack("<BBH", cmd, 1, 0) + b"".join(attrs)
+    return struct.pack("<IHHII", 16 + len(body), family, 0, 0, 0) + body
+
+
+def scan_message(cmd, *, ifindex=None, wiphy=0, wdev=None, ssids=(), freqs=(), flags=None):
+    """A scan-group message as cfg80211 sends it: wiphy, ifindex, wdev, SSIDs, freqs, flags."""
+    parts = [u32(1, wiphy)]                                  # NL80211_ATTR_WIPHY
+    if ifindex is not None:
+        parts.append(u32(3, ifindex))                        # NL80211_ATTR_IFINDEX
+    if wdev is not None:
+        parts.append(u64(153, wdev))                         # NL80211_ATTR_WDEV
+    if ssids:                                                # NL80211_ATTR_SCAN_SSIDS, 1-based
+        parts.append(nested(45, *(attr(i, s) for i, s in enumerate(ssids))))
+    if freqs:                                                # NL80211_ATTR_SCAN_FREQUENCIES
+        parts.append(nested(44, *(u32(i, f) for i, f in enumerate(freqs))))
+    if flags is not None:
+        parts.append(u32(158, flags))                        # NL80211_ATTR_SCAN_FLAGS
+    return message(cmd, *parts)
+
+
+TRIGGER, RESULTS, ABORTED = 33, 34, 35
+FREQS_24 = [2412, 2417, 2422, 2427, 2432, 2437, 2442, 2447, 2452, 2457, 2462]
+
+
+def events(buf: bytes, wall: float = 0.0, boot_ns: int = 0):
+    return nl.parse_datagram(buf, FAMILY, wall, boot_ns)
+
+
+# --- parsing ---
+
+def test_trigger_scan_attributes_are_parsed():
+    buf = scan_message(TRIGGER, ifindex=7, wiphy=2, ssids=[b"", b"homenet"],
+                       freqs=[2412, 5180, 5955], flags=(1 << 1) | (1 << 3))
+    [ev] = events(buf, wall=1700000000.5, boot_ns=123)
+    assert ev.kind == "start"
+    assert (ev.wiphy, ev.ifindex, ev.wdev) == (2, 7, None)
+    assert ev.ssids == [b"", b"homenet"]
+    assert ev.freqs == [2412, 5180, 5955]
+    assert ev.flags == 0b1010
+    assert nl.flag_names(ev.flags) == ["flush", "random-addr"]
+    assert (ev.wall, ev.boot_ns) == (1700000000.5, 123)
+
+
+def test_end_messages_and_foreign_messages():
+    # One datagram: done, aborted, a scheduled-scan event (cmd 77) and a message of another
+    # family. Only the two scan ends come out, in order.
+    buf = (scan_message(RESULTS, ifindex=3) + scan_message(ABORTED, ifindex=4)
+           + scan_message(77, ifindex=3) + message(TRIGGER, u32(3, 9), family=FAMILY + 1))
+    kinds = [(e.kind, e.ifindex) for e in events(buf)]
+    assert kinds == [("done", 3), ("aborted", 4)]
+
+
+def test_truncated_datagram_stops_cleanly():
+    buf = scan_message(TRIGGER, ifindex=5, freqs=FREQS_24)
+    assert [e.ifindex for e in events(buf + buf[:20])] == [5]   # second message cut short
+    assert events(buf[:10]) == []
+
+
+def test_wdev_only_scan_and_unknown_flag_bits():
+    [ev] = events(scan_message(TRIGGER, wdev=0x100000001, flags=1 << 30))
+    assert ev.ifindex is None and ev.wdev == 0x100000001
+    assert ev.key == ("wdev", 0x100000001, 0)
+    assert nl.flag_names(ev.flags) == ["bit30"]
+    assert nl.interface_name(None, ev.wdev) == "wdev0x100000001"
+
+
+# --- pairing ---
+
+def names(ifindex, wdev):
+    return {11: "wlan0", 12: "wlan1"}.get(ifindex, f"ifindex{ifindex}")
+
+
+def feed_all(tracker, timed_messages):
+    out = []
+    for t_ms, buf in timed_messages:
+        for ev in events(buf, wall=1000 + t_ms / 1e3, boot_ns=t_ms * 1_000_000):
+            rec = tracker.feed(ev)
+            if rec:
+                out.append(rec)
+    return out
+
+
+def test_overlapping_scans_on_two_interfaces_pair_per_interface():
+    tracker = nl.ScanTracker(name_of=names)
+    records = feed_all(tracker, [
+        (0, scan_message(TRIGGER, ifindex=11, wiphy=0, ssids=[b""], freqs=FREQS_24)),
+        (100, scan_message(TRIGGER, ifindex=12, wiphy=1, ssids=[b"corp"], freqs=[5180, 5200])),
+        (350, scan_message(RESULTS, ifindex=12, wiphy=1)),
+        (1200, scan_message(ABORTED, ifindex=11, wiphy=0)),
+    ])
+    assert [(r.interface, r.result) for r in records] == [("wlan1", "done"), ("wlan0", "aborted")]
+    wlan1, wlan0 = records
+    assert wlan1.duration_s == pytest.approx(0.250)
+    assert wlan0.duration_s == pytest.approx(1.200)
+    assert wlan1.ssids == [b"corp"] and wlan1.freqs == [5180, 5200]   # from the start message
+    assert wlan0.start_wall == pytest.approx(1000.0)
+    assert wlan0.pid is None and wlan0.comm is None                   # netlink cannot know
+    assert tracker.pending == {}
+
+
+def test_end_without_start_and_start_without_end():
+    tracker = nl.ScanTracker(name_of=names)
+    records = feed_all(tracker, [
+        (0, scan_message(RESULTS, ifindex=11, freqs=[2412])),        # began before we listened
+        (10, scan_message(TRIGGER, ifindex=11, freqs=FREQS_24)),
+        (500, scan_message(TRIGGER, ifindex=11, freqs=[2412])),      # the end of 10 was lost
+        (600, scan_message(TRIGGER, ifindex=12, freqs=[5180])),
+    ])
+    assert [(r.result, r.duration_s, r.start_wall) for r in records] == [
+        ("done", None, None), ("unfinished", None, pytest.approx(1000.010))]
+    assert records[0].freqs == [2412]
+    still_open = tracker.unfinished(boot_ns=700_000_000)
+    assert sorted((r.interface, r.result, round(r.duration_s, 3)) for r in still_open) == [
+        ("wlan0", "unfinished", 0.2), ("wlan1", "unfinished", 0.1)]
+    assert tracker.pending == {}
+
+
+# --- what the kernel knows after a scan ---
+
+def bss_entry(last_seen_ns=None, seen_ms_ago=None, freq=2412):
+    members = [attr(1, bytes(6)), u32(2, freq)]                  # BSSID, FREQUENCY
+    if seen_ms_ago is not None:
+        members.append(u32(10, seen_ms_ago))                     # SEEN_MS_AGO
+    if last_seen_ns is not None:
+        members.append(u64(15, last_seen_ns))                    # LAST_SEEN_BOOTTIME
+    return nested(47, *members)                                  # NL80211_ATTR_BSS
+
+
+def payload(*attrs):
+    return b"".join(attrs)
+
+
+def test_bss_found_during_the_scan_are_counted():
+    start = 5_000_000_000
+    dump = [payload(u32(46, 1), u32(3, 11), bss_entry(last_seen_ns=start + 10)),
+            payload(u32(3, 11), bss_entry(last_seen_ns=start - 1)),          # stale cache entry
+            payload(u32(3, 11), bss_entry(seen_ms_ago=50)),                  # old kernels: age
+            payload(u32(3, 11), bss_entry(seen_ms_ago=5000)),
+            payload(u32(3, 11))]                                             # no BSS attribute
+    now = start + 1_000_000_000
+    assert nl.count_fresh_bss(dump, start, now) == (2, 4)
+    assert nl.count_fresh_bss(dump, None, now) == (None, 4)
+
+
+def wiphy_part(wiphy, band, freqs, disabled=()):
+    chans = [nested(i, u32(1, f), *([attr(2, b"")] if f in disabled else []))
+             for i, f in enumerate(freqs)]
+    return payload(u32(1, wiphy), nested(22, nested(band, nested(1, *chans))))
+
+
+def test_split_wiphy_dump_and_full_or_partial():
+    dump = [payload(u32(1, 0), attr(2, b"phy0\0")),                    # a part without bands
+            wiphy_part(0, 0, FREQS_24 + [2467, 2472], disabled=(2467, 2472)),
+            wiphy_part(0, 1, [5180, 5200]),                            # same wiphy, next message
+            wiphy_part(1, 1, [5180])]
+    channels = nl.enabled_channels(dump)
+    assert channels == {0: set(FREQS_24) | {5180, 5200}, 1: {5180}}
+
+    def record(wiphy, freqs):
+        return nl.ScanRecord("wlan0", 11, None, wiphy, 0.0, 0, 0.1, "done", [b""], freqs, 0)
+    full, partial, unknown = (record(0, FREQS_24 + [5180, 5200]), record(0, [2412, 2437]),
+                              record(7, [2412]))
+    for r in (full, partial, unknown):
+        nl.mark_full(r, channels)
+    assert (full.full, partial.full, unknown.full) == (True, False, None)
+
+
+# --- generic netlink against this kernel ---
+
+def test_nlctrl_resolves_itself_and_dumps_families():
+    genl = nl.GenlSocket()
+    try:
+        family, groups = nl.resolve_family(genl, "nlctrl")
+        assert family == 0x10 and "notify" in groups
+        dump = genl.request(0x10, 3, dump=True)        # CTRL_CMD_GETFAMILY, every family
+        names_seen = {nl.attr_map(p)[2].rstrip(b"\0").decode() for _c, p in dump}
+        assert "nlctrl" in names_seen and len(names_seen) >= 2
+    finally:
+        genl.close()
+
+
+def kernel_has_nl80211() -> bool:
+    genl = nl.GenlSocket()
+    try:
+        nl.resolve_family(genl, "nl80211")
+        return True
+    except OSError as e:
+        assert e.errno == errno.ENOENT, e
+        return False
+    finally:
+        genl.close()
+
+
+def test_nl80211_lookup_matches_the_kernel():
+    """The family exists exactly when the kernel has wireless (a phy in /sys/class/ieee80211)."""
+    if kernel_has_nl80211():
+        assert nl.Nl80211().groups.get("scan")
+    else:
+        assert not Path("/sys/class/ieee80211").exists()
+        with pytest.raises(nl.NoWireless, match="no wireless support"):
+            nl.Nl80211()
