@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-2.0
+/* superping: ICMP echo round trips timed inside the kernel stack.
+ * A request is stamped when the device is about to send it (net:net_dev_start_xmit, after the
+ * qdisc) and its reply when it enters the stack (net:netif_receive_skb); the pair is matched on
+ * (family, id, seq, remote address) read from the packet headers. Only the first TX stamp of a
+ * request is kept: stacked devices (veth, VLAN, bond, bridge) transmit the same packet again.
+ * The round trips go to userspace one by one and into a log2 histogram (microseconds). */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "common.h"
+#include "superping.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IP_OFFSET_MASK 0x1FFF	/* fragment offset bits of iphdr.frag_off */
+#define NEXTHDR_ICMPV6 58
+#define ICMP_ECHO 8
+#define ICMP_ECHOREPLY 0
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
+/* Set by userspace before load. An active superping follows only its own echo id. */
+const volatile bool filter_id = false;
+const volatile __u16 target_id = 0;
+const volatile __u8 target_family = 0;			/* 0: IPv4 and IPv6 */
+const volatile __u64 restamp_after_ns = 1000000000;	/* a request older than this is a new one */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);		/* lost requests age out by themselves */
+	__uint(max_entries, 16384);
+	__type(key, struct echo_key);
+	__type(value, struct echo_request);
+} requests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+/* Names the event type in the object's BTF, where userspace finds its layout. */
+const struct echo_event *event_type_anchor __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct log2_hist);
+} rtt_hist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct echo_counts);
+} counts SEC(".maps");
+
+/* Read the echo header behind the network header `nh`; fill `key` and return true when the
+ * packet is an ICMP(v6) echo of the wanted direction that passes the filters. */
+static __always_inline bool parse_echo(const void *nh, __be16 protocol, bool request,
+				       struct echo_key *key)
+{
+	struct { __u8 type, code; __u16 csum; __be16 id, seq; } echo;
+	const void *l4;
+
+	if (protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (target_family && target_family != AF_INET)
+			return false;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), nh) || ip.version != 4 ||
+		    ip.protocol != IPPROTO_ICMP || (bpf_ntohs(ip.frag_off) & IP_OFFSET_MASK))
+			return false;
+		l4 = nh + ip.ihl * 4;
+		if (bpf_probe_read_kernel(&echo, sizeof(echo), l4) ||
+		    echo.type != (request ? ICMP_ECHO : ICMP_ECHOREPLY) || echo.code)
+			return false;
+		key->family = AF_INET;
+		__builtin_memcpy(key->addr, request ? (void *)&ip.daddr : (void *)&ip.saddr, 4);
+	} else if (protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (target_family && target_family != AF_INET6)
+			return false;
+		/* Echoes with extension headers (fragments) are not followed. */
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh) || ip6.nexthdr != NEXTHDR_ICMPV6)
+			return false;
+		l4 = nh + sizeof(ip6);
+		if (bpf_probe_read_kernel(&echo, sizeof(echo), l4) ||
+		    echo.type != (request ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY) || echo.code)
+			return false;
+		key->family = AF_INET6;
+		__builtin_memcpy(key->addr, request ? (void *)&ip6.daddr : (void *)&ip6.saddr, 16);
+	} else {
+		return false;
+	}
+	key->id = bpf_ntohs(echo.id);
+	key->seq = bpf_ntohs(echo.seq);
+	return !filter_id || key->id == target_id;
+}
+
+static __always_inline struct echo_counts *my_counts(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&counts, &zero);
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(stamp_request, const struct sk_buff *skb, const struct net_device *dev)
+{
+	struct echo_key key = {};
+	struct echo_request req = {}, *old;
+	struct echo_counts *c;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (skb->network_header == (__u16)~0U)
+		return 0;
+	if (!parse_echo(skb->head + skb->network_header, skb->protocol, true, &key))
+		return 0;
+	/* The first device to send it wins; a request seen long ago is a new one (wrapped seq). */
+	old = bpf_map_lookup_elem(&requests, &key);
+	if (old && now - old->tx_ns < restamp_after_ns)
+		return 0;
+	if (!task_selected())
+		return 0;
+	req.tx_ns = now;
+	req.pid = bpf_get_current_pid_tgid() >> 32;
+	req.ifindex = dev->ifindex;
+	bpf_get_current_comm(req.comm, sizeof(req.comm));
+	bpf_map_update_elem(&requests, &key, &req, BPF_ANY);
+	c = my_counts();
+	if (c)
+		c->requests++;
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(match_reply, struct sk_buff *skb)
+{
+	struct echo_key key = {};
+	struct echo_request *req;
+	struct echo_event *e;
+	struct log2_hist *h;
+	struct echo_counts *c;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+
+	/* eth_type_trans has pulled the link header: skb->data is the network header here. */
+	if (!parse_echo(skb->data, skb->protocol, false, &key))
+		return 0;
+	c = my_counts();
+	req = bpf_map_lookup_elem(&requests, &key);
+	if (!req) {
+		if (c)
+			c->unmatched++;
+		return 0;
+	}
+	if (c)
+		c->replies++;
+	h = bpf_map_lookup_elem(&rtt_hist, &zero);
+	if (h)
+		hist_record(h, (now - req->tx_ns) / 1000);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) {
+		e->key = key;
+		e->req = *req;
+		e->rx_ns = now;
+		e->rtt_ns = now - req->tx_ns;
+		e->rx_ifindex = skb->dev ? skb->dev->ifindex : 0;
+		bpf_ringbuf_submit(e, 0);
+	} else {
+		count_lost_event();
+	}
+	bpf_map_delete_elem(&requests, &key);
+	return 0;
+}
