@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,166 @@ def test_nl80211_lookup_matches_the_kernel():
         assert not Path("/sys/class/ieee80211").exists()
         with pytest.raises(nl.NoWireless, match="no wireless support"):
             nl.Nl80211()
+
+
+# --- the view: records from the real pairing, rendered plain and as NDJSON ---
+
+def rendered(json_mode: bool) -> tuple[str, list]:
+    import io
+    from netkit.render.output import Output
+    from netkit.tools.ieee80211scan import ScanView
+    tracker = nl.ScanTracker(name_of=names)
+    records = feed_all(tracker, [
+        (0, scan_message(TRIGGER, ifindex=11, wiphy=0, ssids=[b""], freqs=FREQS_24, flags=8)),
+        (100, scan_message(TRIGGER, ifindex=12, wiphy=1, ssids=[b"corp", b"caf\xe9"],
+                           freqs=[5180, 5200])),
+        (350, scan_message(RESULTS, ifindex=12, wiphy=1)),
+        (1200, scan_message(ABORTED, ifindex=11, wiphy=0)),
+        (1300, scan_message(TRIGGER, ifindex=11, wiphy=0, freqs=[2412])),
+        (1500, scan_message(RESULTS, ifindex=11, wiphy=0)),
+    ])
+    channels = {0: set(FREQS_24), 1: {5180, 5200, 5220}}
+    for r in records:
+        nl.mark_full(r, channels)
+    records[0].bss_found, records[0].bss_total = 3, 5
+    stream = io.StringIO()
+    view = ScanView(Output(json_mode=json_mode, stream=stream))
+    for r in records:
+        view.scan(r)
+    view.summary()
+    return stream.getvalue(), records
+
+
+def test_plain_view_lines_up_and_summarises_per_interface():
+    text, _ = rendered(json_mode=False)
+    lines = text.splitlines()
+    header = lines[0].split()
+    assert header == ["TIME", "INTERFACE", "PID", "COMM", "TYPE", "SSIDS", "FREQS", "DURms",
+                      "RESULT", "BSS"]
+    scans = lines[1:4]
+    assert [line.split()[1:] for line in scans] == [
+        ["wlan1", "-", "-", "partial", "corp,caf\\xe9", "2", "250.0", "done", "3/5"],
+        ["wlan0", "-", "-", "full", "*", "11", "1200.0", "aborted", "-"],
+        ["wlan0", "-", "-", "partial", "-", "1", "200.0", "done", "-"]]
+    # aligned: every column of a row starts where its header starts
+    starts = [lines[0].index(h) for h in ("INTERFACE", "TYPE", "RESULT")]
+    for line in scans:
+        for pos in starts:
+            assert line[pos - 1] == " " and line[pos] != " "
+    assert "Scans per interface:" in text
+    summary = [line.split() for line in lines[lines.index("Scans per interface:") + 2:]]
+    assert summary == [["wlan0", "2", "1", "1", "0", "700.0", "1200.0", "-"],
+                       ["wlan1", "1", "1", "0", "0", "250.0", "250.0", "3"]]
+    assert "\u2500" not in text and "\x1b" not in text          # no box drawing, no colour
+
+
+def test_json_view_has_stable_keys_and_units():
+    text, records = rendered(json_mode=True)
+    objs = [json.loads(line) for line in text.splitlines()]
+    scans = [o for o in objs if o["event"] == "scan"]
+    assert [(o["interface"], o["result"], o["duration_ms"], o["type"]) for o in scans] == [
+        ("wlan1", "done", 250.0, "partial"), ("wlan0", "aborted", 1200.0, "full"),
+        ("wlan0", "done", 200.0, "partial")]
+    first = scans[0]
+    assert first["ssids"] == ["corp", "caf\\xe9"] and first["freq_count"] == 2
+    assert first["freqs_mhz"] == [5180, 5200]
+    assert (first["bss_found"], first["bss_total"], first["pid"], first["comm"]) == (3, 5, None, None)
+    assert scans[1]["ssids"] == [""] and scans[1]["flags"] == ["random-addr"]
+    # ts is the scan's start (wall 1000.1 s here), ISO 8601 with the UTC offset
+    assert first["ts"] == datetime.fromtimestamp(1000.1).astimezone().isoformat(timespec="milliseconds")
+    assert first["ts"][-6] in "+-"
+    summaries = {o["interface"]: o for o in objs if o["event"] == "summary"}
+    assert summaries["wlan0"] == {"ts": summaries["wlan0"]["ts"], "event": "summary",
+                                  "interface": "wlan0", "scans": 2, "done": 1, "aborted": 1,
+                                  "unfinished": 0, "avg_duration_ms": 700.0,
+                                  "max_duration_ms": 1200.0, "bss_found_max": None}
+
+
+# --- the command, through typer's runner and as the installed program ---
+
+NETKIT = str(Path(sys.executable).with_name("netkit"))
+
+
+def run_netkit(*args, timeout=30):
+    return subprocess.run([NETKIT, "ieee80211scan", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_no_wireless_is_one_line_and_exit_1():
+    """On this kernel (no cfg80211) the real nlctrl lookup fails with ENOENT."""
+    proc = run_netkit("-d", "1")
+    if kernel_has_nl80211():
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("netkit ieee80211scan: no wireless support in this kernel")
+
+
+def test_list_shows_backends_and_why():
+    proc = run_netkit("--list")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    assert set(rows) == {"tracepoint", "nl80211"}
+    has_nl = kernel_has_nl80211()
+    assert rows["nl80211"].split()[1] == ("yes" if has_nl else "no")
+    assert "nl80211" in rows["nl80211"].split(None, 2)[2]
+    has_tp = Path("/sys/kernel/tracing/events/cfg80211/rdev_scan").exists()
+    assert ("present" if has_tp else "no cfg80211 tracepoints") in rows["tracepoint"]
+
+    proc = run_netkit("--list", "--json")
+    objs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(o["event"], o["backend"], o["available"]) for o in objs] == [
+        ("backend", "tracepoint", False), ("backend", "nl80211", has_nl)]
+    assert all(o["reason"] for o in objs)
+
+
+def test_usage_errors_exit_2():
+    from typer.testing import CliRunner
+    from netkit.cli import build_app
+    runner = CliRunner()
+    for bad in (["--bogus"], ["-d", "-1"], ["-d", "soon"]):
+        result = runner.invoke(build_app(), ["ieee80211scan", *bad])
+        assert result.exit_code == 2, (bad, result.output)
+    result = runner.invoke(build_app(), ["ieee80211scan", "--help"])
+    assert result.exit_code == 0 and "--list" in result.output and "--interface" in result.output
+
+
+# --- a real scan on mac80211_hwsim radios, where the kernel has them ---
+
+def hwsim_interfaces() -> list[str]:
+    if not Path("/sys/module/mac80211_hwsim").exists() and shutil.which("modprobe"):
+        subprocess.run(["modprobe", "mac80211_hwsim", "radios=2"], capture_output=True)
+        time.sleep(0.5)
+    net = Path("/sys/class/net")
+    return sorted(i.name for i in net.iterdir() if (i / "phy80211").exists()
+                  and "hwsim" in os.path.realpath(i / "phy80211")) if net.exists() else []
+
+
+def test_hwsim_scan_trigger_is_traced():
+    ifaces = hwsim_interfaces()
+    if not ifaces:
+        # The one skip this suite allows, also under CI: issue 7 asks for this test to be written
+        # and skipped where the kernel has no mac80211_hwsim (the project's machines have none).
+        pytest.skip("mac80211_hwsim is not available in this kernel (no cfg80211/mac80211)")
+    assert shutil.which("iw"), "install iw (apt-get install iw) to trigger scans"
+    wlan = ifaces[0]
+    subprocess.run(["ip", "link", "set", wlan, "up"], check=True)
+    tracer = subprocess.Popen([NETKIT, "ieee80211scan", "--json", "-d", "12", "-I", wlan],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)                                     # let it subscribe
+    subprocess.run(["iw", "dev", wlan, "scan", "trigger", "freq", "2412"], check=True)
+    time.sleep(4)                                       # hwsim scans take well under a second
+    subprocess.run(["iw", "dev", wlan, "scan", "trigger"], check=True)
+    out, err = tracer.communicate(timeout=30)
+    assert tracer.returncode == 0, err
+    objs = [json.loads(line) for line in out.splitlines()]
+    scans = [o for o in objs if o["event"] == "scan"]
+    assert [(o["interface"], o["result"]) for o in scans] == [(wlan, "done"), (wlan, "done")]
+    one, every = scans
+    assert one["freq_count"] == 1 and one["freqs_mhz"] == [2412] and one["type"] == "partial"
+    assert every["freq_count"] > 1 and every["type"] == "full"
+    assert all(0 < o["duration_ms"] < 10_000 and o["bss_total"] is not None for o in scans)
+    [summary] = [o for o in objs if o["event"] == "summary"]
+    assert (summary["interface"], summary["scans"], summary["done"]) == (wlan, 2, 2)

@@ -1,0 +1,252 @@
+"""Trace 802.11 (Wi-Fi) scans: when each started, on which interface, what it asked for, how long
+it took, whether it finished or was aborted, and how many BSSes it heard.
+
+Scans cost a station hundreds of milliseconds off its channel; this shows who scans how often.
+The events come from nl80211's "scan" multicast group (no BPF needed). On a kernel without
+wireless (no cfg80211) the tool says so and exits 1; --list shows each backend and why it can or
+cannot run here.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Annotated, Optional
+
+import typer
+
+from netkit.engine import checks
+from netkit.engine.errors import NetkitError
+from netkit.net import nl80211
+from netkit.render.output import Column, Output, StreamTable
+from netkit.tools.common import DurationOpt, JsonOpt, ManPage, NoColorOpt, tool_errors
+
+TOOL = "ieee80211scan"
+SUMMARY = "Wi-Fi scans: start, interface, type, duration, done/aborted, BSSes found."
+
+# What a tracepoint backend would attach to (cfg80211 builds them in when it is present).
+TRACEPOINTS = [("cfg80211", "rdev_scan"), ("cfg80211", "cfg80211_scan_done")]
+
+MAN = ManPage(
+    description=(
+        "Prints one line per 802.11 scan when it ends: its start time, the interface, the "
+        "requesting process when known, the scan type (full when it visits every enabled "
+        "channel of the radio, partial otherwise), the SSIDs it probed (* is the wildcard), the "
+        "number of channels, the duration in milliseconds, whether it finished (done) or was "
+        "aborted, and how many BSSes were heard during the scan out of those in the kernel's "
+        "cache. On exit (Ctrl-C or --duration) it prints a summary per interface.\n\n"
+        "Backend: nl80211 generic-netlink events (TRIGGER_SCAN, NEW_SCAN_RESULTS, "
+        "SCAN_ABORTED), timed when they reach netkit, so a duration includes two delivery "
+        "delays (microseconds). cfg80211 sends these events without the requesting process, so "
+        "PID and COMM show '-'; the cfg80211 tracepoints (rdev_scan, cfg80211_scan_done) would "
+        "carry them, and --list reports whether this kernel has them. netkit has no BPF program "
+        "for them yet.\n\n"
+        "Exit status: 0 on Ctrl-C or the end of --duration; 1 when the kernel has no wireless "
+        "support (no cfg80211: the generic-netlink family nl80211 does not exist) or netlink "
+        "fails; 2 on a usage error."),
+    examples=[
+        ("netkit ieee80211scan", "trace scans until Ctrl-C"),
+        ("netkit ieee80211scan -I wlan0 -d 60", "scans on wlan0 for one minute"),
+        ("netkit ieee80211scan --json | jq .duration_ms", "durations as NDJSON"),
+        ("netkit ieee80211scan --list", "which backends run on this kernel, and why not"),
+    ],
+    output=(
+        "Columns: TIME (scan start, HH:MM:SS.mmm; '-' when it began before netkit listened), "
+        "INTERFACE, PID, COMM, TYPE (full/partial/?), SSIDS, FREQS (channel count), DURms, "
+        "RESULT (done/aborted/unfinished), BSS (heard during the scan / cached).\n\n"
+        "JSON, one object per scan: event=\"scan\", ts (start, ISO 8601, null if unknown), "
+        "interface, ifindex, wiphy, pid, comm, type, ssids (list; \"\" is the wildcard), "
+        "freq_count, freqs_mhz, flags (NL80211_SCAN_FLAG names), duration_ms, result, "
+        "bss_found, bss_total. On exit one object per interface: event=\"summary\", interface, "
+        "scans, done, aborted, unfinished, avg_duration_ms, max_duration_ms, bss_found_max. "
+        "With --list: event=\"backend\", backend, available, reason."),
+    see_also=["iw(8)", "wpa_supplicant(8)"],
+)
+
+InterfaceOpt = Annotated[Optional[str], typer.Option(
+    "-I", "--interface", metavar="IFACE", show_default=False,
+    help="Only scans on this interface.")]
+ListOpt = Annotated[bool, typer.Option(
+    "-l", "--list", help="Show which backends can run on this kernel, and why not; then exit.")]
+
+COLUMNS = [
+    Column("TIME", 12, "<"), Column("INTERFACE", 10, "<", style="cyan"),
+    Column("PID", 7), Column("COMM", 15, "<"), Column("TYPE", 7, "<"),
+    Column("SSIDS", 12, "<"), Column("FREQS", 5), Column("DURms", 9, style="bold"),
+    Column("RESULT", 10, "<"), Column("BSS", 9),
+]
+SUMMARY_COLUMNS = [
+    Column("INTERFACE", 10, "<", style="cyan"), Column("SCANS", 5), Column("DONE", 5),
+    Column("ABORTED", 7), Column("UNFINISHED", 10), Column("AVGms", 9), Column("MAXms", 9),
+    Column("MAXBSS", 6),
+]
+
+
+# -- backends -------------------------------------------------------------------------------------
+
+def backends() -> list[tuple[str, bool, str]]:
+    """(backend, usable here, why) for each way netkit could see scans."""
+    out = []
+    try:
+        present = [f"{g}:{e}" for g, e in TRACEPOINTS if checks.tracepoint_exists(g, e)]
+        if present:
+            why = (f"{', '.join(present)} present, but netkit has no BPF program for them yet "
+                   "(it could not be tested on a kernel without wireless)")
+        else:
+            why = "no cfg80211 tracepoints (rdev_scan, cfg80211_scan_done): no cfg80211 in this kernel"
+    except NetkitError as exc:
+        why = str(exc)
+    out.append(("tracepoint", False, why))
+    try:
+        nl = nl80211.Nl80211()
+        out.append(("nl80211", True, f"generic-netlink family nl80211 (id {nl.family}), "
+                                     f"multicast group scan (id {nl.groups['scan']})"))
+        nl.close()
+    except NetkitError as exc:
+        out.append(("nl80211", False, str(exc)))
+    return out
+
+
+def list_backends(out: Output) -> None:
+    rows = backends()
+    if out.mode == "json":
+        for name, ok, why in rows:
+            out.record({"event": "backend", "backend": name, "available": ok, "reason": why})
+        return
+    out.table([Column("BACKEND", 10, "<"), Column("AVAILABLE", 9, "<"), Column("REASON", 0, "<")],
+              [(name, "yes" if ok else "no", why) for name, ok, why in rows])
+
+
+# -- view -----------------------------------------------------------------------------------------
+
+def ssid_text(ssid: bytes) -> str:
+    return ssid.decode("utf-8", "backslashreplace") if ssid else ""
+
+
+def scan_type(record: nl80211.ScanRecord) -> str | None:
+    return None if record.full is None else ("full" if record.full else "partial")
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+class ScanView:
+    """Prints each scan as it ends and keeps what the per-interface summary needs."""
+
+    def __init__(self, out: Output):
+        self.out = out
+        self.table = StreamTable(out, COLUMNS)
+        self.by_interface: dict[str, list[nl80211.ScanRecord]] = defaultdict(list)
+
+    def scan(self, r: nl80211.ScanRecord) -> None:
+        self.by_interface[r.interface].append(r)
+        if self.out.mode == "json":
+            start = (datetime.fromtimestamp(r.start_wall).astimezone()
+                     .isoformat(timespec="milliseconds") if r.start_wall is not None else None)
+            self.out.record({
+                "ts": start, "event": "scan", "interface": r.interface, "ifindex": r.ifindex,
+                "wiphy": r.wiphy, "pid": r.pid, "comm": r.comm, "type": scan_type(r),
+                "ssids": [ssid_text(s) for s in r.ssids], "freq_count": len(r.freqs),
+                "freqs_mhz": r.freqs, "flags": nl80211.flag_names(r.flags),
+                "duration_ms": ms(r.duration_s), "result": r.result,
+                "bss_found": r.bss_found, "bss_total": r.bss_total})
+            return
+        start = (datetime.fromtimestamp(r.start_wall).strftime("%H:%M:%S.%f")[:12]
+                 if r.start_wall is not None else "-")
+        ssids = ",".join(ssid_text(s) or "*" for s in r.ssids) or "-"
+        bss = ("-" if r.bss_total is None else
+               f"{'-' if r.bss_found is None else r.bss_found}/{r.bss_total}")
+        duration = ms(r.duration_s)
+        self.table.row([start, r.interface, r.pid if r.pid is not None else "-", r.comm or "-",
+                        scan_type(r) or "?", ssids, len(r.freqs),
+                        "-" if duration is None else f"{duration:.1f}", r.result, bss])
+
+    def summary_rows(self) -> list[dict]:
+        rows = []
+        for name in sorted(self.by_interface):
+            scans = self.by_interface[name]
+            timed = [s.duration_s for s in scans if s.duration_s is not None and s.result != "unfinished"]
+            found = [s.bss_found for s in scans if s.bss_found is not None]
+            rows.append({
+                "interface": name, "scans": len(scans),
+                "done": sum(s.result == "done" for s in scans),
+                "aborted": sum(s.result == "aborted" for s in scans),
+                "unfinished": sum(s.result == "unfinished" for s in scans),
+                "avg_duration_ms": ms(sum(timed) / len(timed)) if timed else None,
+                "max_duration_ms": ms(max(timed)) if timed else None,
+                "bss_found_max": max(found) if found else None})
+        return rows
+
+    def summary(self) -> None:
+        rows = self.summary_rows()
+        if self.out.mode == "json":
+            for row in rows:
+                self.out.record({"event": "summary", **row})
+            return
+        if not rows:
+            self.out.note("No scans seen.")
+            return
+        dash = lambda v: "-" if v is None else (f"{v:.1f}" if isinstance(v, float) else v)  # noqa: E731
+        self.out.line()
+        self.out.table(SUMMARY_COLUMNS, [[dash(v) for v in row.values()] for row in rows],
+                       title="Scans per interface:")
+
+
+# -- command --------------------------------------------------------------------------------------
+
+@tool_errors(TOOL)
+def command(interface: InterfaceOpt = None, duration: DurationOpt = None, json: JsonOpt = False,
+            no_color: NoColorOpt = False, list_: ListOpt = False):
+    out = Output(json_mode=json, no_color=no_color)
+    if list_:
+        list_backends(out)
+        return
+    nl = open_backend()
+    try:
+        trace(nl, out, interface, duration)
+    finally:
+        nl.close()
+
+
+def open_backend() -> nl80211.Nl80211:
+    try:
+        return nl80211.Nl80211()
+    except nl80211.NoWireless:
+        raise NetkitError("no wireless support in this kernel (no cfg80211: no nl80211 "
+                          "generic-netlink family, no cfg80211 tracepoints); see --list") from None
+
+
+def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: float | None) -> None:
+    nl.subscribe()   # before anything else, so a scan starting now is not missed
+    try:
+        channels = nl.channels()
+    except OSError:
+        channels = {}   # full/partial becomes "?"
+    tracker = nl80211.ScanTracker()
+    view = ScanView(out)
+    if out.mode != "json":
+        out.note("Tracing 802.11 scans. Hit Ctrl-C to end.")
+    stop_at = None if duration is None else time.monotonic() + duration
+    try:
+        for event in nl.events(timeout=0.2):
+            if stop_at is not None and time.monotonic() >= stop_at:
+                break
+            record = tracker.feed(event) if event else None
+            if record is None or (interface and record.interface != interface):
+                continue
+            if record.wiphy not in channels:   # a radio that appeared since we started
+                try:
+                    channels = nl.channels()
+                except OSError:
+                    pass
+            nl.complete(record, channels)
+            view.scan(record)
+    except KeyboardInterrupt:
+        pass
+    for record in tracker.unfinished():
+        if not interface or record.interface == interface:
+            view.scan(record)
+    if nl.lost:
+        out.note(f"{nl.lost} times the kernel dropped scan events (socket buffer full).")
+    view.summary()
