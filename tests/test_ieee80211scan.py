@@ -227,6 +227,29 @@ def test_nlctrl_resolves_itself_and_dumps_families():
         genl.close()
 
 
+def test_multicast_subscription_receives_kernel_events():
+    """The subscribe/receive path nl80211's scan group uses, on a genl family this kernel has:
+    the netdev family announces a new interface on its "mgmt" group."""
+    genl, events = nl.GenlSocket(), nl.GenlSocket()
+    name = f"nk80211t{os.getpid() % 100000}"
+    try:
+        family, groups = nl.resolve_family(genl, "netdev")
+        events.subscribe(groups["mgmt"])
+        assert events.receive(0.05) is None                      # quiet: the timeout path
+        subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
+                       check=True)
+        deadline = time.monotonic() + 5
+        seen = []
+        while time.monotonic() < deadline and not seen:
+            buf = events.receive(0.5)
+            seen += [kind for kind, _f, _s, _p in nl.iter_messages(buf or b"")]
+        assert family in seen
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+        genl.close()
+        events.close()
+
+
 def kernel_has_nl80211() -> bool:
     genl = nl.GenlSocket()
     try:

@@ -327,9 +327,28 @@ class GenlSocket:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
         self.sock.bind((0, 0))
         self.seq = 0
+        self.lost = 0   # multicast overruns (ENOBUFS): the kernel dropped messages for us
 
     def close(self):
         self.sock.close()
+
+    def subscribe(self, group: int):
+        """Receive a multicast group's messages on this socket (keep it apart from requests)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+
+    def receive(self, timeout: float) -> bytes | None:
+        """The next datagram, or None when none came within `timeout` seconds."""
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return None
+            try:
+                return self.sock.recv(1 << 16)
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                self.lost += 1
 
     def request(self, family: int, cmd: int, attrs: bytes = b"", dump: bool = False,
                 version: int = 1) -> list[tuple[int, bytes]]:
@@ -388,7 +407,11 @@ class Nl80211:
             self.genl.close()
             raise NetkitError("nl80211 has no \"scan\" multicast group on this kernel")
         self.events_sock = None
-        self.lost = 0   # times the kernel dropped events because we read too slowly (ENOBUFS)
+
+    @property
+    def lost(self) -> int:
+        """Times the kernel dropped scan events because we read too slowly."""
+        return self.events_sock.lost if self.events_sock else 0
 
     def close(self):
         self.genl.close()
@@ -398,26 +421,16 @@ class Nl80211:
     def subscribe(self):
         """Join the "scan" group now, so no event is missed while the caller sets up."""
         if self.events_sock is None:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-            sock.bind((0, 0))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, self.groups["scan"])
-            self.events_sock = sock
+            self.events_sock = GenlSocket()
+            self.events_sock.subscribe(self.groups["scan"])
 
     def events(self, timeout: float = 0.5):
         """Yield ScanEvents as they arrive, and None after each quiet `timeout` seconds."""
         self.subscribe()
         while True:
-            ready, _, _ = select.select([self.events_sock], [], [], timeout)
-            if not ready:
+            buf = self.events_sock.receive(timeout)
+            if buf is None:
                 yield None
-                continue
-            try:
-                buf = self.events_sock.recv(1 << 16)
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
-                self.lost += 1
                 continue
             wall, boot_ns = time.time(), time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             yield from parse_datagram(buf, self.family, wall, boot_ns)
