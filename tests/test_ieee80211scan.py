@@ -326,8 +326,8 @@ def test_plain_view_lines_up_and_summarises_per_interface():
 def test_json_view_has_stable_keys_and_units():
     text, records = rendered(json_mode=True)
     objs = [json.loads(line) for line in text.splitlines()]
-    scans = [o for o in objs if o["event"] == "scan"]
-    assert [(o["interface"], o["result"], o["duration_ms"], o["type"]) for o in scans] == [
+    scans = [o for o in objs if o["type"] == "scan"]
+    assert [(o["interface"], o["result"], o["duration_ms"], o["scan_type"]) for o in scans] == [
         ("wlan1", "done", 250.0, "partial"), ("wlan0", "aborted", 1200.0, "full"),
         ("wlan0", "done", 200.0, "partial")]
     first = scans[0]
@@ -338,8 +338,8 @@ def test_json_view_has_stable_keys_and_units():
     # ts is the scan's start (wall 1000.1 s here), ISO 8601 with the UTC offset
     assert first["ts"] == datetime.fromtimestamp(1000.1).astimezone().isoformat(timespec="milliseconds")
     assert first["ts"][-6] in "+-"
-    summaries = {o["interface"]: o for o in objs if o["event"] == "summary"}
-    assert summaries["wlan0"] == {"ts": summaries["wlan0"]["ts"], "event": "summary",
+    summaries = {o["interface"]: o for o in objs if o["type"] == "summary"}
+    assert summaries["wlan0"] == {"ts": summaries["wlan0"]["ts"], "type": "summary",
                                   "interface": "wlan0", "scans": 2, "done": 1, "aborted": 1,
                                   "unfinished": 0, "avg_duration_ms": 700.0,
                                   "max_duration_ms": 1200.0, "bss_found_max": None}
@@ -380,7 +380,7 @@ def test_list_shows_backends_and_why():
 
     proc = run_netkit("--list", "--json")
     objs = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [(o["event"], o["backend"], o["available"]) for o in objs] == [
+    assert [(o["type"], o["backend"], o["available"]) for o in objs] == [
         ("backend", "tracepoint", False), ("backend", "nl80211", has_nl)]
     assert all(o["reason"] for o in objs)
 
@@ -425,11 +425,11 @@ def test_hwsim_scan_trigger_is_traced():
     out, err = tracer.communicate(timeout=30)
     assert tracer.returncode == 0, err
     objs = [json.loads(line) for line in out.splitlines()]
-    scans = [o for o in objs if o["event"] == "scan"]
+    scans = [o for o in objs if o["type"] == "scan"]
     assert [(o["interface"], o["result"]) for o in scans] == [(wlan, "done"), (wlan, "done")]
     one, every = scans
-    assert one["freq_count"] == 1 and one["freqs_mhz"] == [2412] and one["type"] == "partial"
-    assert every["freq_count"] > 1 and every["type"] == "full"
+    assert one["freq_count"] == 1 and one["freqs_mhz"] == [2412] and one["scan_type"] == "partial"
+    assert every["freq_count"] > 1 and every["scan_type"] == "full"
     assert all(0 < o["duration_ms"] < 10_000 and o["bss_total"] is not None for o in scans)
-    [summary] = [o for o in objs if o["event"] == "summary"]
+    [summary] = [o for o in objs if o["type"] == "summary"]
     assert (summary["interface"], summary["scans"], summary["done"]) == (wlan, 2, 2)

@@ -18,8 +18,8 @@ import typer
 from netkit.engine import checks
 from netkit.engine.errors import NetkitError
 from netkit.net import nl80211
-from netkit.render.output import Column, Output, StreamTable
-from netkit.tools.common import DurationOpt, JsonOpt, ManPage, NoColorOpt, tool_errors
+from netkit.render.output import Output, StreamTable
+from netkit.tools.common import Column, DurationOpt, JsonOpt, ManPage, NoColorOpt, tool_errors
 
 TOOL = "ieee80211scan"
 SUMMARY = "Wi-Fi scans: start, interface, type, duration, done/aborted, BSSes found."
@@ -54,12 +54,12 @@ MAN = ManPage(
         "Columns: TIME (scan start, HH:MM:SS.mmm; '-' when it began before netkit listened), "
         "INTERFACE, PID, COMM, TYPE (full/partial/?), SSIDS, FREQS (channel count), DURms, "
         "RESULT (done/aborted/unfinished), BSS (heard during the scan / cached).\n\n"
-        "JSON, one object per scan: event=\"scan\", ts (start, ISO 8601, null if unknown), "
-        "interface, ifindex, wiphy, pid, comm, type, ssids (list; \"\" is the wildcard), "
+        "JSON, one object per scan: type=\"scan\", ts (start, ISO 8601, null if unknown), "
+        "interface, ifindex, wiphy, pid, comm, scan_type (full, partial or null), ssids (list; \"\" is the wildcard), "
         "freq_count, freqs_mhz, flags (NL80211_SCAN_FLAG names), duration_ms, result, "
-        "bss_found, bss_total. On exit one object per interface: event=\"summary\", interface, "
+        "bss_found, bss_total. On exit one object per interface: type=\"summary\", interface, "
         "scans, done, aborted, unfinished, avg_duration_ms, max_duration_ms, bss_found_max. "
-        "With --list: event=\"backend\", backend, available, reason."),
+        "With --list: type=\"backend\", backend, available, reason."),
     see_also=["iw(8)", "wpa_supplicant(8)"],
 )
 
@@ -111,7 +111,7 @@ def list_backends(out: Output) -> None:
     rows = backends()
     if out.mode == "json":
         for name, ok, why in rows:
-            out.record({"event": "backend", "backend": name, "available": ok, "reason": why})
+            out.record({"type": "backend", "backend": name, "available": ok, "reason": why})
         return
     out.table([Column("BACKEND", 10, "<"), Column("AVAILABLE", 9, "<"), Column("REASON", 0, "<")],
               [(name, "yes" if ok else "no", why) for name, ok, why in rows])
@@ -145,8 +145,8 @@ class ScanView:
             start = (datetime.fromtimestamp(r.start_wall).astimezone()
                      .isoformat(timespec="milliseconds") if r.start_wall is not None else None)
             self.out.record({
-                "ts": start, "event": "scan", "interface": r.interface, "ifindex": r.ifindex,
-                "wiphy": r.wiphy, "pid": r.pid, "comm": r.comm, "type": scan_type(r),
+                "type": "scan", "ts": start, "interface": r.interface, "ifindex": r.ifindex,
+                "wiphy": r.wiphy, "pid": r.pid, "comm": r.comm, "scan_type": scan_type(r),
                 "ssids": [ssid_text(s) for s in r.ssids], "freq_count": len(r.freqs),
                 "freqs_mhz": r.freqs, "flags": nl80211.flag_names(r.flags),
                 "duration_ms": ms(r.duration_s), "result": r.result,
@@ -182,7 +182,7 @@ class ScanView:
         rows = self.summary_rows()
         if self.out.mode == "json":
             for row in rows:
-                self.out.record({"event": "summary", **row})
+                self.out.record({"type": "summary", **row})
             return
         if not rows:
             self.out.note("No scans seen.")
@@ -219,14 +219,15 @@ def open_backend() -> nl80211.Nl80211:
 
 def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: float | None) -> None:
     nl.subscribe()   # before anything else, so a scan starting now is not missed
+    if duration == 0:
+        return
     try:
         channels = nl.channels()
     except OSError:
         channels = {}   # full/partial becomes "?"
     tracker = nl80211.ScanTracker()
     view = ScanView(out)
-    if out.mode != "json":
-        out.note("Tracing 802.11 scans. Hit Ctrl-C to end.")
+    out.note("Tracing 802.11 scans. Hit Ctrl-C to end.")
     stop_at = None if duration is None else time.monotonic() + duration
     try:
         for event in nl.events(timeout=0.2):
