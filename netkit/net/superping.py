@@ -115,6 +115,7 @@ class Pinger:
     ident: int = field(init=False, default=0)
     kind: str = field(init=False, default="")
     timestamping: bool = field(init=False, default=False)
+    transmitted: int = field(init=False, default=0)     # requests sent by run() so far
     _sock: socket.socket | None = field(init=False, default=None, repr=False)
 
     @property
@@ -195,11 +196,12 @@ class Pinger:
     # -- the session ---------------------------------------------------------------------------
 
     def run(self, count: int | None = None, interval: float = 1.0,
-            timeout: float = 10.0) -> Iterator[Reply | Lost]:
+            timeout: float = 10.0, deadline: float | None = None) -> Iterator[Reply | Lost]:
         """Send `count` requests (forever if None) `interval` s apart; yield each outcome.
 
         A request unanswered `timeout` s after its send is Lost; a reply to an answered
-        request is yielded with dup=True. Ends when every request is answered or lost.
+        request is yielded with dup=True. Ends when every request is answered or lost, or
+        `deadline` s after the start (ping's -w) whatever is still outstanding.
         """
         sock = self._sock
         poller = select.poll()
@@ -211,13 +213,17 @@ class Pinger:
         next_send = time.perf_counter_ns()
         interval_ns = int(interval * 1e9)
         timeout_ns = int(timeout * 1e9)
+        stop_ns = None if deadline is None else next_send + int(deadline * 1e9)
         while True:
             now = time.perf_counter_ns()
+            if stop_ns is not None and now >= stop_ns:
+                return
             if (count is None or sent < count) and now >= next_send:
                 seq = (sent + 1) & 0xFFFF
                 if self._send(seq, pending, timeout_ns):
                     key_to_seq[sent] = seq
                 sent += 1
+                self.transmitted = sent
                 next_send += interval_ns
                 answered.pop(seq, None)       # a wrapped sequence number starts afresh
                 continue
@@ -229,6 +235,8 @@ class Pinger:
             waits = [p.deadline_ns for p in pending.values()]
             if count is None or sent < count:
                 waits.append(next_send)
+            if stop_ns is not None:
+                waits.append(stop_ns)
             wait_ms = max(0, math.ceil((min(waits) - now) / 1e6))
             events = 0
             for _fd, ev in poller.poll(wait_ms):

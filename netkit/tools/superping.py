@@ -1,0 +1,430 @@
+"""ICMP echo round trips measured three ways: as ping sees them, by kernel socket timestamps,
+and inside the kernel stack by tracepoints.
+
+Sends echo requests like ping (-c, -i, -s, -W, -I, -4/-6) and prints, per reply, the
+userspace RTT (send call to recv return), the kernel-stamped RTT (SO_TIMESTAMPING software
+TX to RX) and the in-stack RTT (net:net_dev_start_xmit of the request to net:netif_receive_skb
+of the reply). Without root the in-stack column is left out. --passive times the echoes of
+other processes (a running ping) by the tracepoints alone.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from netkit.engine.errors import NetkitError
+from netkit.net.superping import Lost, PingError, Pinger, Reply, stats
+from netkit.tools.common import (Column, JsonOpt, ManPage, NameOpt, NoColorOpt, PidOpt,
+                                 VerboseOpt, fail, tool_errors)
+
+SUMMARY = "ping with kernel-stamped and in-stack (tracepoint) round-trip times."
+
+MAN = ManPage(
+    description=(
+        "superping sends ICMP echo requests like ping(8) and times every reply three ways. "
+        "USER is what a ping program sees: from the sendto() call to the return of recvmsg(), "
+        "so it includes the scheduler's and the interpreter's delays on both ends. KERNEL "
+        "comes from SO_TIMESTAMPING: the software TX stamp the driver takes when it hands the "
+        "request to the device, to the software RX stamp of the reply as it enters the stack. "
+        "STACK comes from two tracepoints: net:net_dev_start_xmit for the request (after the "
+        "qdisc, just before the driver) and net:netif_receive_skb for the reply, matched in BPF "
+        "on address family, ICMP id, sequence number and peer address. KERNEL and STACK leave "
+        "out the scheduling noise of userspace; both should agree within a few tens of "
+        "microseconds.\n\n"
+        "The socket is a raw ICMP socket when superping has CAP_NET_RAW, otherwise an ICMP "
+        "datagram socket, which the kernel allows when the user's group is in "
+        "net.ipv4.ping_group_range (the kernel then picks the echo id). Loading BPF needs root "
+        "(or CAP_BPF and CAP_PERFMON): without it superping says so once and reports USER and "
+        "KERNEL only.\n\n"
+        "Compared with the original superping.bt (kprobes on ip_send_skb and icmp_rcv), the "
+        "in-stack stamps sit at the device: the request is stamped after netfilter and neighbour "
+        "resolution and the reply before IP input, so the figure is slightly smaller and closer "
+        "to the wire, and the wait for ARP/ND of a first request is not in it. Only the first "
+        "TX stamp of a request counts (stacked devices transmit it again). IPv4 replies are "
+        "stamped at their first fragment; IPv6 echoes with extension headers are not followed.\n\n"
+        "--passive sends nothing: it prints every echo request/reply pair any process on the "
+        "host (in any network namespace) exchanges, with the PID and command that sent the "
+        "request; -p and -n select processes.\n\n"
+        "The summary gives packets transmitted and received, loss, min/avg/max/mdev of each "
+        "RTT (mdev as ping computes it) and a log2 histogram of the in-stack RTT aggregated in "
+        "the kernel (of the kernel-stamped RTT when BPF is not available). Exit status: 0 when "
+        "a reply came, 1 when none did or on an error, 2 on a usage error."),
+    examples=[
+        ("netkit superping -c 5 10.0.0.2", "five echoes, three RTTs each"),
+        ("netkit superping -6 -c 100 -i 0.01 -q fe80::1%eth0", "IPv6, quiet, summary only"),
+        ("netkit superping -c 10 -s 1400 -I veth0 10.0.0.2", "larger requests through one device"),
+        ("netkit superping --json -c 3 127.0.0.1", "NDJSON: one object per reply and a summary"),
+        ("netkit superping --passive", "time the echoes of every ping running on the host"),
+        ("netkit superping --passive -n ping -c 10", "the first ten echoes of processes named ping"),
+    ],
+    output=(
+        "Active: one line per reply, like ping's: `64 bytes from ADDR: icmp_seq=N ttl=T "
+        "user=U us kernel=K us stack=S us` (ms with -m), `(DUP!)` for duplicates and "
+        "`no reply for icmp_seq=N` for a request that timed out. Passive: columns PID, COMM, IP "
+        "(4 or 6), ADDRESS (the peer), ID, SEQ, RTT (in-stack, us or ms).\n\n"
+        "JSON: per reply an object with type \"reply\", ts, seq, id, from, bytes, ttl, "
+        "user_rtt_us, kernel_rtt_us, stack_rtt_us (null when not measured), dup; per timeout "
+        "type \"lost\" with seq and id; in passive mode type \"echo\" with pid, comm, family "
+        "(4 or 6), address, id, seq, stack_rtt_us. At the end type \"summary\" with "
+        "transmitted, received, duplicates, loss_pct, user_rtt_us, kernel_rtt_us and "
+        "stack_rtt_us (objects with n, min, avg, max, mdev, or null), hist_us (the in-stack "
+        "histogram: list of objects with low, high, count), hist_source (\"stack\" or "
+        "\"kernel\"), bpf (true when the in-stack RTT was measured), lost_events and "
+        "unmatched_replies (from the BPF side)."),
+    see_also=["ping(8)", "netkit-pchar(8)", "superping.bt (BPF Performance Tools, ch. 10)"],
+)
+
+AF_NAMES = {socket.AF_INET: 4, socket.AF_INET6: 6}
+
+DestArg = Annotated[Optional[str], typer.Argument(metavar="[DESTINATION]", show_default=False,
+                                                  help="Host to ping (not with --passive).")]
+CountOpt = Annotated[Optional[int], typer.Option("-c", "--count", min=1, show_default=False,
+                                                 help="Stop after this many requests (with "
+                                                      "--passive: this many echoes).")]
+IntervalOpt = Annotated[float, typer.Option("-i", "--interval", min=0.001,
+                                            help="Seconds between requests.")]
+SizeOpt = Annotated[int, typer.Option("-s", "--size", min=0, max=65507,
+                                      help="ICMP payload bytes (8 bytes of header come on top).")]
+TimeoutOpt = Annotated[float, typer.Option("-W", "--timeout", min=0.001,
+                                           help="Seconds to wait for each reply.")]
+DeadlineOpt = Annotated[Optional[float], typer.Option("-w", "--deadline", min=0.001,
+                                                      show_default=False,
+                                                      help="Exit after this many seconds.")]
+IfaceOpt = Annotated[Optional[str], typer.Option("-I", "--interface", metavar="IFACE",
+                                                 show_default=False,
+                                                 help="Send through this device, or from this "
+                                                      "source address.")]
+TtlOpt = Annotated[Optional[int], typer.Option("-t", "--ttl", min=1, max=255, show_default=False,
+                                               help="IP time to live (hop limit) of requests.")]
+V4Opt = Annotated[bool, typer.Option("-4", help="IPv4 only.")]
+V6Opt = Annotated[bool, typer.Option("-6", help="IPv6 only.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print the summary only.")]
+StampOpt = Annotated[bool, typer.Option("-D", "--timestamp",
+                                        help="Start each line with the Unix time, as ping -D.")]
+MsOpt = Annotated[bool, typer.Option("-m", "--milliseconds",
+                                     help="Show RTTs in milliseconds, not microseconds.")]
+PassiveOpt = Annotated[bool, typer.Option("--passive", help="Send nothing; time the echoes of "
+                                                            "other processes.")]
+SocketOpt = Annotated[str, typer.Option("--socket", metavar="raw|dgram|auto",
+                                        help="ICMP socket kind: raw (CAP_NET_RAW), dgram "
+                                             "(ping_group_range) or the first that opens.")]
+
+
+def log2_slots(values_us: list[float], nslots: int = 32) -> list[int]:
+    """A log2 histogram of microsecond values, slotted as common.h's log2_slot does."""
+    slots = [0] * nslots
+    for v in values_us:
+        slots[min(nslots - 1, max(0, int(v).bit_length() - 1))] += 1
+    return slots
+
+
+def hist_json(slots: list[int]) -> list[dict]:
+    return [{"low": 0 if i == 0 else 1 << i, "high": (1 << (i + 1)) - 1, "count": c}
+            for i, c in enumerate(slots) if c]
+
+
+class StackTimer:
+    """The BPF side: in-stack RTTs of echo replies, by (family, id, seq)."""
+
+    def __init__(self, family: int | None = None, ident: int | None = None,
+                 pid: int | None = None, name: str | None = None):
+        from netkit.engine.bpfobject import BPFObject, Filters
+        rodata = {}
+        if ident is not None:
+            rodata.update(filter_id=True, target_id=ident)
+        if family is not None:
+            rodata["target_family"] = family
+        self.obj = BPFObject("superping", Filters(pid, name), rodata=rodata)
+        self.events: list = []
+
+    def __enter__(self) -> "StackTimer":
+        self.obj.__enter__()
+        self.ring = self.obj.ring_buffer("events", "echo_event", self._keep)
+        return self
+
+    def __exit__(self, *exc):
+        return self.obj.__exit__(*exc)
+
+    def _keep(self, event) -> None:
+        self.events.append(type(event).from_buffer_copy(event))   # the ring slot is reused
+
+    def poll(self, timeout_ms: int = 0) -> list:
+        self.ring.poll(timeout_ms)
+        taken, self.events = self.events, []
+        return taken
+
+    def hist_slots(self) -> list[int]:
+        from netkit.engine.hist import Log2Hist
+        return Log2Hist.from_value(self.obj.map("rtt_hist").lookup(0)).slots
+
+    def counts(self) -> dict[str, int]:
+        per_cpu = self.obj.map("counts").lookup(0)
+        return {k: sum(getattr(c, k) for c in per_cpu) for k in ("requests", "replies", "unmatched")}
+
+    def lost_events(self) -> int:
+        return self.obj.lost_events()
+
+
+def event_address(event) -> str:
+    fam = socket.AF_INET if event.key.family == socket.AF_INET else socket.AF_INET6
+    raw = bytes(event.key.addr)[:4 if fam == socket.AF_INET else 16]
+    return socket.inet_ntop(fam, raw)
+
+
+class Units:
+    def __init__(self, ms: bool):
+        self.name = "ms" if ms else "us"
+        self.scale = 1e6 if ms else 1e3
+        self.digits = 3 if ms else 1
+
+    def fmt(self, ns: int | None) -> str:
+        return "-" if ns is None else f"{ns / self.scale:.{self.digits}f}"
+
+
+def _us(ns: int | None) -> float | None:
+    return None if ns is None else round(ns / 1e3, 3)
+
+
+def _stats_json(values_ns: list[int]) -> dict | None:
+    s = stats([v / 1e3 for v in values_ns])
+    return None if s is None else {"n": s.n, "min": round(s.min, 3), "avg": round(s.avg, 3),
+                                   "max": round(s.max, 3), "mdev": round(s.mdev, 3)}
+
+
+class ActiveView:
+    def __init__(self, out, units: Units, quiet: bool, stamp: bool):
+        self.out, self.units, self.quiet, self.stamp = out, units, quiet, stamp
+
+    def _prefix(self) -> str:
+        return f"[{time.time():.6f}] " if self.stamp else ""
+
+    def start(self, pinger: Pinger, bpf: bool) -> None:
+        if self.out.mode == "json" or self.quiet:
+            return
+        extra = "" if bpf else " (no in-stack RTT)"
+        self.out.line(f"SUPERPING {pinger.dest} ({pinger.address}) {pinger.size}({pinger.size + 8}) "
+                      f"bytes of data, {pinger.kind} socket{extra}.")
+
+    def reply(self, r: Reply, stack_ns: int | None) -> None:
+        if self.out.mode == "json":
+            self.out.record({"type": "reply", "seq": r.seq, "id": r.ident, "from": r.address,
+                             "bytes": r.nbytes, "ttl": r.ttl, "user_rtt_us": _us(r.user_rtt_ns),
+                             "kernel_rtt_us": _us(r.kernel_rtt_ns), "stack_rtt_us": _us(stack_ns),
+                             "dup": r.dup})
+            return
+        if self.quiet:
+            return
+        u = self.units
+        ttl = f" ttl={r.ttl}" if r.ttl is not None else ""
+        self.out.line(f"{self._prefix()}{r.nbytes} bytes from {r.address}: icmp_seq={r.seq}{ttl} "
+                      f"user={u.fmt(r.user_rtt_ns)} {u.name} kernel={u.fmt(r.kernel_rtt_ns)} {u.name} "
+                      f"stack={u.fmt(stack_ns)} {u.name}" + (" (DUP!)" if r.dup else ""))
+
+    def lost(self, lost: Lost) -> None:
+        if self.out.mode == "json":
+            self.out.record({"type": "lost", "seq": lost.seq, "id": lost.ident})
+        elif not self.quiet:
+            self.out.line(f"{self._prefix()}no reply for icmp_seq={lost.seq}")
+
+    def summary(self, pinger: Pinger, replies: list[tuple[Reply, int | None]], elapsed: float,
+                hist: list[int], hist_source: str, bpf_info: dict) -> None:
+        good = [(r, s) for r, s in replies if not r.dup]
+        dups = len(replies) - len(good)
+        sent = pinger.transmitted
+        loss = 100.0 * (sent - len(good)) / sent if sent else 0.0
+        series = {"user": [r.user_rtt_ns for r, _ in good],
+                  "kernel": [r.kernel_rtt_ns for r, _ in good if r.kernel_rtt_ns is not None],
+                  "stack": [s for _, s in good if s is not None]}
+        if self.out.mode == "json":
+            self.out.record({"type": "summary", "destination": pinger.address, "transmitted": sent,
+                             "received": len(good), "duplicates": dups, "loss_pct": round(loss, 3),
+                             "time_ms": round(elapsed * 1e3), **{f"{k}_rtt_us": _stats_json(v)
+                                                                  for k, v in series.items()},
+                             "hist_us": hist_json(hist), "hist_source": hist_source, **bpf_info})
+            return
+        u = self.units
+        self.out.line()
+        self.out.line(f"--- {pinger.dest} superping statistics ---")
+        dup_text = f", +{dups} duplicates" if dups else ""
+        self.out.line(f"{sent} packets transmitted, {len(good)} received{dup_text}, "
+                      f"{loss:.4g}% packet loss, time {elapsed * 1e3:.0f}ms")
+        rows = []
+        for name, values in series.items():
+            s = stats(values)
+            cells = [u.fmt(None)] * 4 if s is None else [
+                u.fmt(v) for v in (s.min, s.avg, s.max, s.mdev)]
+            rows.append([name, len(values)] + cells)
+        self.out.table([Column("rtt", 6, "<"), Column("n", 5)] +
+                       [Column(f"{h}({u.name})", 10) for h in ("min", "avg", "max", "mdev")], rows)
+        if any(hist):
+            self.out.line()
+            self.out.hist(f"{'in-stack' if hist_source == 'stack' else 'kernel-stamped'} RTT",
+                          hist, "us")
+
+
+class PassiveView:
+    def __init__(self, out, units: Units):
+        from netkit.render.output import StreamTable
+        self.out, self.units = out, units
+        self.table = StreamTable(out, [Column("PID", 7), Column("COMM", 15, "<", style="bold"),
+                                       Column("IP", 2), Column("ADDRESS", 24, "<"),
+                                       Column("ID", 5), Column("SEQ", 5),
+                                       Column(f"RTT({units.name})", 9, fmt=units.fmt)])
+
+    def echo(self, e) -> None:
+        comm = bytes(e.req.comm).split(b"\0")[0].decode(errors="replace")
+        fam = 4 if e.key.family == socket.AF_INET else 6
+        if self.out.mode == "json":
+            self.out.record({"type": "echo", "pid": e.req.pid, "comm": comm, "family": fam,
+                             "address": event_address(e), "id": e.key.id, "seq": e.key.seq,
+                             "stack_rtt_us": _us(e.rtt_ns)})
+        else:
+            self.table.row([e.req.pid, comm, fam, event_address(e), e.key.id, e.key.seq, e.rtt_ns])
+
+    def summary(self, rtts: list[int], hist: list[int], elapsed: float, info: dict) -> None:
+        if self.out.mode == "json":
+            self.out.record({"type": "summary", "echoes": len(rtts), "time_ms": round(elapsed * 1e3),
+                             "stack_rtt_us": _stats_json(rtts), "hist_us": hist_json(hist),
+                             "hist_source": "stack", **info})
+            return
+        self.out.line()
+        s = stats(rtts)
+        u = self.units
+        line = f"{len(rtts)} echoes in {elapsed:.1f} s"
+        if s:
+            line += (f", in-stack rtt min/avg/max/mdev = {u.fmt(s.min)}/{u.fmt(s.avg)}/"
+                     f"{u.fmt(s.max)}/{u.fmt(s.mdev)} {u.name}")
+        self.out.line(line + f"; {info['unmatched_replies']} replies without a seen request")
+        if any(hist):
+            self.out.hist("in-stack RTT", hist, "us")
+
+
+def _family(v4: bool, v6: bool) -> int | None:
+    if v4 and v6:
+        raise typer.BadParameter("-4 and -6 exclude each other")
+    return socket.AF_INET if v4 else socket.AF_INET6 if v6 else None
+
+
+def run_passive(out, units: Units, family, count, deadline, pid, name) -> int:
+    view = PassiveView(out, units)
+    rtts: list[int] = []
+    started = time.monotonic()
+    with StackTimer(family, None, pid, name) as timer:
+        if out.mode != "json":
+            out.note("Tracing ICMP echo round trips... Hit Ctrl-C to end.")
+        try:
+            while count is None or len(rtts) < count:
+                left = None if deadline is None else deadline - (time.monotonic() - started)
+                if left is not None and left <= 0:
+                    break
+                wait = 200 if left is None else max(1, min(200, int(left * 1000)))
+                for e in timer.poll(wait):
+                    if count is not None and len(rtts) >= count:
+                        break
+                    rtts.append(e.rtt_ns)
+                    view.echo(e)
+        except KeyboardInterrupt:
+            pass
+        counts = timer.counts()
+        view.summary(rtts, timer.hist_slots(), time.monotonic() - started,
+                     {"lost_events": timer.lost_events(), "unmatched_replies": counts["unmatched"]})
+    return 0
+
+
+def run_active(out, units: Units, pinger: Pinger, count, interval, timeout, deadline,
+               quiet, stamp) -> int:
+    view = ActiveView(out, units, quiet, stamp)
+    timer = None
+    try:
+        timer = StackTimer(pinger.family, pinger.ident).__enter__()
+    except NetkitError as exc:
+        out.note(f"netkit superping: no in-stack RTT ({exc}); showing user and kernel-stamped RTTs")
+    if not pinger.timestamping:
+        out.note("netkit superping: this socket refused SO_TIMESTAMPING; no kernel-stamped RTT")
+    view.start(pinger, timer is not None)
+    replies: list[tuple[Reply, int | None]] = []
+    stack_by_seq: dict[int, int] = {}
+    started = time.monotonic()
+    try:
+        for outcome in pinger.run(count, interval, timeout, deadline):
+            if isinstance(outcome, Lost):
+                view.lost(outcome)
+                continue
+            stack_ns = None
+            if timer is not None and not outcome.dup:
+                for e in timer.poll(0):          # the reply's event is in: it passed the RX point
+                    if event_address(e) == outcome.address:
+                        stack_by_seq[e.key.seq] = e.rtt_ns
+                stack_ns = stack_by_seq.pop(outcome.seq, None)
+            replies.append((outcome, stack_ns))
+            view.reply(outcome, stack_ns)
+    except KeyboardInterrupt:
+        pass
+    elapsed = time.monotonic() - started
+    info = {"bpf": timer is not None, "lost_events": None, "unmatched_replies": None}
+    if timer is not None:
+        hist, source = timer.hist_slots(), "stack"
+        info.update(lost_events=timer.lost_events(), unmatched_replies=timer.counts()["unmatched"])
+        timer.__exit__(None, None, None)
+    else:
+        hist = log2_slots([r.kernel_rtt_ns / 1e3 for r, _ in replies
+                           if not r.dup and r.kernel_rtt_ns is not None])
+        source = "kernel"
+    view.summary(pinger, replies, elapsed, hist, source, info)
+    return 0 if any(not r.dup for r, _ in replies) else 1
+
+
+@tool_errors("superping")
+def command(
+    destination: DestArg = None,
+    count: CountOpt = None,
+    interval: IntervalOpt = 1.0,
+    size: SizeOpt = 56,
+    timeout: TimeoutOpt = 10.0,
+    deadline: DeadlineOpt = None,
+    interface: IfaceOpt = None,
+    ttl: TtlOpt = None,
+    ipv4: V4Opt = False,
+    ipv6: V6Opt = False,
+    quiet: QuietOpt = False,
+    timestamp: StampOpt = False,
+    milliseconds: MsOpt = False,
+    passive: PassiveOpt = False,
+    pid: PidOpt = None,
+    name: NameOpt = None,
+    sock: SocketOpt = "auto",
+    json: JsonOpt = False,
+    no_color: NoColorOpt = False,
+    verbose: VerboseOpt = False,
+):
+    from netkit.engine.bpfobject import set_verbose
+    from netkit.render.output import Output
+
+    set_verbose(verbose)
+    family = _family(ipv4, ipv6)
+    if sock not in ("raw", "dgram", "auto"):
+        fail("superping", f"--socket must be raw, dgram or auto, not {sock!r}", 2)
+    out = Output(json_mode=json, no_color=no_color)
+    units = Units(milliseconds)
+    if passive:
+        if destination:
+            fail("superping", "--passive sends nothing: give no DESTINATION", 2)
+        raise typer.Exit(run_passive(out, units, family, count, deadline, pid, name))
+    if not destination:
+        fail("superping", "a DESTINATION is needed (or --passive)", 2)
+    if pid is not None or name:
+        fail("superping", "-p and -n select processes for --passive only", 2)
+    try:
+        pinger = Pinger(destination, family, size, interface, sock, ttl).open()
+    except PingError as exc:
+        raise NetkitError(str(exc)) from None
+    try:
+        code = run_active(out, units, pinger, count, interval, timeout, deadline, quiet, timestamp)
+    except PingError as exc:
+        raise NetkitError(str(exc)) from None
+    finally:
+        pinger.close()
+    raise typer.Exit(code)
