@@ -1,0 +1,392 @@
+"""One BPF object, from open to detach: the lifecycle every netkit tool goes through.
+
+    with BPFObject("sockstat", filters=Filters(pid=123)) as obj:   # open, configure, load, attach
+        counts = obj.map("counts")
+        for tgid, per_cpu in counts.items(): ...
+
+Configuration goes into `.rodata` before load (so the verifier prunes disabled filters), every
+program whose section names a tracepoint is attached, and everything is detached and freed on
+exit, also on Ctrl-C and SIGTERM (netkit.cli turns SIGTERM into KeyboardInterrupt).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from netkit.engine import checks
+from netkit.engine import libbpf as L
+from netkit.engine.btf import BtfTypes, VarSecinfo, records, vlen_of
+from netkit.engine.errors import NetkitError
+
+OBJECT_DIR = Path(__file__).resolve().parent.parent / "bpf"
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+
+# libbpf's messages of the current load, captured so a failure can be told in one line.
+_libbpf_log: list[str] = []
+_verbose = False
+
+
+@L.PRINT_FN
+def _capture_libbpf_print(level, fmt, args):
+    buf = ctypes.create_string_buffer(8192)
+    L.vsnprintf(buf, len(buf), fmt, args)
+    text = buf.value.decode(errors="replace")
+    _libbpf_log.append(text)
+    if _verbose:
+        os.write(2, buf.value)
+    return 0
+
+
+L.libbpf_set_print(_capture_libbpf_print)
+
+
+def set_verbose(on: bool) -> None:
+    """With --verbose every libbpf message (and any verifier log in full) goes to stderr."""
+    global _verbose
+    _verbose = on
+
+
+def verifier_summary(log_lines: list[str]) -> str:
+    """The line of a verifier log that says what went wrong (the last one before the statistics)."""
+    text = "".join(log_lines)
+    block = re.search(r"BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG", text, re.S)
+    lines = (block.group(1) if block else text).splitlines()
+    noise = re.compile(r"^(processed \d+ insns|verification time|stack depth|libbpf:|\s*$|;)")
+    meaningful = [line.strip() for line in lines if not noise.match(line)]
+    return meaningful[-1] if meaningful else "(no verifier message; rerun with --verbose)"
+
+
+@dataclass
+class Filters:
+    """The process filters every tracing tool offers: -p PID, -n COMM, -c CGROUP."""
+    pid: int | None = None
+    name: str | None = None
+    cgroup: str | None = None
+
+    def rodata(self) -> dict:
+        values = {}
+        if self.pid is not None:
+            values["filter_tgid"] = self.pid
+        if self.name:
+            values["filter_comm"] = self.name.encode()[:15]
+        if self.cgroup:
+            values["filter_cgroup"] = True
+        return values
+
+    def cgroup_path(self) -> Path | None:
+        if not self.cgroup:
+            return None
+        given = Path(self.cgroup)
+        candidates = [given] if given.is_absolute() else [root / given for root in CGROUP_ROOTS]
+        for path in candidates:
+            if path.is_dir() and (path / "cgroup.procs").exists():
+                return path
+        raise NetkitError(f"no cgroup v2 directory {self.cgroup} (give a path under "
+                          f"{' or '.join(map(str, CGROUP_ROOTS))})")
+
+
+def _errno_text(code: int) -> str:
+    return os.strerror(code) if code else "unknown error"
+
+
+class Map:
+    """A BPF map with key and value types taken from its BTF definition."""
+
+    def __init__(self, handle: int, types: BtfTypes):
+        self.handle = handle
+        self.name = L.bpf_map__name(handle).decode()
+        self.fd = L.bpf_map__fd(handle)
+        self.percpu = L.bpf_map__type(handle) in L.PERCPU_MAP_TYPES
+        key_id, value_id = L.bpf_map__btf_key_type_id(handle), L.bpf_map__btf_value_type_id(handle)
+        self.key_type = types.ctype(key_id) if key_id else ctypes.c_uint8 * L.bpf_map__key_size(handle)
+        self.value_type = (types.ctype(value_id) if value_id
+                           else ctypes.c_uint8 * L.bpf_map__value_size(handle))
+        self.ncpus = L.libbpf_num_possible_cpus() if self.percpu else 1
+        self._stride = (ctypes.sizeof(self.value_type) + 7) // 8 * 8 if self.percpu else 0
+
+    def _value_buffer(self):
+        if self.percpu:
+            return ctypes.create_string_buffer(self._stride * self.ncpus)
+        return self.value_type()
+
+    def _decode(self, buf):
+        """A per-CPU map's value comes back as a list, one entry per possible CPU."""
+        if not self.percpu:
+            return buf
+        return [self.value_type.from_buffer_copy(buf, cpu * self._stride) for cpu in range(self.ncpus)]
+
+    def _key(self, key):
+        return key if isinstance(key, self.key_type) else self.key_type(key)
+
+    def lookup(self, key):
+        buf = self._value_buffer()
+        if L.bpf_map_lookup_elem(self.fd, ctypes.byref(self._key(key)), buf) != 0:
+            return None
+        return self._decode(buf)
+
+    def update(self, key, value, flags: int = 0) -> None:
+        if L.bpf_map_update_elem(self.fd, ctypes.byref(self._key(key)), ctypes.byref(value), flags):
+            raise NetkitError(f"cannot update map {self.name}: {_errno_text(ctypes.get_errno())}")
+
+    def delete(self, key) -> None:
+        L.bpf_map_delete_elem(self.fd, ctypes.byref(self._key(key)))
+
+    def keys(self):
+        key, next_key = self.key_type(), self.key_type()
+        found = []
+        prev = None
+        while L.bpf_map_get_next_key(self.fd, prev, ctypes.byref(next_key)) == 0:
+            found.append(self.key_type.from_buffer_copy(next_key))
+            ctypes.memmove(ctypes.byref(key), ctypes.byref(next_key), ctypes.sizeof(key))
+            prev = ctypes.byref(key)
+        return found
+
+    def items(self):
+        for key in self.keys():
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
+    def clear(self) -> None:
+        for key in self.keys():
+            self.delete(key)
+
+
+class RingBuffer:
+    """Events from a BPF ring buffer, each handed to `handler` as the BTF-typed struct."""
+
+    def __init__(self, bpf_map: Map, event_type: type, handler):
+        def on_sample(_ctx, data, size):
+            handler(event_type.from_address(data))
+            return 0
+
+        self._callback = L.RINGBUF_SAMPLE_FN(on_sample)   # keep alive as long as the ring
+        self.handle = L.ring_buffer__new(bpf_map.fd, self._callback, None, None)
+        if not self.handle:
+            raise NetkitError(f"cannot open ring buffer {bpf_map.name}: "
+                              f"{_errno_text(ctypes.get_errno())}")
+
+    def poll(self, timeout_ms: int) -> int:
+        """Consume ready events (waiting up to timeout_ms); returns how many were handled."""
+        n = L.ring_buffer__poll(self.handle, timeout_ms)
+        if n < 0 and -n != errno.EINTR:
+            raise NetkitError(f"ring buffer poll failed: {_errno_text(-n)}")
+        return max(n, 0)
+
+    def free(self) -> None:
+        if self.handle:
+            L.ring_buffer__free(self.handle)
+            self.handle = None
+
+
+class BPFObject:
+    """Open, configure, load and attach `netkit/bpf/<tool>.bpf.o`; detach and free on close.
+
+    rodata: values for `const volatile` globals (set before load).
+    optional: tracepoint names ("sock:sock_send_length") whose programs are left out, not fatal,
+              when the kernel lacks them; `missing` then lists them so the view can say n/a.
+    manual: program names the tool attaches itself (uprobes); attach_all() leaves them alone.
+    """
+
+    def __init__(self, tool: str, filters: Filters | None = None, rodata: dict | None = None,
+                 optional: set[str] = frozenset(), manual: set[str] = frozenset(),
+                 max_entries: dict[str, int] | None = None, path: Path | None = None):
+        self.tool = tool
+        self.path = path or OBJECT_DIR / f"{tool}.bpf.o"
+        self.filters = filters or Filters()
+        self.rodata = {**self.filters.rodata(), **(rodata or {})}
+        self.optional = optional
+        self.manual = manual
+        self.max_entries = max_entries or {}
+        self.missing: list[str] = []
+        self.obj = None
+        self.links: list[int] = []
+        self.rings: list[RingBuffer] = []
+        self.types: BtfTypes | None = None
+        self._maps: dict[str, Map] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self.open()
+            self.load()
+            self.attach_all()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def open(self) -> None:
+        checks.require_bpf_privileges()
+        checks.check_pid(self.filters.pid)
+        path = self.path
+        if not path.exists():
+            raise NetkitError(f"BPF object {path.name} is not built; run `make bpf` in the netkit "
+                              f"source tree")
+        _libbpf_log.clear()
+        self.obj = L.bpf_object__open_file(str(path).encode(), None)
+        if not self.obj:
+            raise NetkitError(f"cannot open {path.name}: {_errno_text(ctypes.get_errno())}")
+        self.types = BtfTypes(L.bpf_object__btf(self.obj))
+        self._check_tracepoints()
+        self._write_rodata()
+        for name, entries in self.max_entries.items():
+            L.bpf_map__set_max_entries(self._map_handle(name), entries)
+
+    def load(self) -> None:
+        _libbpf_log.clear()
+        err = L.bpf_object__load(self.obj)
+        if err:
+            log = "".join(_libbpf_log)
+            if "PROG LOAD LOG" in log or "verifier" in log:
+                raise NetkitError(f"the kernel's verifier rejected {self.tool}.bpf.o: "
+                                  f"{verifier_summary(_libbpf_log)} (--verbose shows the full log)")
+            raise NetkitError(f"cannot load {self.tool}.bpf.o: {L.strerror(-err)}"
+                              f"{self._last_libbpf_line()}")
+        self._attach_cgroup_filter()
+
+    def attach_all(self) -> None:
+        for prog in self.programs():
+            name = L.bpf_program__name(prog).decode()
+            section = L.bpf_program__section_name(prog).decode()
+            if name in self.manual or self._skipped(section):
+                continue
+            link = L.bpf_program__attach(prog)
+            if not link:
+                raise NetkitError(f"cannot attach {name} ({section}): "
+                                  f"{_errno_text(ctypes.get_errno())}")
+            self.links.append(link)
+
+    def attach_uprobe(self, program: str, binary: str, function: str, retprobe: bool = False,
+                      pid: int = -1) -> None:
+        prog = self._program(program)
+        opts = L.UprobeOpts(sz=ctypes.sizeof(L.UprobeOpts), retprobe=retprobe,
+                            func_name=function.encode())
+        link = L.bpf_program__attach_uprobe_opts(prog, pid, binary.encode(), 0, ctypes.byref(opts))
+        if not link:
+            raise NetkitError(f"cannot attach {'uretprobe' if retprobe else 'uprobe'} to "
+                              f"{function} in {binary}: {_errno_text(ctypes.get_errno())}")
+        self.links.append(link)
+
+    def close(self) -> None:
+        for ring in self.rings:
+            ring.free()
+        self.rings.clear()
+        for link in self.links:
+            L.bpf_link__destroy(link)
+        self.links.clear()
+        if self.obj:
+            L.bpf_object__close(self.obj)
+            self.obj = None
+
+    # -- access ----------------------------------------------------------------------------------
+    def map(self, name: str) -> Map:
+        if name not in self._maps:
+            self._maps[name] = Map(self._map_handle(name), self.types)
+        return self._maps[name]
+
+    def struct(self, name: str) -> type:
+        return self.types.find_struct(name)
+
+    def ring_buffer(self, map_name: str, event_struct: str, handler) -> RingBuffer:
+        ring = RingBuffer(self.map(map_name), self.struct(event_struct), handler)
+        self.rings.append(ring)
+        return ring
+
+    def lost_events(self) -> int:
+        """Events the BPF side could not queue (common.h's lost_events counter)."""
+        per_cpu = self.map("lost_events").lookup(0)
+        return sum(v.value for v in per_cpu) if per_cpu else 0
+
+    def programs(self):
+        prog = L.bpf_object__next_program(self.obj, None)
+        while prog:
+            yield prog
+            prog = L.bpf_object__next_program(self.obj, prog)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _program(self, name: str) -> int:
+        for prog in self.programs():
+            if L.bpf_program__name(prog).decode() == name:
+                return prog
+        raise NetkitError(f"{self.tool}.bpf.o has no program {name}")
+
+    def _map_handle(self, name: str) -> int:
+        handle = L.bpf_object__next_map(self.obj, None)
+        while handle:
+            if L.bpf_map__name(handle).decode() == name:
+                return handle
+            handle = L.bpf_object__next_map(self.obj, handle)
+        raise NetkitError(f"{self.tool}.bpf.o has no map {name}")
+
+    def _skipped(self, section: str) -> bool:
+        return section.startswith(("uprobe", "uretprobe")) or any(
+            section.endswith(m.replace(":", "/")) for m in self.missing)
+
+    def _check_tracepoints(self) -> None:
+        """Fail with the tracepoint's name when this kernel lacks it; drop optional ones."""
+        for prog in self.programs():
+            section = L.bpf_program__section_name(prog).decode()
+            exists, target = checks.kernel_has_section_target(section)
+            if exists:
+                continue
+            if target in self.optional:
+                L.bpf_program__set_autoload(prog, False)
+                if target not in self.missing:
+                    self.missing.append(target)
+            else:
+                raise NetkitError(f"this kernel has no tracepoint {target} (needed by {self.tool})")
+
+    def _write_rodata(self) -> None:
+        if not self.rodata:
+            return
+        handle = next((h for h in self._all_maps() if L.bpf_map__name(h).endswith(b".rodata")), None)
+        if handle is None:
+            raise NetkitError(f"{self.tool}.bpf.o has no .rodata to configure")
+        size = ctypes.c_size_t()
+        base = L.bpf_map__initial_value(handle, ctypes.byref(size))
+        layout = self._datasec(".rodata")
+        for name, value in self.rodata.items():
+            if name not in layout:
+                raise NetkitError(f"{self.tool}.bpf.o has no setting {name}")
+            offset, var_size = layout[name]
+            raw = value if isinstance(value, bytes) else int(value).to_bytes(var_size, "little",
+                                                                               signed=value < 0)
+            ctypes.memmove(base + offset, raw[:var_size], min(len(raw), var_size))
+
+    def _datasec(self, section: str) -> dict[str, tuple[int, int]]:
+        """name -> (offset, size) of the variables in a data section, from BTF."""
+        sec_id = L.btf__find_by_name_kind(self.types.btf, section.encode(), L.BTF_KIND_DATASEC)
+        sec = self.types.type(sec_id)
+        layout = {}
+        for info in records(sec, VarSecinfo, vlen_of(sec)):
+            layout[self.types.name(self.types.type(info.type))] = (info.offset, info.size)
+        return layout
+
+    def _all_maps(self):
+        handle = L.bpf_object__next_map(self.obj, None)
+        while handle:
+            yield handle
+            handle = L.bpf_object__next_map(self.obj, handle)
+
+    def _attach_cgroup_filter(self) -> None:
+        path = self.filters.cgroup_path()
+        if path is None:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.map("cgroup_filter").update(0, ctypes.c_uint32(fd))
+        finally:
+            os.close(fd)
+
+    def _last_libbpf_line(self) -> str:
+        lines = [line.strip() for line in "".join(_libbpf_log).splitlines() if line.strip()]
+        return f" ({lines[-1]})" if lines else ""

@@ -1,0 +1,132 @@
+"""ctypes types built from BTF, so struct layouts are written once, in C.
+
+A struct shared between a BPF program and Python (an event, a map key or value) is read from the
+object's BTF at open time and turned into a ctypes.Structure with the same field offsets.
+"""
+from __future__ import annotations
+
+import ctypes
+
+from netkit.engine import libbpf as L
+from netkit.engine.errors import NetkitError
+
+_INT_TYPES = {(1, False): ctypes.c_uint8, (1, True): ctypes.c_int8,
+              (2, False): ctypes.c_uint16, (2, True): ctypes.c_int16,
+              (4, False): ctypes.c_uint32, (4, True): ctypes.c_int32,
+              (8, False): ctypes.c_uint64, (8, True): ctypes.c_int64}
+_QUALIFIERS = {L.BTF_KIND_TYPEDEF, L.BTF_KIND_VOLATILE, L.BTF_KIND_CONST, L.BTF_KIND_RESTRICT,
+               L.BTF_KIND_TYPE_TAG}
+
+
+def kind_of(t) -> int:
+    return (t.info >> 24) & 0x1F
+
+
+def vlen_of(t) -> int:
+    return t.info & 0xFFFF
+
+
+def records(t, record_type, count):
+    """The kind-specific records that follow a btf_type in memory."""
+    base = ctypes.addressof(t) + ctypes.sizeof(L.BtfType)
+    return (record_type * count).from_address(base)
+
+
+class _Member(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
+class _Array(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("index_type", ctypes.c_uint32), ("nelems", ctypes.c_uint32)]
+
+
+class VarSecinfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+class BtfTypes:
+    """Builds (and caches) ctypes types for the type ids of one BTF object."""
+
+    def __init__(self, btf: int):
+        self.btf = btf
+        self._cache: dict[int, type] = {}
+
+    def name(self, t) -> str:
+        return (L.btf__name_by_offset(self.btf, t.name_off) or b"").decode()
+
+    def type(self, type_id: int):
+        return L.btf__type_by_id(self.btf, type_id).contents
+
+    def strip(self, type_id: int) -> int:
+        """Follow typedefs and qualifiers to the real type."""
+        while kind_of(self.type(type_id)) in _QUALIFIERS:
+            type_id = self.type(type_id).size_or_type
+        return type_id
+
+    def find_struct(self, name: str) -> type:
+        type_id = L.btf__find_by_name_kind(self.btf, name.encode(), L.BTF_KIND_STRUCT)
+        if type_id < 0:
+            raise NetkitError(f"struct {name} is not in the BPF object's BTF")
+        return self.ctype(type_id)
+
+    def ctype(self, type_id: int) -> type:
+        type_id = self.strip(type_id)
+        if type_id not in self._cache:
+            self._cache[type_id] = self._build(type_id)
+        return self._cache[type_id]
+
+    def _build(self, type_id: int) -> type:
+        t = self.type(type_id)
+        kind = kind_of(t)
+        if kind == L.BTF_KIND_INT:
+            encoding = records(t, ctypes.c_uint32, 1)[0] >> 24
+            if t.size_or_type == 1 and (encoding & 2 or self.name(t) == "char"):  # bytes, not ints
+                return ctypes.c_char
+            if encoding & 4:
+                return ctypes.c_bool
+            return _INT_TYPES[(t.size_or_type, bool(encoding & 1))]
+        if kind in (L.BTF_KIND_ENUM, L.BTF_KIND_ENUM64):
+            return _INT_TYPES[(t.size_or_type, False)]
+        if kind == L.BTF_KIND_PTR:
+            return ctypes.c_uint64
+        if kind == L.BTF_KIND_ARRAY:
+            arr = records(t, _Array, 1)[0]
+            return self.ctype(arr.type) * arr.nelems
+        if kind in (L.BTF_KIND_STRUCT, L.BTF_KIND_UNION):
+            return self._build_record(t, kind == L.BTF_KIND_UNION)
+        raise NetkitError(f"BTF type kind {kind} has no ctypes form")
+
+    def _build_record(self, t, is_union: bool) -> type:
+        fields, pos, pad = [], 0, 0
+        for m in records(t, _Member, vlen_of(t)):
+            if t.info >> 31 and m.offset >> 24:
+                raise NetkitError(f"bitfield in shared struct {self.name(t)}; use whole integers")
+            offset = (m.offset & 0xFFFFFF) // 8
+            ctype = self.ctype(m.type)
+            if not is_union and offset > pos:
+                fields.append((f"_pad{pad}", ctypes.c_uint8 * (offset - pos)))
+                pad += 1
+            fields.append((self.name(m) or f"_anon{pad}", ctype))
+            pos = offset + ctypes.sizeof(ctype)
+        if not is_union and t.size_or_type > pos:
+            fields.append((f"_pad{pad}", ctypes.c_uint8 * (t.size_or_type - pos)))
+        base = ctypes.Union if is_union else ctypes.Structure
+        cls = type(self.name(t) or "anon", (base,), {"_pack_": 1, "_fields_": fields})
+        assert ctypes.sizeof(cls) == t.size_or_type, (self.name(t), ctypes.sizeof(cls))
+        return cls
+
+
+def public_fields(cls) -> list[str]:
+    return [name for name, _ in cls._fields_ if not name.startswith("_")]
+
+
+def as_python(value):
+    """A ctypes value as plain Python: bytes arrays to str, arrays to lists, structs to dicts."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, ctypes.Array):
+        return [as_python(v) for v in value]
+    if isinstance(value, (ctypes.Structure, ctypes.Union)):
+        return {name: as_python(getattr(value, name)) for name in public_fields(type(value))}
+    return value
+

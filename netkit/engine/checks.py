@@ -1,0 +1,83 @@
+"""Up-front checks that turn the usual reasons a BPF tool cannot start into one clear line."""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+from netkit.engine.errors import NetkitError
+
+TRACEFS = Path("/sys/kernel/tracing")
+CAP_PERFMON, CAP_BPF, CAP_SYS_ADMIN = 38, 39, 21
+
+
+def effective_caps() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def can_load_bpf() -> bool:
+    caps = effective_caps()
+    if caps & (1 << CAP_SYS_ADMIN):
+        return True
+    return bool(caps & (1 << CAP_BPF)) and bool(caps & (1 << CAP_PERFMON))
+
+
+def require_bpf_privileges() -> None:
+    if not can_load_bpf():
+        raise NetkitError("must run as root (or with CAP_BPF and CAP_PERFMON) to load BPF programs")
+
+
+def ensure_tracefs() -> Path:
+    """Classic tracepoints are found through tracefs; mount it when it is missing and we may."""
+    if (TRACEFS / "events").is_dir():
+        return TRACEFS
+    legacy = Path("/sys/kernel/debug/tracing")
+    if (legacy / "events").is_dir():
+        return legacy
+    if os.geteuid() == 0:
+        result = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],
+                                capture_output=True, text=True)
+        if result.returncode == 0 and (TRACEFS / "events").is_dir():
+            return TRACEFS
+    raise NetkitError(f"tracefs is not mounted at {TRACEFS}; mount it: mount -t tracefs nodev {TRACEFS}")
+
+
+def tracepoint_exists(category: str, event: str) -> bool:
+    return (ensure_tracefs() / "events" / category / event).is_dir()
+
+
+@functools.cache
+def _vmlinux_btf() -> int:
+    from netkit.engine import libbpf as L
+    btf = L.btf__load_vmlinux_btf()
+    if not btf:
+        raise NetkitError("cannot read kernel BTF (/sys/kernel/btf/vmlinux); a kernel with "
+                          "CONFIG_DEBUG_INFO_BTF is needed")
+    return btf
+
+
+def raw_tracepoint_exists(name: str) -> bool:
+    """tp_btf and raw_tp programs name the kernel's btf_trace_<event> typedef."""
+    from netkit.engine import libbpf as L
+    return L.btf__find_by_name_kind(_vmlinux_btf(), f"btf_trace_{name}".encode(),
+                                    L.BTF_KIND_TYPEDEF) >= 0
+
+
+def kernel_has_section_target(section: str) -> tuple[bool, str]:
+    """Whether the tracepoint a program's ELF section names exists here, and its display name."""
+    kind, _, rest = section.partition("/")
+    if kind in ("tracepoint", "tp"):
+        category, _, event = rest.partition("/")
+        return tracepoint_exists(category, event), f"{category}:{event}"
+    if kind in ("tp_btf", "raw_tp", "raw_tracepoint"):
+        return raw_tracepoint_exists(rest), rest
+    return True, section
+
+
+def check_pid(pid: int | None) -> None:
+    if pid is not None and (pid <= 0 or not Path(f"/proc/{pid}").is_dir()):
+        raise NetkitError(f"no process with PID {pid}")

@@ -1,0 +1,107 @@
+"""ctypes declarations for the parts of libbpf 1.x (libbpf.so.1) that netkit uses.
+
+Only prototypes live here; netkit.engine.bpfobject wraps them in Python objects. Every pointer
+returned by libbpf is kept as a plain int (c_void_p) so nothing here owns memory.
+"""
+from __future__ import annotations
+
+import ctypes
+from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_longlong, c_size_t, c_uint,
+                    c_uint32, c_uint64, c_void_p)
+
+from netkit.engine.errors import NetkitError
+
+try:
+    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError as exc:  # pragma: no cover - depends on the machine
+    raise NetkitError(f"cannot load libbpf.so.1 ({exc}); install libbpf1 (apt-get install libbpf1)")
+
+# libbpf's print callback receives a va_list; on x86-64 and arm64 it arrives as a pointer that
+# vsnprintf can consume directly.
+PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+RINGBUF_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+
+class UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts as of libbpf 1.1 (sz first, so newer libbpf accepts it too)."""
+    _fields_ = [("sz", c_size_t), ("ref_ctr_offset", c_size_t), ("bpf_cookie", c_uint64),
+                ("retprobe", c_bool), ("func_name", c_char_p)]
+
+
+class BtfType(ctypes.Structure):
+    """struct btf_type: kind-specific records follow it in memory."""
+    _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
+
+
+def _proto(name, restype, *argtypes):
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+libbpf_set_print = _proto("libbpf_set_print", c_void_p, PRINT_FN)
+libbpf_num_possible_cpus = _proto("libbpf_num_possible_cpus", c_int)
+
+bpf_object__open_file = _proto("bpf_object__open_file", c_void_p, c_char_p, c_void_p)
+bpf_object__load = _proto("bpf_object__load", c_int, c_void_p)
+bpf_object__close = _proto("bpf_object__close", None, c_void_p)
+bpf_object__btf = _proto("bpf_object__btf", c_void_p, c_void_p)
+bpf_object__next_program = _proto("bpf_object__next_program", c_void_p, c_void_p, c_void_p)
+bpf_object__next_map = _proto("bpf_object__next_map", c_void_p, c_void_p, c_void_p)
+
+bpf_program__name = _proto("bpf_program__name", c_char_p, c_void_p)
+bpf_program__section_name = _proto("bpf_program__section_name", c_char_p, c_void_p)
+bpf_program__set_autoload = _proto("bpf_program__set_autoload", c_int, c_void_p, c_bool)
+bpf_program__attach = _proto("bpf_program__attach", c_void_p, c_void_p)
+bpf_program__attach_uprobe_opts = _proto("bpf_program__attach_uprobe_opts", c_void_p, c_void_p,
+                                         c_int, c_char_p, c_size_t, POINTER(UprobeOpts))
+bpf_link__destroy = _proto("bpf_link__destroy", c_int, c_void_p)
+
+bpf_map__name = _proto("bpf_map__name", c_char_p, c_void_p)
+bpf_map__fd = _proto("bpf_map__fd", c_int, c_void_p)
+bpf_map__type = _proto("bpf_map__type", c_int, c_void_p)
+bpf_map__key_size = _proto("bpf_map__key_size", c_uint32, c_void_p)
+bpf_map__value_size = _proto("bpf_map__value_size", c_uint32, c_void_p)
+bpf_map__max_entries = _proto("bpf_map__max_entries", c_uint32, c_void_p)
+bpf_map__set_max_entries = _proto("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
+bpf_map__btf_key_type_id = _proto("bpf_map__btf_key_type_id", c_uint32, c_void_p)
+bpf_map__btf_value_type_id = _proto("bpf_map__btf_value_type_id", c_uint32, c_void_p)
+bpf_map__initial_value = _proto("bpf_map__initial_value", c_void_p, c_void_p, POINTER(c_size_t))
+
+bpf_map_lookup_elem = _proto("bpf_map_lookup_elem", c_int, c_int, c_void_p, c_void_p)
+bpf_map_update_elem = _proto("bpf_map_update_elem", c_int, c_int, c_void_p, c_void_p, c_uint64)
+bpf_map_delete_elem = _proto("bpf_map_delete_elem", c_int, c_int, c_void_p)
+bpf_map_get_next_key = _proto("bpf_map_get_next_key", c_int, c_int, c_void_p, c_void_p)
+
+btf__find_by_name_kind = _proto("btf__find_by_name_kind", c_int, c_void_p, c_char_p, c_uint)
+btf__type_by_id = _proto("btf__type_by_id", POINTER(BtfType), c_void_p, c_uint32)
+btf__name_by_offset = _proto("btf__name_by_offset", c_char_p, c_void_p, c_uint32)
+btf__resolve_size = _proto("btf__resolve_size", c_longlong, c_void_p, c_uint32)
+btf__load_vmlinux_btf = _proto("btf__load_vmlinux_btf", c_void_p)
+btf__free = _proto("btf__free", None, c_void_p)
+
+ring_buffer__new = _proto("ring_buffer__new", c_void_p, c_int, RINGBUF_SAMPLE_FN, c_void_p, c_void_p)
+ring_buffer__poll = _proto("ring_buffer__poll", c_int, c_void_p, c_int)
+ring_buffer__free = _proto("ring_buffer__free", None, c_void_p)
+
+libbpf_strerror = _proto("libbpf_strerror", c_int, c_int, c_char_p, c_size_t)
+vsnprintf = libc.vsnprintf
+vsnprintf.restype = c_int
+vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+
+# BTF kinds (linux/btf.h)
+BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION = 1, 2, 3, 4, 5
+BTF_KIND_ENUM, BTF_KIND_FWD, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 6, 7, 8, 9, 10
+BTF_KIND_RESTRICT, BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_FLOAT = 11, 14, 15, 16
+BTF_KIND_TYPE_TAG, BTF_KIND_ENUM64 = 18, 19
+
+# Map types whose values come once per possible CPU.
+PERCPU_MAP_TYPES = {5, 6, 10}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+
+def strerror(err: int) -> str:
+    buf = ctypes.create_string_buffer(256)
+    libbpf_strerror(err, buf, len(buf))
+    return buf.value.decode(errors="replace")
