@@ -326,6 +326,7 @@ class GenlSocket:
     def __init__(self):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
         self.sock.bind((0, 0))
+        self.sock.settimeout(5)   # the kernel always answers; never hang if it does not
         self.seq = 0
         self.lost = 0   # multicast overruns (ENOBUFS): the kernel dropped messages for us
 

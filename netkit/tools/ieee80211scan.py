@@ -52,8 +52,10 @@ MAN = ManPage(
     ],
     output=(
         "Columns: TIME (scan start, HH:MM:SS.mmm; '-' when it began before netkit listened), "
-        "INTERFACE, PID, COMM, TYPE (full/partial/?), SSIDS, FREQS (channel count), DURms, "
-        "RESULT (done/aborted/unfinished), BSS (heard during the scan / cached).\n\n"
+        "INTERFACE, PID, COMM, TYPE (full/partial/?), FREQS (channel count), DURms, "
+        "RESULT (done/aborted/unfinished), BSS (heard during the scan / cached), SSIDS (the "
+        "SSIDs probed, comma-separated; * is the wildcard; bytes that are not printable UTF-8 "
+        "as \\xNN).\n\n"
         "JSON, one object per scan: type=\"scan\", ts (start, ISO 8601, null if unknown), "
         "interface, ifindex, wiphy, pid, comm, scan_type (full, partial or null), ssids (list; \"\" is the wildcard), "
         "freq_count, freqs_mhz, flags (NL80211_SCAN_FLAG names), duration_ms, result, "
@@ -71,9 +73,9 @@ ListOpt = Annotated[bool, typer.Option(
 
 COLUMNS = [
     Column("TIME", 12, "<"), Column("INTERFACE", 10, "<", style="cyan"),
-    Column("PID", 7), Column("COMM", 15, "<"), Column("TYPE", 7, "<"),
-    Column("SSIDS", 12, "<"), Column("FREQS", 5), Column("DURms", 9, style="bold"),
-    Column("RESULT", 10, "<"), Column("BSS", 9),
+    Column("PID", 7), Column("COMM", 15, "<"), Column("TYPE", 7, "<"), Column("FREQS", 5),
+    Column("DURms", 9, style="bold"), Column("RESULT", 10, "<"), Column("BSS", 7),
+    Column("SSIDS", 0, "<"),   # last: a list of SSIDs has no fixed width
 ]
 SUMMARY_COLUMNS = [
     Column("INTERFACE", 10, "<", style="cyan"), Column("SCANS", 5), Column("DONE", 5),
@@ -120,7 +122,9 @@ def list_backends(out: Output) -> None:
 # -- view -----------------------------------------------------------------------------------------
 
 def ssid_text(ssid: bytes) -> str:
-    return ssid.decode("utf-8", "backslashreplace") if ssid else ""
+    """An SSID is any 32 bytes: show it as text, with undecodable and control bytes escaped."""
+    text = ssid.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def scan_type(record: nl80211.ScanRecord) -> str | None:
@@ -159,8 +163,8 @@ class ScanView:
                f"{'-' if r.bss_found is None else r.bss_found}/{r.bss_total}")
         duration = ms(r.duration_s)
         self.table.row([start, r.interface, r.pid if r.pid is not None else "-", r.comm or "-",
-                        scan_type(r) or "?", ssids, len(r.freqs),
-                        "-" if duration is None else f"{duration:.1f}", r.result, bss])
+                        scan_type(r) or "?", len(r.freqs),
+                        "-" if duration is None else f"{duration:.1f}", r.result, bss, ssids])
 
     def summary_rows(self) -> list[dict]:
         rows = []
