@@ -367,6 +367,15 @@ def test_no_wireless_is_one_line_and_exit_1():
     assert proc.stderr.startswith("netkit ieee80211scan: no wireless support in this kernel")
 
 
+def test_interface_must_exist_and_be_wireless():
+    proc = run_netkit("-I", "nosuch0")
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == "netkit ieee80211scan: no interface nosuch0\n"
+    proc = run_netkit("-I", "lo", "-d", "0")
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == "netkit ieee80211scan: lo is not a wireless interface\n"
+
+
 def test_list_shows_backends_and_why():
     proc = run_netkit("--list")
     assert proc.returncode == 0, proc.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -206,11 +207,22 @@ def command(interface: InterfaceOpt = None, duration: DurationOpt = None, json: 
     if list_:
         list_backends(out)
         return
+    if interface:
+        check_interface(interface)
     nl = open_backend()
     try:
         trace(nl, out, interface, duration)
     finally:
         nl.close()
+
+
+def check_interface(name: str) -> None:
+    """-I must name an existing wireless interface (cfg80211 gives those a phy80211 link)."""
+    net = Path("/sys/class/net") / name
+    if "/" in name or not net.exists():
+        raise NetkitError(f"no interface {name}")
+    if not (net / "phy80211").exists():
+        raise NetkitError(f"{name} is not a wireless interface")
 
 
 def open_backend() -> nl80211.Nl80211:
