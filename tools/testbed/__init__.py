@@ -1,0 +1,346 @@
+"""Network test bed: network namespaces chained as routers, links optionally emulated.
+
+    with TestBed([Link(rate_bps=100e6, delay_s=0.001), Link(rate_bps=10e6, delay_s=0.005)]) as bed:
+        bed.run(bed.host, ["ping", "-c1", bed.hop_addrs(4)[-1]])
+
+builds  host -> r1 -> target  (one namespace per node, names unique per bed: nk<pid>x<n>-h, -r1,
+..., -t). Link i joins node i and node i+1. A Link without rate or delay is a veth pair; an
+emulated Link is a pair of TUN devices joined by build/linkemu (tools/testbed/linkemu.c), which
+holds each packet for FIFO serialisation (size*8/rate) plus the delay, each direction alone.
+
+Addresses (all inside the bed's namespaces): link i is 198.18.i.0/24 and fd00:6e6b:0:i::/64;
+node i is .1 / ::1 on it, node i+1 is .2 / ::2. Routers forward and have ICMP rate limits lifted
+(unless lift_icmp_limits=False), so they answer every probe. Teardown stops the emulators and
+deletes only this bed's namespaces, on normal exit, on exceptions and on SIGTERM.
+Needs root, iproute2 and a C compiler (linkemu is built on demand when missing or stale).
+"""
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import fcntl
+import itertools
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LINKEMU_SRC = ROOT / "tools" / "testbed" / "linkemu.c"
+LINKEMU_BIN = ROOT / "build" / "linkemu"
+PREFIX = "nk"
+_NAME_RE = re.compile(rf"^{PREFIX}(\d+)x\d+-")
+_counter = itertools.count()
+
+
+class TestBedError(RuntimeError):
+    """The test bed could not be built (not root, no iproute2, compiler missing...)."""
+    __test__ = False
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of the chain. rate_bps=None and delay_s=0 give a plain veth pair."""
+    rate_bps: float | None = None
+    delay_s: float = 0.0
+    queue_packets: int = 1000
+
+    @property
+    def emulated(self) -> bool:
+        return self.rate_bps is not None or self.delay_s > 0
+
+
+def ensure_linkemu() -> Path:
+    """Return build/linkemu, compiling it first if it is missing or older than its source."""
+    if LINKEMU_BIN.exists() and LINKEMU_BIN.stat().st_mtime >= LINKEMU_SRC.stat().st_mtime:
+        return LINKEMU_BIN
+    LINKEMU_BIN.parent.mkdir(exist_ok=True)
+    with open(LINKEMU_BIN.parent / ".linkemu.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test processes build it once
+        if LINKEMU_BIN.exists() and LINKEMU_BIN.stat().st_mtime >= LINKEMU_SRC.stat().st_mtime:
+            return LINKEMU_BIN
+        tmp = LINKEMU_BIN.with_suffix(f".tmp{os.getpid()}")
+        cc = os.environ.get("CC", "cc")
+        try:
+            res = subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(LINKEMU_SRC), "-lm"],
+                                 capture_output=True, text=True)
+        except FileNotFoundError:
+            raise TestBedError(f"cannot build linkemu: compiler {cc!r} not found (run `make all`)")
+        if res.returncode != 0:
+            raise TestBedError(f"cannot build linkemu: {res.stderr.strip()}")
+        os.replace(tmp, LINKEMU_BIN)
+    return LINKEMU_BIN
+
+
+def _ip(args: list[str], stdin: str | None = None) -> None:
+    res = subprocess.run(["ip", *args], input=stdin, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise TestBedError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+
+
+def v4(link: int, side: int) -> str:
+    """IPv4 address of the node on `side` (1: nearer the host, 2: nearer the target) of link i."""
+    return f"198.18.{link}.{side}"
+
+
+def v6(link: int, side: int) -> str:
+    return str(ipaddress.IPv6Address(f"fd00:6e6b:0:{link:x}::{side}"))  # canonical, as tools print it
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+class TestBed:
+    """A chain of namespaces host -> r1 -> ... -> target joined by `links` (see module doc)."""
+    __test__ = False  # not a pytest class, despite the name
+
+    def __init__(self, links: list[Link], *, lift_icmp_limits: bool = True,
+                 low_latency: bool = True):
+        if not links:
+            raise ValueError("a test bed needs at least one link")
+        self.links = list(links)
+        self.lift_icmp_limits = lift_icmp_limits
+        self.low_latency = low_latency
+        self._qos_fd: int | None = None
+        self.name = f"{PREFIX}{os.getpid()}x{next(_counter)}"
+        n = len(self.links)
+        self.nodes = ([f"{self.name}-h"] + [f"{self.name}-r{i}" for i in range(1, n)]
+                      + [f"{self.name}-t"])
+        self._created: list[str] = []
+        self._emulators: list[subprocess.Popen] = []
+        self.emulator_stats: list[str] = []  # linkemu's own lateness figures, filled at teardown
+        self._old_sigterm = None
+
+    # -- what tests need ---------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self.nodes[0]
+
+    @property
+    def target(self) -> str:
+        return self.nodes[-1]
+
+    @property
+    def routers(self) -> list[str]:
+        return self.nodes[1:-1]
+
+    def host_addr(self, family: int = 4) -> str:
+        return v4(0, 1) if family == 4 else v6(0, 1)
+
+    def hop_addrs(self, family: int = 4) -> list[str]:
+        """Addresses that answer at TTL 1, 2, ...: each router's, then the target's.
+
+        A Linux router sends time-exceeded from the interface that leads back to the sender,
+        which here is the one it received the probe on (side 2 of the link before it)."""
+        addr = v4 if family == 4 else v6
+        return [addr(i, 2) for i in range(len(self.links))]
+
+    def target_addr(self, family: int = 4) -> str:
+        return self.hop_addrs(family)[-1]
+
+    def run(self, ns: str, argv: list[str], check: bool = True, timeout: float | None = 60,
+            **kw) -> subprocess.CompletedProcess:
+        """Run argv inside namespace ns; text output captured unless told otherwise."""
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        res = subprocess.run(["ip", "netns", "exec", ns, *argv], timeout=timeout, **kw)
+        if check and res.returncode != 0:
+            raise TestBedError(f"{' '.join(argv)} in {ns} exited {res.returncode}: "
+                               f"{(res.stderr or '').strip()}")
+        return res
+
+    def popen(self, ns: str, argv: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kw)
+
+    @contextmanager
+    def inside(self, ns: str):
+        """Move the calling thread into namespace ns for the block (sockets made there stay
+        there). Python 3.11 has no os.setns, hence libc."""
+        own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if _libc.setns(target, _CLONE_NEWNET) != 0:
+                raise TestBedError(f"setns {ns}: {os.strerror(ctypes.get_errno())}")
+            yield
+        finally:
+            _libc.setns(own, _CLONE_NEWNET)
+            os.close(own)
+            os.close(target)
+
+    # -- life cycle --------------------------------------------------------------------------
+    def __enter__(self) -> "TestBed":
+        if threading.current_thread() is threading.main_thread():
+            self._old_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self.up()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    def _on_sigterm(self, signum, frame):
+        raise SystemExit(128 + signum)  # unwinds through __exit__, which tears down
+
+    def up(self) -> None:
+        if os.geteuid() != 0:
+            raise TestBedError("the test bed needs root (network namespaces, TUN devices)")
+        emu = ensure_linkemu() if any(l.emulated for l in self.links) else None
+        if emu and self.low_latency:
+            self._hold_cpu_awake()
+        for ns in self.nodes:
+            _ip(["netns", "add", ns])
+            self._created.append(ns)
+        last = len(self.nodes) - 1
+        for j, ns in enumerate(self.nodes):
+            self.run(ns, ["sysctl", "-q", "-w", *self._sysctls(router=0 < j < last)])
+        for i, link in enumerate(self.links):
+            a, b = self.nodes[i], self.nodes[i + 1]
+            if link.emulated:
+                self._start_emulator(emu, i, link)
+            else:
+                _ip(["link", "add", f"l{i}t", "netns", a, "type", "veth",
+                     "peer", "name", f"l{i}h", "netns", b])
+        for j, ns in enumerate(self.nodes):
+            _ip(["-n", ns, "-batch", "-"], stdin=self._node_config(j))
+
+    def _hold_cpu_awake(self) -> None:
+        """Ask for zero wake-up latency (PM QoS) while the bed is up: on a VM whose idle vCPUs
+        halt, waking costs 10-30 us per packet and varies; polling idle roughly halves the
+        emulator's added latency and its jitter. The request ends when the fd is closed."""
+        try:
+            self._qos_fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+            os.write(self._qos_fd, (0).to_bytes(4, "little", signed=True))
+        except OSError:
+            self._qos_fd = None  # not fatal: only precision suffers
+
+    def _sysctls(self, router: bool) -> list[str]:
+        s = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+             # no DAD, router solicitations or RAs: addresses usable at once, links quiet
+             "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+             "net.ipv6.conf.default.router_solicitations=0", "net.ipv6.conf.default.accept_ra=0",
+             "net.ipv4.ping_group_range=0 2147483647"]
+        if router:
+            s += ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
+        if self.lift_icmp_limits:
+            s += ["net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=1000000",
+                  "net.ipv4.icmp_msgs_burst=1000000", "net.ipv6.icmp.ratelimit=0"]
+        return s
+
+    def _start_emulator(self, emu: Path, i: int, link: Link) -> None:
+        argv = [str(emu), self.nodes[i], f"l{i}t", self.nodes[i + 1], f"l{i}h",
+                repr(float(link.rate_bps or 0)), repr(float(link.delay_s)), str(link.queue_packets)]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._emulators.append(p)
+        ready, _, _ = select.select([p.stdout], [], [], 10)
+        line = p.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            p.kill()
+            err = p.stderr.read().strip()
+            raise TestBedError(f"linkemu for link {i} did not start: {err or 'timeout'}")
+
+    def _node_config(self, j: int) -> str:
+        """ip -batch commands for node j: devices up, addresses, routes both ways."""
+        n = len(self.links)
+        cmds = ["link set dev lo up"]
+        devs = []
+        if j > 0:
+            devs.append((f"l{j - 1}h", j - 1, 2))
+        if j < n:
+            devs.append((f"l{j}t", j, 1))
+        for dev, link, side in devs:
+            cmds += [f"link set dev {dev} up",
+                     f"addr add {v4(link, side)}/24 dev {dev}",
+                     f"addr add {v6(link, side)}/64 dev {dev} nodad"]
+        for i in range(n):
+            if i in (j - 1, j):
+                continue
+            if i < j:  # behind us: via the previous node
+                gw4, gw6 = v4(j - 1, 1), v6(j - 1, 1)
+            else:
+                gw4, gw6 = v4(j, 2), v6(j, 2)
+            cmds += [f"route add 198.18.{i}.0/24 via {gw4}",
+                     f"route add {v6(i, 0)}/64 via {gw6}"]
+        if j == 0:
+            cmds += [f"route add default via {v4(0, 2)}", f"route add ::/0 via {v6(0, 2)}"]
+        if j == n:
+            cmds += [f"route add default via {v4(n - 1, 1)}",
+                     f"route add ::/0 via {v6(n - 1, 1)}"]
+        return "\n".join(cmds) + "\n"
+
+    def down(self) -> None:
+        for p in self._emulators:
+            if p.poll() is None:
+                p.terminate()
+            try:
+                _, err = p.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+            self.emulator_stats += [l for l in (err or "").splitlines() if l.startswith("linkemu")]
+        self._emulators.clear()
+        for ns in reversed(self._created):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self._created.clear()
+        if self._qos_fd is not None:
+            os.close(self._qos_fd)
+            self._qos_fd = None
+
+
+def remove_stale() -> list[str]:
+    """Delete test-bed namespaces whose creating process is gone (e.g. after a SIGKILL)."""
+    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    removed = []
+    for line in res.stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        m = _NAME_RE.match(name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            removed.append(name)
+    return removed
+
+
+_RTT_RE = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+
+
+def ping_min_rtts(bed: TestBed, ns: str, addr: str, payloads: list[int], count: int = 150,
+                  interval: float = 0.003) -> list[float]:
+    """Smallest RTT in seconds for each ICMP payload size, the pings of all sizes running at
+    the same time so that a slow or fast spell of the machine touches every size alike."""
+    procs = [bed.popen(ns, ["ping", "-n", "-q", "-c", str(count), "-i", str(interval),
+                            "-s", str(p), addr], stdout=subprocess.PIPE, text=True)
+             for p in payloads]
+    rtts = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        m = _RTT_RE.search(out)
+        if not m:
+            raise TestBedError(f"cannot parse ping output: {out!r}")
+        rtts.append(float(m.group(1)) / 1000)
+    return rtts
+
+
+def measure_link(bed: TestBed, i: int, family: int = 4, count: int = 150,
+                 sizes: tuple[int, int] = (100, 1500)) -> dict:
+    """Measure link i with ping at two IP packet sizes, from node i to node i+1.
+
+    rate = 2 directions * bytes difference * 8 / min-RTT difference; the small packet's
+    min RTT / 2, less its serialisation time, is the one-way latency."""
+    hdr = 28 if family == 4 else 48
+    addr = v4(i, 2) if family == 4 else v6(i, 2)
+    small, large = ping_min_rtts(bed, bed.nodes[i], addr, [s - hdr for s in sizes], count)
+    rate = 2 * (sizes[1] - sizes[0]) * 8 / (large - small)
+    latency = small / 2 - sizes[0] * 8 / rate
+    return {"link": i, "family": family, "rate_bps": rate, "latency_s": latency,
+            "min_rtt_small_s": small, "min_rtt_large_s": large}

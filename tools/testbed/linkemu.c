@@ -1,0 +1,243 @@
+/* linkemu: a point-to-point link emulator between two network namespaces.
+ *
+ * It creates one TUN device in each namespace and copies packets between them, holding each
+ * packet the way a real link would: it leaves the sender's end at
+ *     departure = max(arrival, previous departure) + size * 8 / rate
+ * (FIFO serialisation: a packet waits for the one ahead of it) and reaches the far end at
+ *     departure + delay.
+ * Both directions are independent. There is no netem on the target kernels and tbf lets a lone
+ * packet through at once, so this is how the test bed gets per-size serialisation delay.
+ *
+ * Precision comes first: each direction has a reader thread that stamps arrivals as soon as
+ * read() returns and a writer thread that sleeps with clock_nanosleep until SPIN_NS before the
+ * deadline and then spins. All threads run SCHED_FIFO with memory locked.
+ *
+ * usage: linkemu NS_A DEV_A NS_B DEV_B RATE_BPS DELAY_S [QUEUE_PACKETS]
+ *   RATE_BPS 0 means no serialisation delay. Prints "ready" once both devices exist.
+ *   On SIGTERM/SIGINT it prints one statistics line per direction to stderr and exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SLOT_BYTES 2048          /* TUN MTU stays at 1500; no GSO without IFF_VNET_HDR */
+#ifndef SPIN_NS
+#define SPIN_NS 60000
+#endif
+//           /* wake this early and spin: covers hrtimer wake-up latency */
+
+struct slot {
+	uint64_t due_ns;             /* when the packet reaches the far end */
+	uint32_t len;
+	unsigned char data[SLOT_BYTES];
+};
+
+struct direction {
+	const char *name;
+	int in_fd, out_fd;
+	uint64_t ns_per_byte_x1000;  /* serialisation time per byte, in picoseconds */
+	uint64_t delay_ns;
+	uint32_t cap;
+	struct slot *ring;
+	uint32_t head, tail;         /* tail: next free slot (reader); head: next to send (writer) */
+	pthread_mutex_t lock;
+	pthread_cond_t nonempty;
+	uint64_t last_departure_ns;  /* reader-private */
+	/* statistics, read at exit */
+	atomic_ullong packets, drops, late_sum_ns, late_max_ns;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "linkemu: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* Create (or attach to) TUN device `dev` inside the named network namespace. */
+static int open_tun_in(const char *netns, const char *dev)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "/run/netns/%s", netns);
+	int nsfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0)
+		die(path);
+	if (setns(nsfd, CLONE_NEWNET) < 0)
+		die("setns");
+	close(nsfd);
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		die("/dev/net/tun");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", dev);
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+		die("TUNSETIFF");
+	return fd;
+}
+
+static void *reader(void *arg)
+{
+	struct direction *d = arg;
+	unsigned char buf[SLOT_BYTES];
+	for (;;) {
+		ssize_t n = read(d->in_fd, buf, sizeof(buf));
+		uint64_t arrival = now_ns();
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			die("read");
+		}
+		uint64_t start = arrival > d->last_departure_ns ? arrival : d->last_departure_ns;
+		uint64_t departure = start + (uint64_t)n * d->ns_per_byte_x1000 / 1000;
+		pthread_mutex_lock(&d->lock);
+		if (d->tail - d->head >= d->cap) {  /* queue full: tail drop, like a router */
+			pthread_mutex_unlock(&d->lock);
+			d->drops++;
+			continue;
+		}
+		d->last_departure_ns = departure;
+		struct slot *s = &d->ring[d->tail % d->cap];
+		s->due_ns = departure + d->delay_ns;
+		s->len = (uint32_t)n;
+		memcpy(s->data, buf, (size_t)n);
+		d->tail++;
+		pthread_cond_signal(&d->nonempty);
+		pthread_mutex_unlock(&d->lock);
+	}
+	return NULL;
+}
+
+static void *writer(void *arg)
+{
+	struct direction *d = arg;
+	for (;;) {
+		pthread_mutex_lock(&d->lock);
+		while (d->head == d->tail)
+			pthread_cond_wait(&d->nonempty, &d->lock);
+		struct slot *s = &d->ring[d->head % d->cap];
+		pthread_mutex_unlock(&d->lock);
+		/* The slot is ours until head advances: the reader never writes past head + cap. */
+		uint64_t due = s->due_ns;
+		uint64_t t = now_ns();
+		if (due > t + SPIN_NS) {
+			uint64_t wake = due - SPIN_NS;
+			struct timespec ts = { .tv_sec = wake / 1000000000ull, .tv_nsec = wake % 1000000000ull };
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+				;
+		}
+		while ((t = now_ns()) < due)
+			;
+		uint64_t late = t - due;  /* our own scheduling error, before the kernel's write path */
+		if (write(d->out_fd, s->data, s->len) < 0 && errno != EIO && errno != ENOBUFS)
+			die("write");
+		d->packets++;
+		d->late_sum_ns += late;
+		if (late > d->late_max_ns)
+			d->late_max_ns = late;
+		pthread_mutex_lock(&d->lock);
+		d->head++;
+		pthread_mutex_unlock(&d->lock);
+	}
+	return NULL;
+}
+
+static struct direction dirs[2];
+
+static void report_and_exit(int sig)
+{
+	char line[256];
+	for (int i = 0; i < 2; i++) {
+		struct direction *d = &dirs[i];
+		unsigned long long n = d->packets;
+		int len = snprintf(line, sizeof(line),
+				   "linkemu %s: packets=%llu drops=%llu late_mean_ns=%llu late_max_ns=%llu\n",
+				   d->name, n, (unsigned long long)d->drops,
+				   n ? (unsigned long long)d->late_sum_ns / n : 0ull,
+				   (unsigned long long)d->late_max_ns);
+		if (write(2, line, (size_t)len) < 0)
+			break;
+	}
+	_exit(sig == SIGTERM || sig == SIGINT ? 0 : 1);
+}
+
+static void start_direction(struct direction *d, const char *name, int in_fd, int out_fd,
+			    double rate_bps, double delay_s, uint32_t cap)
+{
+	d->name = name;
+	d->in_fd = in_fd;
+	d->out_fd = out_fd;
+	d->ns_per_byte_x1000 = rate_bps > 0 ? (uint64_t)(8e12 / rate_bps + 0.5) : 0;
+	d->delay_ns = (uint64_t)(delay_s * 1e9 + 0.5);
+	d->cap = cap;
+	d->ring = calloc(cap, sizeof(struct slot));
+	if (!d->ring)
+		die("calloc");
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->nonempty, NULL);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024);  /* mlockall locks whole stacks */
+	pthread_attr_setinheritsched(&attr, PTHREAD_INHERIT_SCHED);
+	pthread_t t;
+	if (pthread_create(&t, &attr, reader, d) || pthread_create(&t, &attr, writer, d)) {
+		fprintf(stderr, "linkemu: pthread_create failed\n");
+		exit(1);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 7 || argc > 8) {
+		fprintf(stderr, "usage: linkemu NS_A DEV_A NS_B DEV_B RATE_BPS DELAY_S [QUEUE_PACKETS]\n");
+		return 2;
+	}
+	double rate = atof(argv[5]), delay = atof(argv[6]);
+	long cap = argc == 8 ? atol(argv[7]) : 1000;
+	if (rate < 0 || delay < 0 || cap < 1) {
+		fprintf(stderr, "linkemu: rate, delay and queue must be positive\n");
+		return 2;
+	}
+	prctl(PR_SET_PDEATHSIG, SIGKILL);  /* never outlive the test bed that started us */
+	signal(SIGTERM, report_and_exit);
+	signal(SIGINT, report_and_exit);
+
+	int fd_a = open_tun_in(argv[1], argv[2]);
+	int fd_b = open_tun_in(argv[3], argv[4]);
+
+	struct sched_param sp = { .sched_priority = 50 };
+	if (sched_setscheduler(0, SCHED_FIFO, &sp) < 0)
+		fprintf(stderr, "linkemu: warning: no SCHED_FIFO (%s); timing will be coarser\n",
+			strerror(errno));
+	if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0)
+		fprintf(stderr, "linkemu: warning: mlockall: %s\n", strerror(errno));
+
+	start_direction(&dirs[0], "a->b", fd_a, fd_b, rate, delay, (uint32_t)cap);
+	start_direction(&dirs[1], "b->a", fd_b, fd_a, rate, delay, (uint32_t)cap);
+	printf("ready\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
