@@ -128,6 +128,13 @@ def ssid_text(ssid: bytes) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
+def cell(value) -> str:
+    """A summary cell: '-' for unknown, milliseconds to 0.1."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
 def scan_type(record: nl80211.ScanRecord) -> str | None:
     return None if record.full is None else ("full" if record.full else "partial")
 
@@ -192,9 +199,8 @@ class ScanView:
         if not rows:
             self.out.note("No scans seen.")
             return
-        dash = lambda v: "-" if v is None else (f"{v:.1f}" if isinstance(v, float) else v)  # noqa: E731
         self.out.line()
-        self.out.table(SUMMARY_COLUMNS, [[dash(v) for v in row.values()] for row in rows],
+        self.out.table(SUMMARY_COLUMNS, [[cell(v) for v in row.values()] for row in rows],
                        title="Scans per interface:")
 
 
@@ -243,7 +249,7 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
         channels = {}   # full/partial becomes "?"
     tracker = nl80211.ScanTracker()
     view = ScanView(out)
-    out.note("Tracing 802.11 scans. Hit Ctrl-C to end.")
+    out.note("Tracing ieee80211 SSID scans. Hit Ctrl-C to end.")   # the original's banner
     stop_at = None if duration is None else time.monotonic() + duration
     try:
         for event in nl.events(timeout=0.2):
