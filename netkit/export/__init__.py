@@ -1,0 +1,198 @@
+"""Exporters: each interval, an interval tool hands its Snapshot to the exporters the user asked for.
+
+    --prometheus [ADDR:]PORT   an HTTP /metrics endpoint (127.0.0.1 unless an address is given)
+    --textfile DIR             a .prom file per tool for node_exporter's textfile collector
+    --graphite HOST[:PORT]     carbon's plaintext protocol, sent from a background thread
+    --prefix PATH              the Graphite path prefix (default netkit.<hostname>)
+
+A tool gets all four options with one decorator line, `@export_options("sockstat")`, and a
+keyword argument `exporters` (an ExportHub) to which it hands each interval's Snapshot.
+Publishing never waits on the network: Prometheus serves the latest Snapshot when it scrapes, and
+Graphite batches go through a bounded queue.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import ipaddress
+import sys
+from typing import Annotated, Callable, Optional, Protocol
+
+import typer
+
+from netkit.metrics import Snapshot
+
+
+class ExportError(Exception):
+    """An exporter could not start (port taken, directory missing): one line for the user."""
+
+
+class Exporter(Protocol):
+    def publish(self, snapshot: Snapshot) -> None: ...
+    def close(self) -> None: ...
+
+
+def split_host_port(text: str, default_port: int | None, default_host: str) -> tuple[str, int]:
+    """Parse PORT, HOST:PORT, HOST, [V6]:PORT or [V6]; raise ValueError with a readable reason."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not [IPV6]:PORT")
+        port_text = rest[1:] if rest else ""
+    elif text.isdigit():
+        host, port_text = default_host, text
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif text.count(":") > 1:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, as [::1]:9100")
+    else:
+        host, port_text = text, ""
+    if not host:
+        host = default_host
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"{text!r} has no port")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{port_text!r} is not a port number (0-65535)")
+    return host, int(port_text)
+
+
+def format_host_port(host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def stderr_notice(tool: str) -> Callable[[str], None]:
+    """Exporters report outages and losses as one `netkit <tool>: ...` line on stderr."""
+    def notice(message: str) -> None:
+        print(f"netkit {tool}: {message}", file=sys.stderr, flush=True)
+    return notice
+
+
+class ExportHub:
+    """The exporters of one run; publish() hands a Snapshot to each, close() stops them all."""
+
+    def __init__(self, exporters: list[Exporter] | None = None):
+        self.exporters: list[Exporter] = list(exporters or [])
+
+    def __bool__(self) -> bool:
+        # Lets a tool skip building Snapshots when nobody exports.
+        return bool(self.exporters)
+
+    def add(self, exporter: Exporter) -> None:
+        self.exporters.append(exporter)
+
+    def publish(self, snapshot: Snapshot) -> None:
+        for exporter in self.exporters:
+            exporter.publish(snapshot)
+
+    def close(self) -> None:
+        for exporter in reversed(self.exporters):
+            exporter.close()
+        self.exporters.clear()
+
+    def __enter__(self) -> ExportHub:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @classmethod
+    def from_options(cls, tools: list[str], *, prometheus: str | None = None,
+                     textfile: str | None = None, graphite: str | None = None,
+                     prefix: str | None = None,
+                     notice: Callable[[str], None] | None = None) -> ExportHub:
+        """Start the exporters the options ask for; on failure stop those already started."""
+        # Imported here so that a tool run without exporters never imports prometheus_client.
+        notice = notice or stderr_notice(tools[0] if len(tools) == 1 else "export")
+        hub = cls()
+        try:
+            if prometheus is not None:
+                from netkit.export.prometheus import PrometheusServer
+                hub.add(PrometheusServer(prometheus, notice=notice))
+            if textfile is not None:
+                from netkit.export.prometheus import TextfileWriter
+                hub.add(TextfileWriter(textfile, notice=notice))
+            if graphite is not None:
+                from netkit.export.graphite import GraphiteSender
+                hub.add(GraphiteSender(graphite, prefix=prefix, notice=notice))
+            elif prefix is not None:
+                raise ExportError("--prefix needs --graphite HOST[:PORT]")
+        except BaseException:
+            hub.close()
+            raise
+        return hub
+
+
+# The shared options, defined once; export_options() adds them to a tool's command.
+PrometheusOption = Annotated[Optional[str], typer.Option(
+    "--prometheus", metavar="[ADDR:]PORT", rich_help_panel="Export",
+    help="Serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1).")]
+TextfileOption = Annotated[Optional[str], typer.Option(
+    "--textfile", metavar="DIR", rich_help_panel="Export",
+    help="Write netkit_<tool>.prom into DIR each interval for node_exporter's textfile collector.")]
+GraphiteOption = Annotated[Optional[str], typer.Option(
+    "--graphite", metavar="HOST[:PORT]", rich_help_panel="Export",
+    help="Send each interval to carbon's plaintext listener (port 2003 by default).")]
+PrefixOption = Annotated[Optional[str], typer.Option(
+    "--prefix", metavar="PATH", rich_help_panel="Export",
+    help="Graphite path prefix [default: netkit.<hostname>].")]
+
+_OPTION_PARAMETERS = {
+    "prometheus": PrometheusOption,
+    "textfile": TextfileOption,
+    "graphite": GraphiteOption,
+    "prefix": PrefixOption,
+}
+
+
+def export_options(*tools: str, on_error: Callable[[str], None] | None = None):
+    """Decorate a typer command so it takes the export options and receives `exporters`.
+
+    The command must accept a keyword parameter `exporters` (an ExportHub); the exporters are
+    started before the command runs and stopped after it returns or raises. `on_error` receives
+    the one-line message when an exporter cannot start (the default prints
+    `netkit <tool>: ...` and exits 1).
+    """
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)
+        if "exporters" not in signature.parameters:
+            raise TypeError(f"{command.__name__} needs an `exporters` parameter")
+        kept = [p for name, p in signature.parameters.items() if name != "exporters"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=annotation)
+                 for name, annotation in _OPTION_PARAMETERS.items()]
+
+        @functools.wraps(command)
+        def run_with_exporters(*args, **kwargs):
+            options = {name: kwargs.pop(name, None) for name in _OPTION_PARAMETERS}
+            try:
+                hub = ExportHub.from_options(list(tools), **options)
+            except ExportError as error:
+                report = on_error or _exit_with_error(tools)
+                report(str(error))
+                return None
+            with hub:
+                return command(*args, exporters=hub, **kwargs)
+
+        run_with_exporters.__signature__ = signature.replace(parameters=kept + added)
+        run_with_exporters.__annotations__ = {
+            **{p.name: p.annotation for p in kept}, **_OPTION_PARAMETERS}
+        return run_with_exporters
+    return decorate
+
+
+def _exit_with_error(tools: tuple[str, ...]) -> Callable[[str], None]:
+    def report(message: str) -> None:
+        name = tools[0] if len(tools) == 1 else "export"
+        print(f"netkit {name}: {message}", file=sys.stderr)
+        raise SystemExit(1)
+    return report

@@ -1,0 +1,183 @@
+"""Prometheus: an HTTP /metrics endpoint and node_exporter textfiles, built from Snapshots.
+
+Counters become `netkit_<name>_total`; log2 histograms become `netkit_<name>_seconds` histograms
+whose buckets are the log2 slots (slot i holds [2^i, 2^(i+1) - 1] units, so its cumulative
+bucket is le = (2^(i+1) - 1) x unit), every slot present so series never appear and vanish, plus
++Inf, a _sum from the tool's exact sum and a _count.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import tempfile
+import threading
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from netkit.export import ExportError, format_host_port, split_host_port
+from netkit.metrics import Counter, Histogram, Snapshot
+
+NAMESPACE = "netkit"
+_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def metric_name(name: str) -> str:
+    return f"{NAMESPACE}_{_INVALID_NAME_CHARS.sub('_', name)}"
+
+
+def bucket_bounds(slot_count: int, unit_seconds: float) -> list[str]:
+    """The `le` of each log2 slot in seconds, rounded to 12 digits so 7 us reads 7e-06."""
+    return [floatToGoString(float(f"{((2 << i) - 1) * unit_seconds:.12g}"))
+            for i in range(slot_count)]
+
+
+def _label_names(series: Iterable[Counter | Histogram]) -> list[str]:
+    # One family needs one label set; a series without some label gets it empty.
+    return sorted({name for one in series for name in one.labels})
+
+
+def _group_by_name(series: Iterable[Counter | Histogram]) -> dict[str, list]:
+    families: dict[str, list] = {}
+    for one in series:
+        families.setdefault(one.name, []).append(one)
+    return families
+
+
+def snapshot_families(snapshot: Snapshot) -> list[Metric]:
+    """The Prometheus metric families of one Snapshot."""
+    families: list[Metric] = []
+    for name, counters in _group_by_name(snapshot.counters).items():
+        labels = _label_names(counters)
+        family = CounterMetricFamily(metric_name(name), counters[0].help, labels=labels)
+        for counter in counters:
+            family.add_metric([counter.labels.get(k, "") for k in labels], counter.value)
+        families.append(family)
+    for name, histograms in _group_by_name(snapshot.histograms).items():
+        labels = _label_names(histograms)
+        family = HistogramMetricFamily(metric_name(name) + "_seconds", histograms[0].help,
+                                       labels=labels)
+        for histogram in histograms:
+            buckets, running = [], 0
+            for le, count in zip(bucket_bounds(len(histogram.slots), histogram.unit_seconds),
+                                 histogram.slots):
+                running += count
+                buckets.append((le, running))
+            buckets.append(("+Inf", running))
+            sum_seconds = float(f"{histogram.sum * histogram.unit_seconds:.15g}")
+            family.add_metric([histogram.labels.get(k, "") for k in labels], buckets,
+                              sum_value=sum_seconds)
+        families.append(family)
+    return families
+
+
+class LatestSnapshots:
+    """A prometheus_client collector serving the latest Snapshot of each tool."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._latest: dict[str, Snapshot] = {}
+
+    def update(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._latest[snapshot.tool] = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            snapshots = list(self._latest.values())
+        for snapshot in snapshots:
+            yield from snapshot_families(snapshot)
+
+
+def exposition(snapshots: Iterable[Snapshot]) -> bytes:
+    """The text exposition format of some Snapshots (what /metrics and textfiles hold)."""
+    registry = CollectorRegistry(auto_describe=False)
+    collector = LatestSnapshots()
+    for snapshot in snapshots:
+        collector.update(snapshot)
+    registry.register(collector)
+    return generate_latest(registry)
+
+
+class PrometheusServer:
+    """Serves /metrics from a daemon thread; publish() only swaps in the new Snapshot."""
+
+    def __init__(self, listen: str, notice: Callable[[str], None] | None = None):
+        try:
+            host, port = split_host_port(listen, default_port=None, default_host="127.0.0.1")
+        except ValueError as error:
+            raise ExportError(f"--prometheus {listen}: {error}") from None
+        self.snapshots = LatestSnapshots()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.snapshots)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            reason = ("address already in use" if error.errno == errno.EADDRINUSE
+                      else error.strerror or str(error))
+            raise ExportError(f"--prometheus {listen}: {reason}") from None
+        # Port 0 asks the kernel for a free port: say which one it gave.
+        self.host, self.port = host, self._server.server_address[1]
+        self.url = f"http://{format_host_port(host, self.port)}/metrics"
+        if notice:
+            notice(f"serving Prometheus metrics at {self.url}")
+
+    def publish(self, snapshot: Snapshot) -> None:
+        self.snapshots.update(snapshot)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class TextfileWriter:
+    """Writes DIR/netkit_<tool>.prom each interval, atomically (temp file + rename).
+
+    node_exporter's textfile collector reads every *.prom in DIR at each scrape; the rename means
+    it sees either the previous interval's file or the new one, never half of one.
+    """
+
+    def __init__(self, directory: str, notice: Callable[[str], None] | None = None):
+        if not os.path.isdir(directory):
+            raise ExportError(f"--textfile {directory}: no such directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ExportError(f"--textfile {directory}: not writable")
+        self.directory = directory
+        self.notice = notice
+        self._failing = False   # report a write failure once, not every interval
+
+    def path_for(self, tool: str) -> str:
+        return os.path.join(self.directory, f"{NAMESPACE}_{tool}.prom")
+
+    def publish(self, snapshot: Snapshot) -> None:
+        try:
+            self._write(snapshot)
+        except OSError as error:
+            if not self._failing and self.notice:
+                self.notice(f"--textfile {self.directory}: {error.strerror or error}")
+            self._failing = True
+        else:
+            self._failing = False
+
+    def _write(self, snapshot: Snapshot) -> None:
+        content = exposition([snapshot])
+        # The temp name lacks the .prom suffix, so the collector never reads a partial file.
+        fd, temp_path = tempfile.mkstemp(prefix=f".{NAMESPACE}_{snapshot.tool}.",
+                                         dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as temp:
+                temp.write(content)
+            os.chmod(temp_path, 0o644)
+            os.replace(temp_path, self.path_for(snapshot.tool))
+        except BaseException:
+            try:
+                os.unlink(temp_path)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def close(self) -> None:
+        pass
