@@ -313,8 +313,8 @@ def run_passive(out, units: Units, family, count, deadline, pid, name) -> int:
     rtts: list[int] = []
     started = time.monotonic()
     with StackTimer(family, None, pid, name) as timer:
-        if out.mode != "json":
-            out.note("Tracing ICMP echo round trips... Hit Ctrl-C to end.")
+        # On stderr also with --json: a script can wait for this line to know the probes are on.
+        out.note("Tracing ICMP echo round trips... Hit Ctrl-C to end.")
         try:
             while count is None or len(rtts) < count:
                 left = None if deadline is None else deadline - (time.monotonic() - started)

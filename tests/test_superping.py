@@ -1,0 +1,252 @@
+"""netkit superping against a real peer: two network namespaces joined by veth (the test bed),
+echo replies from the peer's kernel, the installed CLI run inside the sending namespace.
+
+Cross-checks: every sequence number comes back exactly once; the kernel-stamped and in-stack
+RTTs never exceed the userspace RTT; in-stack and SO_TIMESTAMPING RTTs agree within tens of
+microseconds; a 2 ms emulated delay each way shows as >= 4 ms; requests the peer drops (nft
+rule on exact sequence numbers) are the lost ones; the in-kernel histogram counts the same
+replies the ring buffer delivered; --passive sees a real `ping -c N` exactly N times.
+"""
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from netkit.tools.superping import log2_slots
+from netkit.net.superping import checksum, echo_request, stats
+
+pytestmark = [pytest.mark.netns, pytest.mark.kernel]
+
+N = 40
+AGREE_US = 50          # |in-stack - kernel-stamped| for the median reply
+NETKIT = [sys.executable, "-m", "netkit", "superping"]
+
+
+def _require_or_skip(reason: str):
+    """The house rule: under CI a test that cannot run fails; elsewhere it skips."""
+    try:
+        from conftest import require_or_skip
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot run under CI: {reason}")
+        pytest.skip(reason)
+    require_or_skip(reason)
+
+
+def _needs_root():
+    if os.geteuid() != 0:
+        _require_or_skip("superping's kernel tests need root (namespaces, BPF)")
+
+
+@pytest.fixture(scope="module")
+def bed():
+    _needs_root()
+    from tools.testbed import Link, TestBed
+    with TestBed([Link()]) as b:
+        yield b
+
+
+def superping(bed, *args, ns=None, check=True, timeout=60):
+    res = bed.run(ns or bed.host, NETKIT + ["--json", *args], check=False, timeout=timeout)
+    if check:
+        assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()], res
+
+
+def split(records):
+    replies = [r for r in records if r["type"] == "reply"]
+    lost = [r for r in records if r["type"] == "lost"]
+    summary = records[-1]
+    assert summary["type"] == "summary"
+    return replies, lost, summary
+
+
+def hist_total(summary):
+    return sum(b["count"] for b in summary["hist_us"])
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_every_request_answered_once_and_rtts_ordered(bed, family):
+    records, _ = superping(bed, "-c", str(N), "-i", "0.01", "-W", "2", bed.target_addr(family))
+    replies, lost, summary = split(records)
+    assert lost == []
+    assert sorted(r["seq"] for r in replies) == list(range(1, N + 1))   # each exactly once
+    assert all(not r["dup"] and r["from"] == bed.target_addr(family) for r in replies)
+    for r in replies:
+        assert r["kernel_rtt_us"] is not None and r["stack_rtt_us"] is not None
+        assert 0 < r["kernel_rtt_us"] <= r["user_rtt_us"]
+        assert 0 < r["stack_rtt_us"] <= r["user_rtt_us"]
+    diffs = [abs(r["stack_rtt_us"] - r["kernel_rtt_us"]) for r in replies]
+    assert statistics.median(diffs) <= AGREE_US, diffs
+    assert (summary["transmitted"], summary["received"], summary["loss_pct"]) == (N, N, 0.0)
+    assert summary["bpf"] is True and summary["hist_source"] == "stack"
+    # The histogram aggregated in the kernel counts the replies the ring buffer delivered.
+    assert hist_total(summary) == N
+    assert summary["unmatched_replies"] == 0 and summary["lost_events"] == 0
+    assert summary["stack_rtt_us"]["n"] == N
+    for b in summary["hist_us"]:
+        assert b["count"] == sum(b["low"] <= int(r["stack_rtt_us"]) <= b["high"] for r in replies)
+
+
+def test_known_delay_shows_in_kernel_and_stack_rtts():
+    """linkemu holds each packet 2 ms per direction: no RTT may come in under 4 ms."""
+    _needs_root()
+    from tools.testbed import Link, TestBed
+    with TestBed([Link(delay_s=0.002)]) as slow:
+        records, _ = superping(slow, "-c", "20", "-i", "0.01", "-W", "2", slow.target_addr(4))
+    replies, lost, summary = split(records)
+    assert lost == [] and len(replies) == 20
+    for r in replies:
+        assert 4000 <= r["kernel_rtt_us"] <= r["user_rtt_us"]
+        assert 4000 <= r["stack_rtt_us"] <= r["user_rtt_us"]
+        assert abs(r["stack_rtt_us"] - r["kernel_rtt_us"]) <= 200
+    assert hist_total(summary) == 20
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_requests_dropped_by_the_peer_are_the_lost_ones(bed, family):
+    dropped = {3, 7, 8}
+    match = "icmp type echo-request icmp" if family == 4 else \
+        "icmpv6 type echo-request icmpv6"
+    table = f"superping_drop{family}"
+    nft = ["nft", "-f", "-"]
+    rules = (f"table inet {table} {{\n chain input {{\n type filter hook input priority 0;\n"
+             f" {match} sequence {{ {', '.join(map(str, sorted(dropped)))} }} drop\n }}\n}}\n")
+    bed.run(bed.target, nft, input=rules)
+    try:
+        records, res = superping(bed, "-c", "12", "-i", "0.01", "-W", "0.5",
+                                 bed.target_addr(family), check=False)
+    finally:
+        bed.run(bed.target, ["nft", "delete", "table", "inet", table])
+    assert res.returncode == 0, res.stderr
+    replies, lost, summary = split(records)
+    assert {r["seq"] for r in lost} == dropped and len(lost) == len(dropped)
+    assert sorted(r["seq"] for r in replies) == sorted(set(range(1, 13)) - dropped)
+    assert (summary["transmitted"], summary["received"]) == (12, 12 - len(dropped))
+    assert summary["loss_pct"] == pytest.approx(100 * len(dropped) / 12, abs=1e-3)
+    assert hist_total(summary) == 12 - len(dropped)
+
+
+def test_datagram_socket(bed):
+    """An ICMP "ping" socket (the bed allows every group): the kernel picks the echo id."""
+    records, _ = superping(bed, "--socket", "dgram", "-c", "10", "-i", "0.01",
+                           bed.target_addr(4))
+    replies, lost, summary = split(records)
+    assert sorted(r["seq"] for r in replies) == list(range(1, 11)) and lost == []
+    assert len({r["id"] for r in replies}) == 1
+    assert all(r["stack_rtt_us"] is not None for r in replies)
+    assert hist_total(summary) == 10
+
+
+def test_without_bpf_it_says_so_and_still_times(bed):
+    """As an unprivileged user: a datagram socket, one line about BPF, user + kernel RTTs."""
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    res = bed.run(bed.host, nobody + NETKIT + ["--json", "-c", "5", "-i", "0.01",
+                                                bed.target_addr(4)], check=False)
+    assert res.returncode == 0, res.stderr
+    notes = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1 and notes[0].startswith("netkit superping: no in-stack RTT"), notes
+    replies, _, summary = split([json.loads(line) for line in res.stdout.splitlines()])
+    assert sorted(r["seq"] for r in replies) == [1, 2, 3, 4, 5]
+    assert all(r["stack_rtt_us"] is None and 0 < r["kernel_rtt_us"] <= r["user_rtt_us"]
+               for r in replies)
+    assert summary["bpf"] is False and summary["hist_source"] == "kernel"
+    assert hist_total(summary) == 5
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_passive_sees_a_real_ping_exactly_n_times(bed, family, tmp_path):
+    count = 7
+    # A copy of ping under a name no other process has: -n selects only this run's echoes.
+    comm = f"spt{os.getpid() % 100000}"
+    pinger = tmp_path / comm
+    shutil.copy("/usr/bin/ping", pinger)
+    tracer = subprocess.Popen(NETKIT + ["--passive", "--json", "-n", comm, "-w", "20",
+                                        "-c", str(count + 1)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tracer.stderr.readline().startswith("Tracing ICMP echo")   # attached
+        ping = bed.run(bed.host, [str(pinger), f"-{family}", "-c", str(count), "-i", "0.02",
+                                  bed.target_addr(family)])
+        time.sleep(0.3)
+        tracer.send_signal(subprocess.signal.SIGINT)
+        out, err = tracer.communicate(timeout=20)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+    assert tracer.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    echoes = [r for r in records if r["type"] == "echo"]
+    assert sorted(e["seq"] for e in echoes) == list(range(1, count + 1))
+    assert all(e["comm"] == comm and e["family"] == family and
+               e["address"] == bed.target_addr(family) for e in echoes)
+    assert len({e["id"] for e in echoes}) == 1
+    summary = records[-1]
+    assert summary["type"] == "summary" and summary["echoes"] == count
+    assert hist_total(summary) == count
+    # ping's own RTTs (its RX stamp is SO_TIMESTAMP, its TX time is read before sendmsg).
+    ping_ms = [float(line.split("time=")[1].split()[0])
+               for line in ping.stdout.splitlines() if "time=" in line]
+    assert len(ping_ms) == count
+    assert statistics.median(e["stack_rtt_us"] for e in echoes) <= statistics.median(ping_ms) * 1e3
+
+
+# -- bad input: one line, the right exit status, no traffic ---------------------------------------
+
+@pytest.mark.parametrize("args, code, text", [
+    ([], 2, "a DESTINATION is needed"),
+    (["--passive", "127.0.0.1"], 2, "--passive sends nothing"),
+    (["-4", "::1"], 1, "::1 is not an IPv4 address"),
+    (["-c", "1", "-I", "nosuchdev0", "127.0.0.1"], 1, "interface nosuchdev0"),
+    (["--socket", "udp", "127.0.0.1"], 2, "--socket must be raw, dgram or auto"),
+])
+def test_bad_input_is_one_line(args, code, text):
+    res = subprocess.run(NETKIT + args, capture_output=True, text=True, timeout=30)
+    assert res.returncode == code
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netkit superping: ") and text in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_plain_output_is_ping_like():
+    _needs_root()
+    res = subprocess.run(NETKIT + ["-c", "3", "-i", "0.01", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    replies = [l for l in lines if " bytes from 127.0.0.1: icmp_seq=" in l]
+    assert len(replies) == 3 and all(" user=" in l and " kernel=" in l and " stack=" in l
+                                     for l in replies)
+    assert "3 packets transmitted, 3 received, 0% packet loss" in res.stdout
+    assert "\u2500" not in res.stdout and "\x1b[" not in res.stdout   # no box drawing, no colour
+
+
+# -- pure logic -----------------------------------------------------------------------------------
+
+def test_stats_match_ping_mdev_definition():
+    values = [10.0, 12.0, 15.0, 11.0, 40.0]
+    s = stats(values)
+    assert (s.n, s.min, s.max) == (5, 10.0, 40.0)
+    assert s.avg == pytest.approx(statistics.fmean(values))
+    assert s.mdev == pytest.approx(statistics.pstdev(values))
+    assert stats([]) is None
+
+
+def test_log2_slots_follow_common_h():
+    slots = log2_slots([0, 1, 2, 3, 4, 1023, 1024, 2.9])
+    assert slots[0] == 2 and slots[1] == 3 and slots[2] == 1
+    assert slots[9] == 1 and slots[10] == 1 and sum(slots) == 8
+
+
+def test_echo_request_checksum_verifies():
+    packet = echo_request(0x1234, 7, 56, v6=False)
+    assert len(packet) == 64 and checksum(packet) == 0
+    assert packet[4:8] == bytes.fromhex("12340007")
+    assert echo_request(1, 2, 0, v6=True)[:1] == b"\x80"
+    assert math.isclose(len(echo_request(1, 2, 1400, v6=True)), 1408)
