@@ -124,7 +124,7 @@ class Map:
 
     def lookup(self, key):
         buf = self._value_buffer()
-        if L.bpf_map_lookup_elem(self.fd, ctypes.byref(self._key(key)), buf) != 0:
+        if L.bpf_map_lookup_elem(self.fd, ctypes.byref(self._key(key)), ctypes.byref(buf)) != 0:
             return None
         return self._decode(buf)
 
@@ -292,6 +292,14 @@ class BPFObject:
         if name not in self._maps:
             self._maps[name] = Map(self._map_handle(name), self.types)
         return self._maps[name]
+
+    def data_section(self, section: str = ".bss") -> Map:
+        """A global data section as a one-entry map whose value has every variable as a field."""
+        for handle in self._all_maps():
+            name = L.bpf_map__name(handle).decode()
+            if name.endswith(section):
+                return self.map(name)
+        raise NetkitError(f"{self.tool}.bpf.o has no {section} section")
 
     def struct(self, name: str) -> type:
         return self.types.find_struct(name)

@@ -94,6 +94,8 @@ class BtfTypes:
             return self.ctype(arr.type) * arr.nelems
         if kind in (L.BTF_KIND_STRUCT, L.BTF_KIND_UNION):
             return self._build_record(t, kind == L.BTF_KIND_UNION)
+        if kind == L.BTF_KIND_DATASEC:
+            return self._build_datasec(t)
         raise NetkitError(f"BTF type kind {kind} has no ctypes form")
 
     def _build_record(self, t, is_union: bool) -> type:
@@ -114,6 +116,22 @@ class BtfTypes:
         cls = type(self.name(t) or "anon", (base,), {"_pack_": 1, "_fields_": fields})
         assert ctypes.sizeof(cls) == t.size_or_type, (self.name(t), ctypes.sizeof(cls))
         return cls
+
+
+    def _build_datasec(self, t) -> type:
+        """A global data section (.bss, .data, .rodata) as one struct of its variables."""
+        fields, pos, pad = [], 0, 0
+        for info in records(t, VarSecinfo, vlen_of(t)):
+            var = self.type(info.type)
+            if info.offset > pos:
+                fields.append((f"_pad{pad}", ctypes.c_uint8 * (info.offset - pos)))
+                pad += 1
+            ctype = self.ctype(var.size_or_type)
+            fields.append((self.name(var), ctype))
+            pos = info.offset + ctypes.sizeof(ctype)
+        if t.size_or_type > pos:
+            fields.append((f"_pad{pad}", ctypes.c_uint8 * (t.size_or_type - pos)))
+        return type(self.name(t).lstrip("."), (ctypes.Structure,), {"_pack_": 1, "_fields_": fields})
 
 
 def public_fields(cls) -> list[str]:
