@@ -12,36 +12,23 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 
 import pytest
 
-from netkit.tools.superping import log2_slots
+from conftest import NETKIT as NETKIT_BIN, Traced, assert_one_line_error, require_root_bpf, run_netkit
 from netkit.net.superping import checksum, echo_request, stats
+from netkit.tools.superping import log2_slots
 
 pytestmark = [pytest.mark.netns, pytest.mark.kernel]
 
 N = 40
 AGREE_US = 50          # |in-stack - kernel-stamped| for the median reply
-NETKIT = [sys.executable, "-m", "netkit", "superping"]
-
-
-def _require_or_skip(reason: str):
-    """The house rule: under CI a test that cannot run fails; elsewhere it skips."""
-    try:
-        from conftest import require_or_skip
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot run under CI: {reason}")
-        pytest.skip(reason)
-    require_or_skip(reason)
+NETKIT = [str(NETKIT_BIN), "superping"]
 
 
 def _needs_root():
-    if os.geteuid() != 0:
-        _require_or_skip("superping's kernel tests need root (namespaces, BPF)")
+    require_root_bpf("superping")
 
 
 @pytest.fixture(scope="module")
@@ -167,20 +154,13 @@ def test_passive_sees_a_real_ping_exactly_n_times(bed, family, tmp_path):
     comm = f"spt{os.getpid() % 100000}"
     pinger = tmp_path / comm
     shutil.copy("/usr/bin/ping", pinger)
-    tracer = subprocess.Popen(NETKIT + ["--passive", "--json", "-n", comm, "-w", "20",
-                                        "-c", str(count + 1)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert tracer.stderr.readline().startswith("Tracing ICMP echo")   # attached
-        ping = bed.run(bed.host, [str(pinger), f"-{family}", "-c", str(count), "-i", "0.02",
-                                  bed.target_addr(family)])
-        time.sleep(0.3)
-        tracer.send_signal(subprocess.signal.SIGINT)
-        out, err = tracer.communicate(timeout=20)
-    finally:
-        if tracer.poll() is None:
-            tracer.kill()
-    assert tracer.returncode == 0, err
+    tracer = Traced(["superping", "--passive", "--json", "-n", comm, "-w", "20",
+                     "-c", str(count + 1)], banner="Tracing ICMP echo")
+    ping = bed.run(bed.host, [str(pinger), f"-{family}", "-c", str(count), "-i", "0.02",
+                              bed.target_addr(family)])
+    time.sleep(0.3)
+    out, err = tracer.finish()
+    assert tracer.proc.returncode == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     echoes = [r for r in records if r["type"] == "echo"]
     assert sorted(e["seq"] for e in echoes) == list(range(1, count + 1))
@@ -207,17 +187,12 @@ def test_passive_sees_a_real_ping_exactly_n_times(bed, family, tmp_path):
     (["--socket", "udp", "127.0.0.1"], 2, "--socket must be raw, dgram or auto"),
 ])
 def test_bad_input_is_one_line(args, code, text):
-    res = subprocess.run(NETKIT + args, capture_output=True, text=True, timeout=30)
-    assert res.returncode == code
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("netkit superping: ") and text in lines[0]
-    assert "Traceback" not in res.stderr
+    assert text in assert_one_line_error(run_netkit("superping", *args), "superping", code)
 
 
 def test_plain_output_is_ping_like():
     _needs_root()
-    res = subprocess.run(NETKIT + ["-c", "3", "-i", "0.01", "127.0.0.1"],
-                         capture_output=True, text=True, timeout=30)
+    res = run_netkit("superping", "-c", "3", "-i", "0.01", "127.0.0.1")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     replies = [l for l in lines if " bytes from 127.0.0.1: icmp_seq=" in l]
