@@ -12,22 +12,7 @@ import pytest
 
 from conftest import require_or_skip
 from netkit.net import timestamps as ts
-
-
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
-def _echo_request(ident: int, seq: int, v6: bool) -> bytes:
-    head = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, seq) + b"netkit-ts"
-    if v6:          # the kernel fills in the ICMPv6 checksum of raw ICMPv6 sockets
-        return head
-    return head[:2] + struct.pack("!H", _icmp_checksum(head)) + head[4:]
+from netkit.net.superping import echo_request
 
 
 def _root_or_skip():
@@ -133,7 +118,7 @@ def test_raw_icmp_echo_stamps(family):
     ident = os.getpid() & 0xFFFF
     for seq in range(5):
         before = time.time_ns()
-        sock.sendto(_echo_request(ident, seq, v6), dest)
+        sock.sendto(echo_request(ident, seq, 16, v6), dest)
         sent = ts.wait_error_queue(sock, 1.0)
         assert [r.key for r in sent] == [seq]
         # A raw socket on loopback sees its own request, then the reply.
