@@ -22,13 +22,7 @@ from netkit.export.graphite import GraphiteSender, metric_path, snapshot_lines
 from netkit.export.prometheus import PrometheusServer, TextfileWriter, bucket_bounds, exposition
 from netkit.metrics import Counter, Histogram, Snapshot
 
-try:
-    from conftest import require_or_skip
-except ImportError:     # until the shared helper lands: fail under CI, skip elsewhere
-    def require_or_skip(reason: str):
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+from conftest import Traced, assert_one_line_error, require_or_skip, require_root_bpf, run_netkit
 
 
 def free_port() -> int:
@@ -359,3 +353,62 @@ def test_graphite_with_nobody_listening_never_blocks_publish():
 def test_hub_refuses_prefix_without_graphite():
     with pytest.raises(ExportError, match="--prefix needs --graphite"):
         ExportHub.from_options(["demo"], prefix="x")
+
+
+# --- the shared options on a real interval tool -----------------------------------------------
+
+def served_port(tool: Traced) -> int:
+    line = next(line for line in tool._stderr if "serving Prometheus metrics at" in line)
+    return int(line.rsplit(":", 1)[1].split("/")[0])
+
+
+def test_sockstat_feeds_prometheus_graphite_and_textfile(prometheus_scraping, carbon, tmp_path):
+    """The real `netkit sockstat` with all three exporters while a child makes known traffic."""
+    require_root_bpf()
+    from test_sockstat import EXPECTED, Workload
+    start_prometheus, query = prometheus_scraping
+    textfile_dir = tmp_path / "textfile"
+    textfile_dir.mkdir()
+    workload = Workload()
+    tool = Traced(["sockstat", "-p", str(workload.pid), "0.2", "--prometheus", "127.0.0.1:0",
+                   "--textfile", str(textfile_dir), "--graphite", f"127.0.0.1:{carbon.port}",
+                   "--prefix", "test.e2e"])
+    try:
+        start_prometheus(served_port(tool))
+        since = time.time()
+        workload.run()
+        for counter in ("connect_calls", "send_calls", "tx_bytes"):
+            key = counter.removesuffix("_calls")
+            wait_until(lambda: scalar(query(f"netkit_sockstat_{counter}_total")) == EXPECTED[key],
+                       20, f"prometheus to hold {counter} = {EXPECTED[key]}")
+        wait_until(lambda: sorted(carbon.points("test.e2e.sockstat.connect_calls", since)
+                                  .values())[-1:] == [EXPECTED["connect"]], 20,
+                   "whisper to hold the connect count")
+        prom_file = textfile_dir / "netkit_sockstat.prom"
+        wait_until(lambda: f"netkit_sockstat_accept_calls_total {EXPECTED['accept']}.0"
+                   in prom_file.read_text(), 10, "the textfile to hold the accept count")
+    finally:
+        out, err = tool.finish()
+        workload.release()
+    assert tool.proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--prometheus", "9100:x"], 2, "--prometheus 9100:x: 'x' is not a port number"),
+    (["--graphite", "::1:2003"], 2, "write an IPv6 address in brackets"),
+    (["--prefix", "x.y"], 2, "--prefix needs --graphite"),
+    (["--textfile", "/nonexistent/netkit"], 1, "--textfile /nonexistent/netkit: no such directory"),
+])
+def test_bad_export_options_are_one_line_errors(args, code, message):
+    line = assert_one_line_error(run_netkit("sockstat", "-d", "0", *args), "sockstat", code)
+    assert message in line
+
+
+def test_prometheus_port_taken_is_exit_1():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_netkit("sockstat", "-d", "0", "--prometheus", f"127.0.0.1:{port}")
+    assert "address already in use" in assert_one_line_error(result, "sockstat", 1)

@@ -20,11 +20,16 @@ from typing import Annotated, Callable, Optional, Protocol
 
 import typer
 
+from netkit.engine.errors import NetkitError
 from netkit.metrics import Snapshot
 
 
-class ExportError(Exception):
+class ExportError(NetkitError):
     """An exporter could not start (port taken, directory missing): one line for the user."""
+
+
+class ExportUsageError(ExportError):
+    """An export option is malformed: one line, and exit status 2 like other usage errors."""
 
 
 class Exporter(Protocol):
@@ -70,6 +75,11 @@ def format_host_port(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def _tool_name(tools) -> str:
+    """Who speaks in messages: the tool, or `export` when one command runs several."""
+    return tools[0] if len(tools) == 1 else "export"
+
+
 def stderr_notice(tool: str) -> Callable[[str], None]:
     """Exporters report outages and losses as one `netkit <tool>: ...` line on stderr."""
     def notice(message: str) -> None:
@@ -112,7 +122,7 @@ class ExportHub:
                      notice: Callable[[str], None] | None = None) -> ExportHub:
         """Start the exporters the options ask for; on failure stop those already started."""
         # Imported here so that a tool run without exporters never imports prometheus_client.
-        notice = notice or stderr_notice(tools[0] if len(tools) == 1 else "export")
+        notice = notice or stderr_notice(_tool_name(tools))
         hub = cls()
         try:
             if prometheus is not None:
@@ -125,7 +135,7 @@ class ExportHub:
                 from netkit.export.graphite import GraphiteSender
                 hub.add(GraphiteSender(graphite, prefix=prefix, notice=notice))
             elif prefix is not None:
-                raise ExportError("--prefix needs --graphite HOST[:PORT]")
+                raise ExportUsageError("--prefix needs --graphite HOST[:PORT]")
         except BaseException:
             hub.close()
             raise
@@ -154,13 +164,16 @@ _OPTION_PARAMETERS = {
 }
 
 
-def export_options(*tools: str, on_error: Callable[[str], None] | None = None):
+def export_options(*tools: str):
     """Decorate a typer command so it takes the export options and receives `exporters`.
 
     The command must accept a keyword parameter `exporters` (an ExportHub); the exporters are
-    started before the command runs and stopped after it returns or raises. `on_error` receives
-    the one-line message when an exporter cannot start (the default prints
-    `netkit <tool>: ...` and exits 1).
+    started before the command runs and stopped after it returns or raises. An exporter that
+    cannot start raises ExportError, a NetkitError, so put this decorator under tool_errors:
+
+        @tool_errors("sockstat")
+        @export_options("sockstat")
+        def command(..., exporters: ExportHub = None): ...
     """
     def decorate(command):
         signature = inspect.signature(command, eval_str=True)
@@ -176,10 +189,9 @@ def export_options(*tools: str, on_error: Callable[[str], None] | None = None):
             options = {name: kwargs.pop(name, None) for name in _OPTION_PARAMETERS}
             try:
                 hub = ExportHub.from_options(list(tools), **options)
-            except ExportError as error:
-                report = on_error or _exit_with_error(tools)
-                report(str(error))
-                return None
+            except ExportUsageError as error:
+                print(f"netkit {_tool_name(tools)}: {error}", file=sys.stderr)
+                raise typer.Exit(2) from None
             with hub:
                 return command(*args, exporters=hub, **kwargs)
 
@@ -189,10 +201,3 @@ def export_options(*tools: str, on_error: Callable[[str], None] | None = None):
         return run_with_exporters
     return decorate
 
-
-def _exit_with_error(tools: tuple[str, ...]) -> Callable[[str], None]:
-    def report(message: str) -> None:
-        name = tools[0] if len(tools) == 1 else "export"
-        print(f"netkit {name}: {message}", file=sys.stderr)
-        raise SystemExit(1)
-    return report

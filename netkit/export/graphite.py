@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from netkit.export import ExportError, format_host_port, split_host_port
+from netkit.export import ExportError, ExportUsageError, format_host_port, split_host_port
 from netkit.metrics import Histogram, Snapshot
 
 DEFAULT_PORT = 2003
@@ -82,13 +82,13 @@ class GraphiteSender:
             self.host, self.port = split_host_port(target, default_port=DEFAULT_PORT,
                                                    default_host="127.0.0.1")
         except ValueError as error:
-            raise ExportError(f"--graphite {target}: {error}") from None
+            raise ExportUsageError(f"--graphite {target}: {error}") from None
         try:
             socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise ExportError(f"--graphite {target}: {error.strerror}") from None
         if prefix is not None and not all(prefix.split(".")):
-            raise ExportError(f"--prefix {prefix!r}: empty path component")
+            raise ExportUsageError(f"--prefix {prefix!r}: empty path component")
         self.prefix = prefix or default_prefix()
         self.address = format_host_port(self.host, self.port)
         self.notice = notice or (lambda message: None)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from netkit.export import ExportError, format_host_port, split_host_port
+from netkit.export import ExportError, ExportUsageError, format_host_port, split_host_port
 from netkit.metrics import Counter, Histogram, Snapshot
 
 NAMESPACE = "netkit"
@@ -109,7 +109,7 @@ class PrometheusServer:
         try:
             host, port = split_host_port(listen, default_port=None, default_host="127.0.0.1")
         except ValueError as error:
-            raise ExportError(f"--prometheus {listen}: {error}") from None
+            raise ExportUsageError(f"--prometheus {listen}: {error}") from None
         self.snapshots = LatestSnapshots()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.snapshots)

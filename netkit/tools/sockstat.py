@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from netkit.export import ExportHub, export_options
+from netkit.metrics import Counter, Snapshot
 from netkit.tools.common import (CgroupOpt, Column, CountArg, DurationOpt, IntervalArg, JsonOpt,
                                  ManPage, NameOpt, NoColorOpt, PidOpt, Ticker, VerboseOpt,
                                  tool_errors)
@@ -117,6 +119,20 @@ class ProcessCounts:
                 del self.last[tgid]
 
 
+EXPORT_HELP = {"tcp_state": "TCP state transitions", "tx_bytes": "Bytes sent through sockets",
+               "rx_bytes": "Bytes received through sockets"}
+
+
+def export_snapshot(ts: float, run_totals: dict[int, dict[str, int]], unavailable) -> Snapshot:
+    """System-wide totals since the start, for --prometheus/--textfile/--graphite."""
+    totals = _totals(run_totals)
+    return Snapshot("sockstat", ts, counters=[
+        Counter(f"sockstat_{key}" if name in EXPORT_HELP else f"sockstat_{key}_calls",
+                EXPORT_HELP.get(name, f"Calls of the {name}() family, counted at syscall entry"),
+                totals[name])
+        for name, _, key, _ in FIELDS if name not in unavailable])
+
+
 def _totals(per_process: dict[int, dict[str, int]]) -> dict[str, int]:
     return {name: sum(c[name] for c in per_process.values()) for name in COUNTERS}
 
@@ -187,6 +203,7 @@ class SockstatView:
 
 
 @tool_errors("sockstat")
+@export_options("sockstat")
 def command(
     interval: IntervalArg = 1.0,
     count: CountArg = None,
@@ -198,6 +215,7 @@ def command(
     json: JsonOpt = False,
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
+    exporters: ExportHub = None,
 ):
     from netkit.engine.bpfobject import BPFObject, Filters, set_verbose
     from netkit.render.output import Output
@@ -218,7 +236,11 @@ def command(
             for ts in Ticker(interval, count, duration):
                 now = time.monotonic()
                 view.interval(ts, now - last, counts.read_delta(), counts.comms)
+                if exporters:
+                    exporters.publish(export_snapshot(ts, counts.run_totals, view.unavailable))
                 last = now
         except KeyboardInterrupt:
             counts.read_delta()
+            if exporters:
+                exporters.publish(export_snapshot(time.time(), counts.run_totals, view.unavailable))
         view.summary(time.monotonic() - started, counts.run_totals, counts.comms)
