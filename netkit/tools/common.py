@@ -16,8 +16,8 @@ from netkit.engine.errors import NetkitError
 from netkit.render.output import Column  # noqa: F401  (tools import it from here)
 
 # -- options (Annotated types: a tool writes `pid: PidOpt = None`) --------------------------------
-PidOpt = Annotated[Optional[int], typer.Option("-p", "--pid", help="Trace only this process (PID).",
-                                               show_default=False)]
+PidOpt = Annotated[Optional[int], typer.Option("-p", "--pid", metavar="PID", show_default=False,
+                                               help="Trace only this process (PID).")]
 NameOpt = Annotated[Optional[str], typer.Option("-n", "--name", metavar="COMM", show_default=False,
                                                 help="Trace only processes with this command name "
                                                      "(as in /proc/PID/comm, 15 characters).")]
@@ -36,9 +36,9 @@ VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's
                                                                   "full verifier log on failure.")]
 MillisecondsOpt = Annotated[bool, typer.Option("-m", "--milliseconds",
                                                help="Show latencies in milliseconds, not microseconds.")]
-IntervalArg = Annotated[float, typer.Argument(min=0.01, metavar="[INTERVAL]",
+IntervalArg = Annotated[float, typer.Argument(min=0.01, metavar="INTERVAL",
                                               help="Seconds between outputs.")]
-CountArg = Annotated[Optional[int], typer.Argument(min=1, metavar="[COUNT]", show_default=False,
+CountArg = Annotated[Optional[int], typer.Argument(min=1, metavar="COUNT", show_default=False,
                                                    help="Number of outputs, then exit.")]
 
 

@@ -1,12 +1,13 @@
 """Socket API activity per interval: socket(), bind(), listen(), connect(), accept(), the send
 and recv syscall families, TCP state changes, and the bytes through sockets.
 
-Counted in the kernel from tracepoints only (syscalls:sys_enter_*, sock:inet_sock_set_state,
+Counted in the kernel from BTF tracepoints only (sys_enter, sock:inet_sock_set_state,
 sock:sock_send_length, sock:sock_recv_length), system-wide or for one process, command name or
 cgroup. Like bcc's tools: an optional [INTERVAL [COUNT]], Ctrl-C for a summary.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -47,7 +48,11 @@ MAN = ManPage(
         "sock:sock_recv_length, which also see write(2) and read(2) on sockets; MSG_PEEK reads "
         "are not counted). Calls are counted at syscall entry, as the original sockstat.bt did, "
         "whether they succeed or not.\n\n"
-        "Only tracepoints are used, so it runs on kernels without kprobes. A kernel older than "
+        "Only BTF tracepoints (tp_btf) are used, so it runs on kernels without kprobes: the raw "
+        "sys_enter tracepoint with the syscall number (one early-exit check per syscall, and a "
+        "detach that takes no RCU grace period per event), sock:inet_sock_set_state, "
+        "sock:sock_send_length and sock:sock_recv_length. 32-bit (compat) syscalls of 64-bit "
+        "kernels are not counted; their bytes are. A kernel older than "
         "6.3 lacks the two sock length tracepoints: the byte columns then show n/a. TCP state "
         "changes that the kernel makes in softirq context (a SYN-ACK or FIN arriving from another "
         "host) are charged to whichever task was running; system-wide totals are exact.\n\n"
@@ -131,6 +136,20 @@ def export_snapshot(ts: float, run_totals: dict[int, dict[str, int]], unavailabl
                 EXPORT_HELP.get(name, f"Calls of the {name}() family, counted at syscall entry"),
                 totals[name])
         for name, _, key, _ in FIELDS if name not in unavailable])
+
+
+@contextlib.contextmanager
+def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
+    """For `netkit export`: attach sockstat's probes, yield a function ts -> Snapshot."""
+    from netkit.engine.bpfobject import BPFObject, Filters
+    with BPFObject("sockstat", Filters(pid, name, cgroup), optional=OPTIONAL_TRACEPOINTS) as obj:
+        counts = ProcessCounts(obj.map("counts"))
+        unavailable = {f[0] for f in FIELDS if f[3] in obj.missing}
+
+        def sample(ts: float) -> Snapshot:
+            counts.read_delta()
+            return export_snapshot(ts, counts.run_totals, unavailable)
+        yield sample
 
 
 def _totals(per_process: dict[int, dict[str, int]]) -> dict[str, int]:

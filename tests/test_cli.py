@@ -1,0 +1,100 @@
+"""The CLI as users meet it: --help lists every tool, --version, `python -m netkit`, and a
+property test that throws random argument lists at every subcommand and never sees a traceback."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import typer.main
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import netkit
+from conftest import NETKIT, run_netkit
+from netkit.cli import build_app, tool_modules
+
+TOOLS = list(tool_modules())
+
+
+def test_help_lists_every_tool_with_its_summary():
+    result = run_netkit("--help")
+    assert result.returncode == 0
+    for name, module in tool_modules().items():
+        assert name in result.stdout
+        assert module.SUMMARY.split()[0] in result.stdout
+
+
+def test_version_from_script_and_module():
+    assert run_netkit("--version").stdout.strip() == f"netkit {netkit.__version__}"
+    module = subprocess.run([sys.executable, "-m", "netkit", "--version"], capture_output=True,
+                            text=True, timeout=30)
+    assert module.stdout.strip() == f"netkit {netkit.__version__}"
+
+
+def test_every_tool_has_help_and_man_metadata():
+    for name, module in tool_modules().items():
+        result = run_netkit(name, "--help")
+        assert result.returncode == 0 and "Usage: netkit " + name in result.stdout
+        assert module.MAN.description and module.MAN.output, name
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run_netkit("nosuchtool")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+# -- property test ------------------------------------------------------------------------------
+# Values are chosen so that nothing a tool does with them leaves this machine: numeric loopback
+# addresses and localhost (from /etc/hosts) only, never a name that would go to a DNS server.
+SAFE_WORDS = ["127.0.0.1", "::1", "localhost", "lo", "0", "1", "-1", "2.5", "1e9", "abc", "",
+              "/nonexistent", "--", "-", "udp", "icmp", "tcp", "dest", "sock", "99999999"]
+_group = typer.main.get_command(build_app())
+
+
+def _option_names(tool: str) -> list[str]:
+    import typer._click as click
+    command = _group.get_command(click.Context(_group, info_name="netkit"), tool)
+    names = []
+    for param in command.params:
+        names += [n for n in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])
+                  if n.startswith("-")]
+    return [n for n in names if n not in ("-h", "--help")]
+
+
+def _argv(tool: str):
+    token = st.one_of(st.sampled_from(_option_names(tool) or ["--json"]),
+                      st.sampled_from(SAFE_WORDS),
+                      st.integers(-3, 300).map(str),
+                      st.sampled_from(["--bogus", "-Z", "---", "--json=1"]))
+    return st.lists(token, max_size=6)
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def _interrupt(signum, frame):
+    # Ctrl-C after a short while, so a tool that starts tracing or probing ends through its own
+    # Ctrl-C path (summary, detach) like it would for a user.
+    raise KeyboardInterrupt
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(tool=st.sampled_from(TOOLS), data=st.data())
+def test_random_arguments_never_raise_a_traceback(tool, data):
+    argv = [tool] + data.draw(_argv(tool))
+    runner = CliRunner()
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.4)
+    try:
+        result = runner.invoke(build_app(), argv, catch_exceptions=True)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    text = result.output
+    assert "Traceback" not in text, (argv, text)
+    if result.exception is not None:
+        assert isinstance(result.exception, SystemExit), (argv, repr(result.exception), text)
+    assert result.exit_code in (0, 1, 2, 130), (argv, result.exit_code, text)
