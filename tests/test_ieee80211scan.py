@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -44,10 +45,10 @@ def nested(kind: int, *members: bytes) -> bytes:
     return attr(kind | NESTED, b"".join(members))
 
 
-def message(cmd: int, *attrs: bytes, family: int = FAMILY) -> bytes:
+def message(cmd: int, *attrs: bytes, family: int = FAMILY, flags: int = 0) -> bytes:
     """nlmsghdr {u32 len, u16 type, u16 flags, u32 seq, u32 pid} + genlmsghdr {u8 cmd, u8 ver, u16}."""
     body = struct.pack("<BBH", cmd, 1, 0) + b"".join(attrs)
-    return struct.pack("<IHHII", 16 + len(body), family, 0, 0, 0) + body
+    return struct.pack("<IHHII", 16 + len(body), family, flags, 0, 0) + body
 
 
 def scan_message(cmd, *, ifindex=None, wiphy=0, wdev=None, ssids=(), freqs=(), flags=None):
@@ -107,7 +108,7 @@ def test_truncated_datagram_stops_cleanly():
 def test_wdev_only_scan_and_unknown_flag_bits():
     [ev] = events(scan_message(TRIGGER, wdev=0x100000001, flags=1 << 30))
     assert ev.ifindex is None and ev.wdev == 0x100000001
-    assert ev.key == ("wdev", 0x100000001, 0)
+    assert ev.key == ("wdev", 0x100000001)
     assert nl.flag_names(ev.flags) == ["bit30"]
     assert nl.interface_name(None, ev.wdev) == "wdev0x100000001"
 
@@ -115,7 +116,7 @@ def test_wdev_only_scan_and_unknown_flag_bits():
 # --- pairing ---
 
 def names(ifindex, wdev):
-    return {11: "wlan0", 12: "wlan1"}.get(ifindex, f"ifindex{ifindex}")
+    return {11: "wlan0", 12: "wlan1"}.get(ifindex) or nl.interface_name(None, wdev)
 
 
 def feed_all(tracker, timed_messages):
@@ -144,6 +145,35 @@ def test_overlapping_scans_on_two_interfaces_pair_per_interface():
     assert wlan0.start_wall == pytest.approx(1000.0)
     assert wlan0.pid is None and wlan0.comm is None                   # netlink cannot know
     assert tracker.pending == {}
+
+
+def request(ifindex, t_ms, pid, comm, wdev=None):
+    return nl.ScanRequest(nl.scan_key(ifindex, wdev), t_ms * 1_000_000, pid, comm)
+
+
+def test_requesters_are_paired_with_the_scan_they_started():
+    tracker = nl.ScanTracker(name_of=names)
+    tracker.requested(request(11, 0, 100, "stale"))              # > 2 s before its scan
+    tracker.requested(request(11, 2990, 200, "iw"))              # superseded by the next one
+    tracker.requested(request(11, 2995, 300, "wpa_supplicant"))
+    tracker.requested(request(12, 2998, 400, "iwd"))
+    tracker.requested(request(None, 2999, 500, "p2p", wdev=0x100000002))
+    records = feed_all(tracker, [
+        (3000, scan_message(TRIGGER, ifindex=11, freqs=FREQS_24)),
+        (3001, scan_message(TRIGGER, ifindex=12, wiphy=1, freqs=[5180])),
+        (3002, scan_message(TRIGGER, wdev=0x100000002, wiphy=1, freqs=[2437])),
+        (3500, scan_message(RESULTS, ifindex=12, wiphy=1)),
+        (3600, scan_message(ABORTED, ifindex=11)),
+        (3700, scan_message(RESULTS, wdev=0x100000002, wiphy=1)),
+    ])
+    assert [(r.interface, r.pid, r.comm) for r in records] == [
+        ("wlan1", 400, "iwd"), ("wlan0", 300, "wpa_supplicant"),
+        ("wdev0x100000002", 500, "p2p")]
+    # a request sent after the scan began (the kernel refused it: busy) is not its requester
+    tracker.requested(request(11, 3800, 600, "late"))
+    [rec] = feed_all(tracker, [(3750, scan_message(TRIGGER, ifindex=11)),
+                               (3900, scan_message(RESULTS, ifindex=11))])
+    assert (rec.pid, rec.comm) == (None, None)
 
 
 def test_end_without_start_and_start_without_end():
@@ -248,6 +278,65 @@ def test_multicast_subscription_receives_kernel_events():
         subprocess.run(["ip", "link", "del", name], capture_output=True)
         genl.close()
         events.close()
+
+
+def unused_family_id() -> int:
+    """A generic-netlink family id nothing has here: requests to it fail with ENOENT, harmlessly."""
+    genl = nl.GenlSocket()
+    try:
+        taken = {struct.unpack_from("<H", nl.attr_map(p)[1])[0] for _c, p in genl.request(0x10, 3, dump=True)}
+    finally:
+        genl.close()
+    return next(i for i in range(0x7ff0, 0x7000, -1) if i not in taken)
+
+
+def test_bpf_sees_who_sends_trigger_scan_and_the_tracker_credits_them():
+    """The requester backend for real: ieee80211scan.bpf.o watches this process send
+    TRIGGER_SCAN requests (to an unused family id standing in for nl80211) by sendto() and
+    sendmsg(); other commands, families and non-netlink sockets are ignored."""
+    from netkit.tools.ieee80211scan import Requesters
+    family = unused_family_id()
+    wiphy = u32(1, 0)
+    ssids = nested(45, attr(1, b""), attr(2, b"homenet"))
+    request = 0x5                                        # NLM_F_REQUEST | NLM_F_ACK
+    trigger_if = message(TRIGGER, wiphy, ssids, u32(158, 8), u32(3, 42), family=family,
+                         flags=request)
+    trigger_wdev = message(TRIGGER, wiphy, u64(153, 0x300000004), family=family, flags=request)
+    get_scan = message(32, u32(3, 43), family=family, flags=request)
+    other_family = message(TRIGGER, u32(3, 44), family=family - 1, flags=request)
+    not_a_request = message(TRIGGER, u32(3, 45), family=family)
+
+    tracker = nl.ScanTracker(name_of=names)
+    requesters = Requesters(family, tracker)
+    genl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_GENERIC)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        genl.bind((0, 0))
+        sent_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        genl.sendto(trigger_if, (0, 0))
+        genl.sendmsg([trigger_wdev])
+        genl.sendto(get_scan, (0, 0))
+        genl.sendto(other_family, (0, 0))
+        genl.sendto(not_a_request, (0, 0))
+        udp.sendto(trigger_if, ("127.0.0.1", 9))
+        requesters.poll()
+    finally:
+        requesters.close()
+        genl.close()
+        udp.close()
+    comm = Path("/proc/self/comm").read_text().strip()
+    got = [(r.key, r.pid, r.comm) for r in tracker.requests]
+    assert got == [(("ifindex", 42), os.getpid(), comm), (("wdev", 0x300000004), os.getpid(), comm)]
+    assert all(0 <= r.boot_ns - sent_ns < 1_000_000_000 for r in tracker.requests)
+
+    # the scans the kernel would announce next are credited to this process
+    now_ms = time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000 + 1
+    records = feed_all(tracker, [(now_ms, scan_message(TRIGGER, ifindex=42)),
+                                 (now_ms + 1, scan_message(TRIGGER, wdev=0x300000004)),
+                                 (now_ms + 50, scan_message(RESULTS, ifindex=42)),
+                                 (now_ms + 60, scan_message(ABORTED, wdev=0x300000004))])
+    assert [(r.result, r.pid, r.comm) for r in records] == [
+        ("done", os.getpid(), comm), ("aborted", os.getpid(), comm)]
 
 
 def kernel_has_nl80211() -> bool:
@@ -380,7 +469,8 @@ def test_list_shows_backends_and_why():
     proc = run_netkit("--list")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
-    assert set(rows) == {"tracepoint", "nl80211"}
+    assert set(rows) == {"nl80211", "requester", "tracepoint"}
+    assert rows["requester"].split()[1] == "yes"       # root, object built: it loads here
     has_nl = kernel_has_nl80211()
     assert rows["nl80211"].split()[1] == ("yes" if has_nl else "no")
     assert "nl80211" in rows["nl80211"].split(None, 2)[2]
@@ -390,7 +480,8 @@ def test_list_shows_backends_and_why():
     proc = run_netkit("--list", "--json")
     objs = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(o["type"], o["backend"], o["available"]) for o in objs] == [
-        ("backend", "tracepoint", False), ("backend", "nl80211", has_nl)]
+        ("backend", "nl80211", has_nl), ("backend", "requester", True),
+        ("backend", "tracepoint", False)]
     assert all(o["reason"] for o in objs)
 
 

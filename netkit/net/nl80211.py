@@ -15,8 +15,9 @@ ScanRecords with a duration, and asks the kernel how many BSSes the scan saw:
 
 Times are taken when the event reaches this process (userspace receive time), so a duration
 includes the delivery delay of both messages; the kernel does not stamp these events. The
-requesting process is not in the messages (cfg80211 sends them with port id 0): pid and comm
-stay None here and are filled in only by a tracepoint backend.
+requesting process is not in the messages (cfg80211 sends them with port id 0); a caller that
+sees the requests themselves (ieee80211scan's BPF program) hands them to ScanTracker.requested(),
+which gives each scan the latest request for its interface sent just before it started.
 
 Constants are those of linux/netlink.h, linux/genetlink.h and linux/nl80211.h (a stable uapi).
 """
@@ -159,10 +160,22 @@ class ScanEvent:
 
     @property
     def key(self) -> tuple:
-        """What a scan belongs to: the network interface, else the wdev (P2P device)."""
-        if self.ifindex is not None:
-            return ("ifindex", self.ifindex)
-        return ("wdev", self.wdev, self.wiphy)
+        return scan_key(self.ifindex, self.wdev)
+
+
+def scan_key(ifindex: int | None, wdev: int | None) -> tuple:
+    """What a scan belongs to: the network interface, else the wdev (a P2P device has no netdev;
+    wdev ids are unique across radios)."""
+    return ("ifindex", ifindex) if ifindex else ("wdev", wdev)
+
+
+@dataclass
+class ScanRequest:
+    """A process sent NL80211_CMD_TRIGGER_SCAN (seen by a BPF program at send())."""
+    key: tuple
+    boot_ns: int
+    pid: int
+    comm: str
 
 
 def parse_scan_event(cmd: int, payload: bytes, wall: float = 0.0, boot_ns: int = 0
@@ -232,7 +245,7 @@ class ScanRecord:
     full: bool | None = None      # every enabled channel of the wiphy? None: unknown
     bss_found: int | None = None  # BSSes heard since the scan started
     bss_total: int | None = None  # BSSes in the kernel's cache for this interface
-    pid: int | None = None        # the requester, known only to a tracepoint backend
+    pid: int | None = None        # the requester, when a BPF program saw the request
     comm: str | None = None
 
 
@@ -245,6 +258,25 @@ class ScanTracker:
     """
     name_of: object = interface_name
     pending: dict = field(default_factory=dict)
+    requests: list = field(default_factory=list)
+
+    REQUEST_WINDOW_NS = 2_000_000_000   # cfg80211 announces a scan as soon as it accepts it
+
+    def requested(self, request: ScanRequest) -> None:
+        """Remember who asked for a scan; the scan that starts next on that interface is theirs."""
+        self.requests = [r for r in self.requests
+                         if request.boot_ns - r.boot_ns < 5 * self.REQUEST_WINDOW_NS]
+        self.requests.append(request)
+
+    def _requester(self, start: ScanEvent) -> ScanRequest | None:
+        """The latest request for the scan's interface sent shortly before the scan started.
+        Requests arrive on another channel than the events, so this is asked when the scan ends."""
+        before = [r for r in self.requests if r.key == start.key and r.boot_ns <= start.boot_ns]
+        # earlier requests for this interface are spent too (refused, e.g. busy): drop them
+        self.requests = [r for r in self.requests if r not in before]
+        if before and start.boot_ns - before[-1].boot_ns <= self.REQUEST_WINDOW_NS:
+            return before[-1]
+        return None
 
     def feed(self, event: ScanEvent) -> ScanRecord | None:
         """Take one event; return the finished scan it closes, if any."""
@@ -268,12 +300,14 @@ class ScanTracker:
         base = start or end
         stop_ns = end.boot_ns if end else now_ns
         duration = (stop_ns - start.boot_ns) / 1e9 if start and stop_ns is not None else None
+        requester = self._requester(start) if start else None
         # The start message carries the request; an end without a start still names its channels.
         return ScanRecord(
             interface=self.name_of(base.ifindex, base.wdev), ifindex=base.ifindex,
             wdev=base.wdev, wiphy=base.wiphy, start_wall=start.wall if start else None,
             start_boot_ns=start.boot_ns if start else None, duration_s=duration, result=result,
-            ssids=base.ssids, freqs=base.freqs, flags=base.flags)
+            ssids=base.ssids, freqs=base.freqs, flags=base.flags,
+            pid=requester.pid if requester else None, comm=requester.comm if requester else None)
 
 
 def count_fresh_bss(bss_payloads: list[bytes], since_boot_ns: int | None, now_boot_ns: int

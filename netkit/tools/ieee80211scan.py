@@ -2,9 +2,9 @@
 it took, whether it finished or was aborted, and how many BSSes it heard.
 
 Scans cost a station hundreds of milliseconds off its channel; this shows who scans how often.
-The events come from nl80211's "scan" multicast group (no BPF needed). On a kernel without
-wireless (no cfg80211) the tool says so and exits 1; --list shows each backend and why it can or
-cannot run here.
+The scans come from nl80211's "scan" multicast group; the process that asked for each is seen by
+a BPF program at send() of the TRIGGER_SCAN request. On a kernel without wireless (no cfg80211)
+the tool says so and exits 1; --list shows each backend and why it can or cannot run here.
 """
 from __future__ import annotations
 
@@ -36,12 +36,17 @@ MAN = ManPage(
         "number of channels, the duration in milliseconds, whether it finished (done) or was "
         "aborted, and how many BSSes were heard during the scan out of those in the kernel's "
         "cache. On exit (Ctrl-C or --duration) it prints a summary per interface.\n\n"
-        "Backend: nl80211 generic-netlink events (TRIGGER_SCAN, NEW_SCAN_RESULTS, "
-        "SCAN_ABORTED), timed when they reach netkit, so a duration includes two delivery "
-        "delays (microseconds). cfg80211 sends these events without the requesting process, so "
-        "PID and COMM show '-'; the cfg80211 tracepoints (rdev_scan, cfg80211_scan_done) would "
-        "carry them, and --list reports whether this kernel has them. netkit has no BPF program "
-        "for them yet.\n\n"
+        "Backends: scans come from nl80211 generic-netlink events (TRIGGER_SCAN, "
+        "NEW_SCAN_RESULTS, SCAN_ABORTED), timed when they reach netkit, so a duration includes "
+        "two delivery delays (microseconds); no BPF is needed for them. cfg80211 sends these "
+        "events without the requesting process, so a small BPF program on the sys_enter raw "
+        "tracepoint (tp_btf) watches sendto()/sendmsg() on generic-netlink sockets for "
+        "TRIGGER_SCAN requests and credits each scan to the process whose request for that "
+        "interface came last before it started (within 2 s). Scans that no process asked for "
+        "through nl80211 (the driver's own, scheduled scans, the old wireless-extensions "
+        "ioctl) and runs without root show PID and COMM as '-'. The cfg80211 tracepoints "
+        "(rdev_scan, cfg80211_scan_done) are reported by --list; netkit has no program for them "
+        "yet.\n\n"
         "Exit status: 0 on Ctrl-C or the end of --duration; 1 when the kernel has no wireless "
         "support (no cfg80211: the generic-netlink family nl80211 does not exist) or netlink "
         "fails; 2 on a usage error."),
@@ -87,9 +92,49 @@ SUMMARY_COLUMNS = [
 
 # -- backends -------------------------------------------------------------------------------------
 
+class Requesters:
+    """Who asks for scans: ieee80211scan.bpf.o reports each NL80211_CMD_TRIGGER_SCAN a process
+    sends (sendto/sendmsg on a generic-netlink socket); they go to the tracker as ScanRequests."""
+
+    def __init__(self, family: int, tracker: nl80211.ScanTracker):
+        from netkit.engine.bpfobject import BPFObject   # libbpf only when it is used
+        self.tracker = tracker
+        self.obj = BPFObject(TOOL, rodata={"nl80211_family": family})
+        self.obj.__enter__()
+        try:
+            self.ring = self.obj.ring_buffer("requests", "scan_request", self._on_request)
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def _on_request(self, event) -> None:
+        self.tracker.requested(nl80211.ScanRequest(
+            key=nl80211.scan_key(event.ifindex, event.wdev), boot_ns=event.boot_ns,
+            pid=event.tgid, comm=bytes(event.comm).split(b"\0")[0].decode(errors="replace")))
+
+    def poll(self) -> None:
+        self.ring.poll(0)
+
+    def close(self) -> None:
+        self.obj.close()
+
+
 def backends() -> list[tuple[str, bool, str]]:
-    """(backend, usable here, why) for each way netkit could see scans."""
+    """(backend, usable here, why) for each way netkit could see scans and their requesters."""
     out = []
+    try:
+        nl = nl80211.Nl80211()
+        out.append(("nl80211", True, f"scan events from generic-netlink family nl80211 "
+                                     f"(id {nl.family}), multicast group scan (id {nl.groups['scan']})"))
+        nl.close()
+    except NetkitError as exc:
+        out.append(("nl80211", False, str(exc)))
+    try:
+        Requesters(0, nl80211.ScanTracker()).close()   # a real load and attach, then detach
+        out.append(("requester", True, "tp_btf/sys_enter sees each TRIGGER_SCAN request a process "
+                                       "sends: PID and COMM of who asked (with nl80211)"))
+    except NetkitError as exc:
+        out.append(("requester", False, str(exc)))
     try:
         present = [f"{g}:{e}" for g, e in TRACEPOINTS if checks.tracepoint_exists(g, e)]
         if present:
@@ -100,13 +145,6 @@ def backends() -> list[tuple[str, bool, str]]:
     except NetkitError as exc:
         why = str(exc)
     out.append(("tracepoint", False, why))
-    try:
-        nl = nl80211.Nl80211()
-        out.append(("nl80211", True, f"generic-netlink family nl80211 (id {nl.family}), "
-                                     f"multicast group scan (id {nl.groups['scan']})"))
-        nl.close()
-    except NetkitError as exc:
-        out.append(("nl80211", False, str(exc)))
     return out
 
 
@@ -239,6 +277,15 @@ def open_backend() -> nl80211.Nl80211:
                           "generic-netlink family, no cfg80211 tracepoints); see --list") from None
 
 
+def open_requesters(family: int, tracker: nl80211.ScanTracker, out: Output) -> Requesters | None:
+    """The BPF side is a bonus: without it (not root, object not built) PID and COMM show '-'."""
+    try:
+        return Requesters(family, tracker)
+    except NetkitError as exc:
+        out.note(f"netkit {TOOL}: requesting processes unknown: {exc}")
+        return None
+
+
 def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: float | None) -> None:
     nl.subscribe()   # before anything else, so a scan starting now is not missed
     if duration == 0:
@@ -248,6 +295,7 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
     except OSError:
         channels = {}   # full/partial becomes "?"
     tracker = nl80211.ScanTracker()
+    requesters = open_requesters(nl.family, tracker, out)
     view = ScanView(out)
     out.note("Tracing ieee80211 SSID scans. Hit Ctrl-C to end.")   # the original's banner
     stop_at = None if duration is None else time.monotonic() + duration
@@ -255,6 +303,8 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
         for event in nl.events(timeout=0.2):
             if stop_at is not None and time.monotonic() >= stop_at:
                 break
+            if requesters:
+                requesters.poll()   # before the event, so the request behind it is known
             record = tracker.feed(event) if event else None
             if record is None or (interface and record.interface != interface):
                 continue
@@ -267,6 +317,9 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
             view.scan(record)
     except KeyboardInterrupt:
         pass
+    finally:
+        if requesters:
+            requesters.close()
     for record in tracker.unfinished():
         if not interface or record.interface == interface:
             view.scan(record)
