@@ -120,6 +120,26 @@ def test_requests_dropped_by_the_peer_are_the_lost_ones(bed, family):
     assert hist_total(summary) == 12 - len(dropped)
 
 
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("kind", ["raw", "dgram"])
+def test_ttl_one_through_a_router_gives_time_exceeded(family, kind):
+    """Raw sockets read the router's error themselves, ping sockets from the error queue."""
+    _needs_root()
+    from tools.testbed import Link, TestBed
+    with TestBed([Link(), Link()]) as two_hops:
+        records, res = superping(two_hops, "--socket", kind, "-t", "1", "-c", "4", "-i", "0.01",
+                                 "-W", "1", two_hops.target_addr(family), check=False)
+        router = two_hops.hop_addrs(family)[0]
+    assert res.returncode == 1, res.stderr       # no reply at all, as ping
+    errors = [r for r in records if r["type"] == "error"]
+    assert sorted(e["seq"] for e in errors) == [1, 2, 3, 4]
+    assert all(e["from"] == router and e["icmp_type"] == (11 if family == 4 else 3)
+               for e in errors)
+    summary = records[-1]
+    assert (summary["transmitted"], summary["received"], summary["errors"]) == (4, 0, 4)
+    assert not [r for r in records if r["type"] in ("reply", "lost")]
+
+
 def test_datagram_socket(bed):
     """An ICMP "ping" socket (the bed allows every group): the kernel picks the echo id."""
     records, _ = superping(bed, "--socket", "dgram", "-c", "10", "-i", "0.01",

@@ -96,6 +96,42 @@ class Lost:
 
 
 @dataclass
+class IcmpError:
+    """An ICMP error about one of our requests (unreachable, time exceeded), as ping's "From"."""
+    seq: int
+    ident: int
+    address: str                # who sent the error
+    type: int
+    code: int
+
+    @property
+    def text(self) -> str:
+        return ERROR_TEXT.get((self.v6, self.type, self.code)) or \
+            ERROR_TEXT.get((self.v6, self.type, None)) or f"ICMP type {self.type} code {self.code}"
+
+    @property
+    def v6(self) -> bool:
+        return ":" in self.address
+
+
+# (is IPv6, type, code or None for any code) -> ping's wording
+ERROR_TEXT = {
+    (False, 3, 0): "Destination Net Unreachable", (False, 3, 1): "Destination Host Unreachable",
+    (False, 3, 2): "Destination Protocol Unreachable",
+    (False, 3, 3): "Destination Port Unreachable",
+    (False, 3, 4): "Frag needed", (False, 3, 13): "Communication prohibited by filter",
+    (False, 3, None): "Destination Unreachable", (False, 11, None): "Time to live exceeded",
+    (True, 1, 0): "Destination unreachable: No route",
+    (True, 1, 1): "Destination unreachable: Administratively prohibited",
+    (True, 1, 3): "Destination unreachable: Address unreachable",
+    (True, 1, None): "Destination unreachable", (True, 2, None): "Packet too big",
+    (True, 3, None): "Time exceeded: Hop limit",
+}
+ICMP_ERRORS = {3, 11}          # IPv4 types that quote our request
+ICMP6_ERRORS = {1, 2, 3}
+
+
+@dataclass
 class _Pending:
     sent_ns: int                # perf_counter_ns() just before sendto()
     deadline_ns: int
@@ -104,7 +140,8 @@ class _Pending:
 
 @dataclass
 class Pinger:
-    """One echo session towards `dest`: open(), then run() yields Reply/Lost per request."""
+    """One echo session towards `dest`: open(), then run() yields a Reply, an IcmpError or a
+    Lost for each request."""
     dest: str
     family: int | None = None           # socket.AF_INET / AF_INET6, or None to follow dest
     size: int = 56
@@ -164,15 +201,19 @@ class Pinger:
         self.ident = sock.getsockname()[1] if self.kind == "dgram" else os.getpid() & 0xFFFF
         if self.v6:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            if self.kind == "raw":      # let only echo replies through to this socket
+            if self.kind == "raw":      # let only echo replies and errors through to this socket
                 block = [0xFFFFFFFF] * 8
-                block[ICMP6_ECHOREPLY >> 5] &= ~(1 << (ICMP6_ECHOREPLY & 31))
+                for t in ICMP6_ERRORS | {ICMP6_ECHOREPLY}:
+                    block[t >> 5] &= ~(1 << (t & 31))
                 sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *block))
+            else:                       # ICMP errors of a ping socket come by the error queue
+                sock.setsockopt(socket.IPPROTO_IPV6, timestamps.IPV6_RECVERR, 1)
             if self.ttl is not None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, self.ttl)
         else:
             if self.kind == "dgram":
                 sock.setsockopt(socket.SOL_IP, IP_RECVTTL, 1)
+                sock.setsockopt(socket.SOL_IP, timestamps.IP_RECVERR, 1)
             if self.ttl is not None:
                 sock.setsockopt(socket.SOL_IP, socket.IP_TTL, self.ttl)
         try:
@@ -196,7 +237,8 @@ class Pinger:
     # -- the session ---------------------------------------------------------------------------
 
     def run(self, count: int | None = None, interval: float = 1.0,
-            timeout: float = 10.0, deadline: float | None = None) -> Iterator[Reply | Lost]:
+            timeout: float = 10.0,
+            deadline: float | None = None) -> Iterator[Reply | IcmpError | Lost]:
         """Send `count` requests (forever if None) `interval` s apart; yield each outcome.
 
         A request unanswered `timeout` s after its send is Lost; a reply to an answered
@@ -242,7 +284,7 @@ class Pinger:
             for _fd, ev in poller.poll(wait_ms):
                 events |= ev
             if events & select.POLLERR:
-                self._take_tx_stamps(pending, key_to_seq)
+                yield from self._take_tx_stamps(pending, key_to_seq)
             if events & select.POLLIN:
                 yield from self._receive(pending, answered, key_to_seq)
 
@@ -255,22 +297,32 @@ class Pinger:
             pending[seq] = _Pending(t0, t0 + timeout_ns)   # queue full: it will count as lost
             return False
         except OSError as exc:
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EINVAL):
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL,
+                             errno.EINVAL):
                 raise PingError(f"sendto {self.address}: {exc.strerror}") from None
             pending[seq] = _Pending(t0, t0 + timeout_ns)
             return False
         pending[seq] = _Pending(t0, t0 + timeout_ns)
         return True
 
-    def _take_tx_stamps(self, pending: dict, key_to_seq: dict) -> None:
+    def _take_tx_stamps(self, pending: dict, key_to_seq: dict) -> Iterator[IcmpError]:
+        """Drain the error queue: TX stamps go to their requests; ICMP errors (datagram
+        sockets only) quote our echo header and are yielded."""
         for rec in timestamps.read_error_queue(self._sock):
+            if rec.origin in (timestamps.ORIGIN_ICMP, timestamps.ORIGIN_ICMP6):
+                if len(rec.payload) >= _ECHO.size:
+                    seq = _ECHO.unpack_from(rec.payload)[4]
+                    if pending.pop(seq, None) is not None:
+                        yield IcmpError(seq, self.ident, rec.offender or "?", rec.type, rec.code)
+                continue
             if not rec.is_tx_stamp or rec.kind != "snd":
                 continue
             seq = key_to_seq.pop(rec.key, None)
             if seq in pending and pending[seq].tx_ns is None:
                 pending[seq].tx_ns = rec.ns
 
-    def _receive(self, pending: dict, answered: dict, key_to_seq: dict) -> Iterator[Reply]:
+    def _receive(self, pending: dict, answered: dict,
+                 key_to_seq: dict) -> Iterator[Reply | IcmpError]:
         while True:
             try:
                 got = timestamps.recv(self._sock, 65536 + 64)
@@ -278,13 +330,19 @@ class Pinger:
                 return
             t1 = time.perf_counter_ns()
             parsed = self._parse(got)
+            if isinstance(parsed, IcmpError):
+                if pending.pop(parsed.seq, None) is not None:
+                    yield parsed
+                continue
             if parsed is None:
                 continue
             seq, nbytes, ttl, src = parsed
             if seq in pending:
-                p = pending.pop(seq)
-                if p.tx_ns is None:               # its TX stamp may still sit in the queue
-                    self._take_tx_stamps({seq: p}, key_to_seq)
+                if pending[seq].tx_ns is None:    # its TX stamp may still sit in the queue
+                    yield from self._take_tx_stamps(pending, key_to_seq)
+                p = pending.pop(seq, None)
+                if p is None:                     # an ICMP error settled it meanwhile
+                    continue
                 krtt = got.rx_ns - p.tx_ns if got.rx_ns and p.tx_ns else None
                 reply = Reply(seq, self.ident, src, nbytes, ttl, t1 - p.sent_ns, krtt,
                               p.tx_ns, got.rx_ns)
@@ -309,13 +367,34 @@ class Pinger:
                 ttl = struct.unpack("=i", cdata[:4])[0]
         if len(data) < _ECHO.size:
             return None
-        rtype, _code, _sum, rid, rseq = _ECHO.unpack_from(data)
+        rtype, code, _sum, rid, rseq = _ECHO.unpack_from(data)
+        src = got.address[0].split("%")[0]
+        if self.kind == "raw" and rtype in (ICMP6_ERRORS if self.v6 else ICMP_ERRORS):
+            seq = self._quoted_seq(data[8:])
+            return None if seq is None else IcmpError(seq, self.ident, src, rtype, code)
         if rtype != (ICMP6_ECHOREPLY if self.v6 else ICMP_ECHOREPLY):
             return None
-        src = got.address[0].split("%")[0]
         if self.kind == "raw" and (rid != self.ident or src != self._peer()):
             return None                           # a raw socket sees every echo reply
         return rseq, len(data), ttl, src
+
+    def _quoted_seq(self, quote: bytes) -> int | None:
+        """The sequence number of our request quoted in an ICMP error, else None."""
+        if self.v6:
+            if len(quote) < 48 or quote[6] != socket.IPPROTO_ICMPV6:
+                return None
+            dst, echo = socket.inet_ntop(socket.AF_INET6, quote[24:40]), quote[40:48]
+            want = ICMP6_ECHO
+        else:
+            ihl = (quote[0] & 0x0F) * 4 if quote else 0
+            if ihl < 20 or len(quote) < ihl + 8 or quote[9] != socket.IPPROTO_ICMP:
+                return None
+            dst, echo = socket.inet_ntop(socket.AF_INET, quote[16:20]), quote[ihl:ihl + 8]
+            want = ICMP_ECHO
+        qtype, _c, _s, qid, qseq = _ECHO.unpack(echo)
+        if qtype != want or qid != self.ident or dst != self._peer():
+            return None
+        return qseq
 
     def _peer(self) -> str:
         return str(ipaddress.ip_address(self.address.split("%")[0]))

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from netkit.engine.errors import NetkitError
-from netkit.net.superping import Lost, PingError, Pinger, Reply, stats
+from netkit.net.superping import IcmpError, Lost, PingError, Pinger, Reply, stats
 from netkit.tools.common import (Column, JsonOpt, ManPage, NameOpt, NoColorOpt, PidOpt,
                                  VerboseOpt, fail, tool_errors)
 
@@ -62,14 +62,17 @@ MAN = ManPage(
     ],
     output=(
         "Active: one line per reply, like ping's: `64 bytes from ADDR: icmp_seq=N ttl=T "
-        "user=U us kernel=K us stack=S us` (ms with -m), `(DUP!)` for duplicates and "
-        "`no reply for icmp_seq=N` for a request that timed out. Passive: columns PID, COMM, IP "
+        "user=U us kernel=K us stack=S us` (ms with -m), `(DUP!)` for duplicates, "
+        "`From ADDR icmp_seq=N TEXT` for an ICMP error about a request (unreachable, time "
+        "exceeded) and `no reply for icmp_seq=N` for one that timed out. Passive: columns PID, "
+        "COMM, IP "
         "(4 or 6), ADDRESS (the peer), ID, SEQ, RTT (in-stack, us or ms).\n\n"
         "JSON: per reply an object with type \"reply\", ts, seq, id, from, bytes, ttl, "
         "user_rtt_us, kernel_rtt_us, stack_rtt_us (null when not measured), dup; per timeout "
-        "type \"lost\" with seq and id; in passive mode type \"echo\" with pid, comm, family "
+        "type \"lost\" with seq and id; per ICMP error type \"error\" with seq, id, from, "
+        "icmp_type, icmp_code, text; in passive mode type \"echo\" with pid, comm, family "
         "(4 or 6), address, id, seq, stack_rtt_us. At the end type \"summary\" with "
-        "transmitted, received, duplicates, loss_pct, user_rtt_us, kernel_rtt_us and "
+        "transmitted, received, duplicates, errors, loss_pct, user_rtt_us, kernel_rtt_us and "
         "stack_rtt_us (objects with n, min, avg, max, mdev, or null), hist_us (the in-stack "
         "histogram: list of objects with low, high, count), hist_source (\"stack\" or "
         "\"kernel\"), bpf (true when the in-stack RTT was measured), lost_events and "
@@ -162,7 +165,8 @@ class StackTimer:
 
     def counts(self) -> dict[str, int]:
         per_cpu = self.obj.map("counts").lookup(0)
-        return {k: sum(getattr(c, k) for c in per_cpu) for k in ("requests", "replies", "unmatched")}
+        return {k: sum(getattr(c, k) for c in per_cpu)
+                for k in ("requests", "replies", "unmatched")}
 
     def lost_events(self) -> int:
         return self.obj.lost_events()
@@ -205,8 +209,8 @@ class ActiveView:
         if self.out.mode == "json" or self.quiet:
             return
         extra = "" if bpf else " (no in-stack RTT)"
-        self.out.line(f"SUPERPING {pinger.dest} ({pinger.address}) {pinger.size}({pinger.size + 8}) "
-                      f"bytes of data, {pinger.kind} socket{extra}.")
+        self.out.line(f"SUPERPING {pinger.dest} ({pinger.address}) {pinger.size}"
+                      f"({pinger.size + 8}) bytes of data, {pinger.kind} socket{extra}.")
 
     def reply(self, r: Reply, stack_ns: int | None) -> None:
         if self.out.mode == "json":
@@ -220,7 +224,8 @@ class ActiveView:
         u = self.units
         ttl = f" ttl={r.ttl}" if r.ttl is not None else ""
         self.out.line(f"{self._prefix()}{r.nbytes} bytes from {r.address}: icmp_seq={r.seq}{ttl} "
-                      f"user={u.fmt(r.user_rtt_ns)} {u.name} kernel={u.fmt(r.kernel_rtt_ns)} {u.name} "
+                      f"user={u.fmt(r.user_rtt_ns)} {u.name} "
+                      f"kernel={u.fmt(r.kernel_rtt_ns)} {u.name} "
                       f"stack={u.fmt(stack_ns)} {u.name}" + (" (DUP!)" if r.dup else ""))
 
     def lost(self, lost: Lost) -> None:
@@ -229,8 +234,15 @@ class ActiveView:
         elif not self.quiet:
             self.out.line(f"{self._prefix()}no reply for icmp_seq={lost.seq}")
 
-    def summary(self, pinger: Pinger, replies: list[tuple[Reply, int | None]], elapsed: float,
-                hist: list[int], hist_source: str, bpf_info: dict) -> None:
+    def error(self, err: IcmpError) -> None:
+        if self.out.mode == "json":
+            self.out.record({"type": "error", "seq": err.seq, "id": err.ident, "from": err.address,
+                             "icmp_type": err.type, "icmp_code": err.code, "text": err.text})
+        elif not self.quiet:
+            self.out.line(f"{self._prefix()}From {err.address} icmp_seq={err.seq} {err.text}")
+
+    def summary(self, pinger: Pinger, replies: list[tuple[Reply, int | None]], errors: int,
+                elapsed: float, hist: list[int], hist_source: str, bpf_info: dict) -> None:
         good = [(r, s) for r, s in replies if not r.dup]
         dups = len(replies) - len(good)
         sent = pinger.transmitted
@@ -240,7 +252,8 @@ class ActiveView:
                   "stack": [s for _, s in good if s is not None]}
         if self.out.mode == "json":
             self.out.record({"type": "summary", "destination": pinger.address, "transmitted": sent,
-                             "received": len(good), "duplicates": dups, "loss_pct": round(loss, 3),
+                             "received": len(good), "duplicates": dups, "errors": errors,
+                             "loss_pct": round(loss, 3),
                              "time_ms": round(elapsed * 1e3), **{f"{k}_rtt_us": _stats_json(v)
                                                                   for k, v in series.items()},
                              "hist_us": hist_json(hist), "hist_source": hist_source, **bpf_info})
@@ -248,9 +261,11 @@ class ActiveView:
         u = self.units
         self.out.line()
         self.out.line(f"--- {pinger.dest} superping statistics ---")
-        dup_text = f", +{dups} duplicates" if dups else ""
-        self.out.line(f"{sent} packets transmitted, {len(good)} received{dup_text}, "
+        extra = (f", +{dups} duplicates" if dups else "") + (f", +{errors} errors" if errors else "")
+        self.out.line(f"{sent} packets transmitted, {len(good)} received{extra}, "
                       f"{loss:.4g}% packet loss, time {elapsed * 1e3:.0f}ms")
+        if not good:
+            return
         rows = []
         for name, values in series.items():
             s = stats(values)
@@ -286,7 +301,8 @@ class PassiveView:
 
     def summary(self, rtts: list[int], hist: list[int], elapsed: float, info: dict) -> None:
         if self.out.mode == "json":
-            self.out.record({"type": "summary", "echoes": len(rtts), "time_ms": round(elapsed * 1e3),
+            self.out.record({"type": "summary", "echoes": len(rtts),
+                             "time_ms": round(elapsed * 1e3),
                              "stack_rtt_us": _stats_json(rtts), "hist_us": hist_json(hist),
                              "hist_source": "stack", **info})
             return
@@ -346,12 +362,17 @@ def run_active(out, units: Units, pinger: Pinger, count, interval, timeout, dead
         out.note("netkit superping: this socket refused SO_TIMESTAMPING; no kernel-stamped RTT")
     view.start(pinger, timer is not None)
     replies: list[tuple[Reply, int | None]] = []
+    errors = 0
     stack_by_seq: dict[int, int] = {}
     started = time.monotonic()
     try:
         for outcome in pinger.run(count, interval, timeout, deadline):
             if isinstance(outcome, Lost):
                 view.lost(outcome)
+                continue
+            if isinstance(outcome, IcmpError):
+                errors += 1
+                view.error(outcome)
                 continue
             stack_ns = None
             if timer is not None and not outcome.dup:
@@ -373,7 +394,7 @@ def run_active(out, units: Units, pinger: Pinger, count, interval, timeout, dead
         hist = log2_slots([r.kernel_rtt_ns / 1e3 for r, _ in replies
                            if not r.dup and r.kernel_rtt_ns is not None])
         source = "kernel"
-    view.summary(pinger, replies, elapsed, hist, source, info)
+    view.summary(pinger, replies, errors, elapsed, hist, source, info)
     return 0 if any(not r.dup for r, _ in replies) else 1
 
 
