@@ -46,10 +46,7 @@ MAN = ManPage(
         "through nl80211 (the driver's own, scheduled scans, the old wireless-extensions "
         "ioctl) and runs without root show PID and COMM as '-'. The cfg80211 tracepoints "
         "(rdev_scan, cfg80211_scan_done) are reported by --list; netkit has no program for them "
-        "yet.\n\n"
-        "Exit status: 0 on Ctrl-C or the end of --duration; 1 when the kernel has no wireless "
-        "support (no cfg80211: the generic-netlink family nl80211 does not exist) or netlink "
-        "fails; 2 on a usage error."),
+        "yet. On a kernel without cfg80211 (no nl80211 family) it says so in one line and exits 1."),
     examples=[
         ("netkit ieee80211scan", "trace scans until Ctrl-C"),
         ("netkit ieee80211scan -I wlan0 -d 60", "scans on wlan0 for one minute"),
