@@ -4,6 +4,7 @@
  * qdisc) and its reply when it enters the stack (net:netif_receive_skb); the pair is matched on
  * (family, id, seq, remote address) read from the packet headers. Only the first TX stamp of a
  * request is kept: stacked devices (veth, VLAN, bond, bridge) transmit the same packet again.
+ * IPv4 and IPv6 echoes too large for the MTU are timed by their first fragment.
  * The round trips go to userspace one by one and into a log2 histogram (microseconds). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -20,6 +21,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define ETH_P_IPV6 0x86DD
 #define IP_OFFSET_MASK 0x1FFF	/* fragment offset bits of iphdr.frag_off */
 #define NEXTHDR_ICMPV6 58
+#define NEXTHDR_FRAGMENT 44
+#define IP6_OFFSET_MASK 0xFFF8	/* fragment offset bits of frag_hdr.frag_off */
 #define ICMP_ECHO 8
 #define ICMP_ECHOREPLY 0
 #define ICMPV6_ECHO_REQUEST 128
@@ -86,10 +89,21 @@ static __always_inline bool parse_echo(const void *nh, __be16 protocol, bool req
 
 		if (target_family && target_family != AF_INET6)
 			return false;
-		/* Echoes with extension headers (fragments) are not followed. */
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh) || ip6.nexthdr != NEXTHDR_ICMPV6)
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh))
 			return false;
 		l4 = nh + sizeof(ip6);
+		/* A large echo is fragmented: its first fragment carries the echo header. Other
+		 * extension headers are not followed. */
+		if (ip6.nexthdr == NEXTHDR_FRAGMENT) {
+			struct frag_hdr fh;
+
+			if (bpf_probe_read_kernel(&fh, sizeof(fh), l4) ||
+			    fh.nexthdr != NEXTHDR_ICMPV6 || (bpf_ntohs(fh.frag_off) & IP6_OFFSET_MASK))
+				return false;
+			l4 += sizeof(fh);
+		} else if (ip6.nexthdr != NEXTHDR_ICMPV6) {
+			return false;
+		}
 		if (bpf_probe_read_kernel(&echo, sizeof(echo), l4) ||
 		    echo.type != (request ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY) || echo.code)
 			return false;

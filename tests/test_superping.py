@@ -81,6 +81,15 @@ def test_every_request_answered_once_and_rtts_ordered(bed, family):
         assert b["count"] == sum(b["low"] <= int(r["stack_rtt_us"]) <= b["high"] for r in replies)
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_fragmented_echoes_are_timed_by_their_first_fragment(bed, family):
+    records, _ = superping(bed, "-s", "3000", "-c", "5", "-i", "0.01", bed.target_addr(family))
+    replies, lost, summary = split(records)
+    assert sorted(r["seq"] for r in replies) == [1, 2, 3, 4, 5] and lost == []
+    assert all(r["bytes"] == 3008 and 0 < r["stack_rtt_us"] <= r["user_rtt_us"] for r in replies)
+    assert hist_total(summary) == 5
+
+
 def test_known_delay_shows_in_kernel_and_stack_rtts():
     """linkemu holds each packet 2 ms per direction: no RTT may come in under 4 ms."""
     _needs_root()
