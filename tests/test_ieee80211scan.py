@@ -13,13 +13,15 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from conftest import Traced, assert_one_line_error, require_root_bpf, run_netkit
+from netkit.cli import build_app
 from netkit.net import nl80211 as nl
 
 FAMILY = 0x1d        # any id nlctrl might hand out; the parser must not assume one
@@ -294,6 +296,7 @@ def test_bpf_sees_who_sends_trigger_scan_and_the_tracker_credits_them():
     """The requester backend for real: ieee80211scan.bpf.o watches this process send
     TRIGGER_SCAN requests (to an unused family id standing in for nl80211) by sendto() and
     sendmsg(); other commands, families and non-netlink sockets are ignored."""
+    require_root_bpf("ieee80211scan")
     from netkit.tools.ieee80211scan import Requesters
     family = unused_family_id()
     wiphy = u32(1, 0)
@@ -436,37 +439,32 @@ def test_json_view_has_stable_keys_and_units():
 
 # --- the command, through typer's runner and as the installed program ---
 
-NETKIT = str(Path(sys.executable).with_name("netkit"))
-
-
-def run_netkit(*args, timeout=30):
-    return subprocess.run([NETKIT, "ieee80211scan", *args], capture_output=True, text=True,
-                          timeout=timeout)
+def scan_cmd(*args):
+    return run_netkit("ieee80211scan", *args)
 
 
 def test_no_wireless_is_one_line_and_exit_1():
     """On this kernel (no cfg80211) the real nlctrl lookup fails with ENOENT."""
-    proc = run_netkit("-d", "1")
+    proc = scan_cmd("-d", "1")
     if kernel_has_nl80211():
         assert proc.returncode == 0, proc.stderr
         return
-    assert proc.returncode == 1
+    line = assert_one_line_error(proc, "ieee80211scan")
+    assert line.startswith("netkit ieee80211scan: no wireless support in this kernel")
     assert proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("netkit ieee80211scan: no wireless support in this kernel")
 
 
 def test_interface_must_exist_and_be_wireless():
-    proc = run_netkit("-I", "nosuch0")
-    assert (proc.returncode, proc.stdout) == (1, "")
-    assert proc.stderr == "netkit ieee80211scan: no interface nosuch0\n"
-    proc = run_netkit("-I", "lo", "-d", "0")
-    assert (proc.returncode, proc.stdout) == (1, "")
-    assert proc.stderr == "netkit ieee80211scan: lo is not a wireless interface\n"
+    proc = scan_cmd("-I", "nosuch0")
+    assert assert_one_line_error(proc, "ieee80211scan") == "netkit ieee80211scan: no interface nosuch0"
+    proc = scan_cmd("-I", "lo", "-d", "0")
+    assert (assert_one_line_error(proc, "ieee80211scan")
+            == "netkit ieee80211scan: lo is not a wireless interface")
 
 
 def test_list_shows_backends_and_why():
-    proc = run_netkit("--list")
+    require_root_bpf("ieee80211scan")
+    proc = scan_cmd("--list")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert set(rows) == {"nl80211", "requester", "tracepoint"}
@@ -477,7 +475,7 @@ def test_list_shows_backends_and_why():
     has_tp = Path("/sys/kernel/tracing/events/cfg80211/rdev_scan").exists()
     assert ("present" if has_tp else "no cfg80211 tracepoints") in rows["tracepoint"]
 
-    proc = run_netkit("--list", "--json")
+    proc = scan_cmd("--list", "--json")
     objs = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(o["type"], o["backend"], o["available"]) for o in objs] == [
         ("backend", "nl80211", has_nl), ("backend", "requester", True),
@@ -486,8 +484,6 @@ def test_list_shows_backends_and_why():
 
 
 def test_usage_errors_exit_2():
-    from typer.testing import CliRunner
-    from netkit.cli import build_app
     runner = CliRunner()
     for bad in (["--bogus"], ["-d", "-1"], ["-d", "soon"]):
         result = runner.invoke(build_app(), ["ieee80211scan", *bad])
@@ -516,14 +512,13 @@ def test_hwsim_scan_trigger_is_traced():
     assert shutil.which("iw"), "install iw (apt-get install iw) to trigger scans"
     wlan = ifaces[0]
     subprocess.run(["ip", "link", "set", wlan, "up"], check=True)
-    tracer = subprocess.Popen([NETKIT, "ieee80211scan", "--json", "-d", "12", "-I", wlan],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)                                     # let it subscribe
+    tracer = Traced(["ieee80211scan", "--json", "-I", wlan])   # returns once it traces
     subprocess.run(["iw", "dev", wlan, "scan", "trigger", "freq", "2412"], check=True)
     time.sleep(4)                                       # hwsim scans take well under a second
     subprocess.run(["iw", "dev", wlan, "scan", "trigger"], check=True)
-    out, err = tracer.communicate(timeout=30)
-    assert tracer.returncode == 0, err
+    time.sleep(4)
+    out, err = tracer.finish()                          # Ctrl-C: summary, exit 0
+    assert tracer.proc.returncode == 0, err
     objs = [json.loads(line) for line in out.splitlines()]
     scans = [o for o in objs if o["type"] == "scan"]
     assert [(o["interface"], o["result"]) for o in scans] == [(wlan, "done"), (wlan, "done")]
@@ -533,5 +528,6 @@ def test_hwsim_scan_trigger_is_traced():
     # is scanned in a second pass on some kernels) is not verified, so only "known" is required.
     assert every["freq_count"] > 1 and every["scan_type"] in ("full", "partial")
     assert all(0 < o["duration_ms"] < 10_000 and o["bss_total"] is not None for o in scans)
+    assert all(o["comm"] == "iw" and o["pid"] for o in scans)     # the requester backend
     [summary] = [o for o in objs if o["type"] == "summary"]
     assert (summary["interface"], summary["scans"], summary["done"]) == (wlan, 2, 2)
