@@ -97,8 +97,10 @@ class Requesters:
         from netkit.engine.bpfobject import BPFObject   # libbpf only when it is used
         self.tracker = tracker
         self.obj = BPFObject(TOOL, rodata={"nl80211_family": family})
-        self.obj.__enter__()
         try:
+            self.obj.open()
+            self.obj.load()
+            self.obj.attach_all()
             self.ring = self.obj.ring_buffer("requests", "scan_request", self._on_request)
         except BaseException:
             self.obj.close()
