@@ -17,8 +17,8 @@ import typer
 
 from netkit.engine.errors import NetkitError
 from netkit.net.superping import IcmpError, Lost, PingError, Pinger, Reply, stats
-from netkit.tools.common import (Column, JsonOpt, ManPage, NameOpt, NoColorOpt, PidOpt,
-                                 VerboseOpt, fail, tool_errors)
+from netkit.tools.common import (Column, JsonOpt, ManPage, NoColorOpt, VerboseOpt, fail,
+                                 tool_errors)
 
 SUMMARY = "ping with kernel-stamped and in-stack (tracepoint) round-trip times."
 
@@ -83,7 +83,7 @@ MAN = ManPage(
 
 AF_NAMES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
-DestArg = Annotated[Optional[str], typer.Argument(metavar="[DESTINATION]", show_default=False,
+DestArg = Annotated[Optional[str], typer.Argument(metavar="DESTINATION", show_default=False,
                                                   help="Host to ping (not with --passive).")]
 CountOpt = Annotated[Optional[int], typer.Option("-c", "--count", min=1, show_default=False,
                                                  help="Stop after this many requests (with "
@@ -112,6 +112,12 @@ MsOpt = Annotated[bool, typer.Option("-m", "--milliseconds",
                                      help="Show RTTs in milliseconds, not microseconds.")]
 PassiveOpt = Annotated[bool, typer.Option("--passive", help="Send nothing; time the echoes of "
                                                             "other processes.")]
+PidOpt = Annotated[Optional[int], typer.Option("-p", "--pid", show_default=False,
+                                               help="With --passive: only echoes this process "
+                                                    "(PID) sends.")]
+NameOpt = Annotated[Optional[str], typer.Option("-n", "--name", metavar="COMM", show_default=False,
+                                                help="With --passive: only echoes sent by "
+                                                     "processes with this command name.")]
 SocketOpt = Annotated[str, typer.Option("--socket", metavar="raw|dgram|auto",
                                         help="ICMP socket kind: raw (CAP_NET_RAW), dgram "
                                              "(ping_group_range) or the first that opens.")]
