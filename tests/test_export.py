@@ -412,3 +412,37 @@ def test_prometheus_port_taken_is_exit_1():
         port = taken.getsockname()[1]
         result = run_netkit("sockstat", "-d", "0", "--prometheus", f"127.0.0.1:{port}")
     assert "address already in use" in assert_one_line_error(result, "sockstat", 1)
+
+
+# --- netkit export ----------------------------------------------------------------------------
+
+def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
+    require_root_bpf()
+    from test_sockstat import EXPECTED, Workload
+    start_prometheus, query = prometheus_scraping
+    workload = Workload()
+    tool = Traced(["export", "sockstat", "-p", str(workload.pid), "-i", "0.2",
+                   "--prometheus", "127.0.0.1:0", "--textfile", str(tmp_path)],
+                  banner="Tracing for export: sockstat")
+    try:
+        start_prometheus(served_port(tool))
+        workload.run()
+        wait_until(lambda: scalar(query("netkit_sockstat_recv_calls_total")) == EXPECTED["recv"],
+                   20, "prometheus to hold the recv count")
+        assert scalar(query("netkit_sockstat_rx_bytes_total")) == EXPECTED["rx_bytes"]
+    finally:
+        out, err = tool.finish()
+        workload.release()
+    assert tool.proc.returncode == 0, err
+    assert out == ""                                   # an agent: nothing on stdout
+    assert "Exported" in err and "Traceback" not in err
+    assert f"netkit_sockstat_recv_calls_total {EXPECTED['recv']}.0" in \
+        (tmp_path / "netkit_sockstat.prom").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "name where to export"),
+    (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: sockstat"),
+])
+def test_netkit_export_usage_errors(args, message):
+    assert message in assert_one_line_error(run_netkit("export", *args), "export", 2)

@@ -164,7 +164,7 @@ _OPTION_PARAMETERS = {
 }
 
 
-def export_options(*tools: str):
+def export_options(*tools: str, validate: Callable[[dict], None] | None = None):
     """Decorate a typer command so it takes the export options and receives `exporters`.
 
     The command must accept a keyword parameter `exporters` (an ExportHub); the exporters are
@@ -174,6 +174,9 @@ def export_options(*tools: str):
         @tool_errors("sockstat")
         @export_options("sockstat")
         def command(..., exporters: ExportHub = None): ...
+
+    `validate`, given the command's keyword arguments and the export options, may raise
+    ExportUsageError before any exporter starts.
     """
     def decorate(command):
         signature = inspect.signature(command, eval_str=True)
@@ -188,6 +191,8 @@ def export_options(*tools: str):
         def run_with_exporters(*args, **kwargs):
             options = {name: kwargs.pop(name, None) for name in _OPTION_PARAMETERS}
             try:
+                if validate:        # checks of the command's own arguments, before any server starts
+                    validate({**kwargs, **options})
                 hub = ExportHub.from_options(list(tools), **options)
             except ExportUsageError as error:
                 print(f"netkit {_tool_name(tools)}: {error}", file=sys.stderr)
