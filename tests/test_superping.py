@@ -180,7 +180,8 @@ def test_without_bpf_it_says_so_and_still_times(bed):
 def test_passive_sees_a_real_ping_exactly_n_times(bed, family, tmp_path):
     count = 7
     # A copy of ping under a name no other process has: -n selects only this run's echoes.
-    comm = f"spt{os.getpid() % 100000}"
+    # (Not ending in a digit: iputils ping takes a trailing 4 or 6 in its name as -4/-6.)
+    comm = f"spt{os.getpid() % 100000}x"
     pinger = tmp_path / comm
     shutil.copy("/usr/bin/ping", pinger)
     tracer = Traced(["superping", "--passive", "--json", "-n", comm, "-w", "20",
