@@ -321,6 +321,7 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
             requesters.close()
     for record in tracker.unfinished():
         if not interface or record.interface == interface:
+            nl80211.mark_full(record, channels)
             view.scan(record)
     if nl.lost:
         out.note(f"{nl.lost} times the kernel dropped scan events (socket buffer full).")
