@@ -19,11 +19,21 @@ import netkit.tools
 NOT_TOOLS = {"common"}
 
 
-def tool_modules():
-    """The tool modules, by name."""
-    names = sorted(m.name for m in pkgutil.iter_modules(netkit.tools.__path__)
-                   if m.name not in NOT_TOOLS and not m.name.startswith("_"))
-    return {name: importlib.import_module(f"netkit.tools.{name}") for name in names}
+def tool_names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(netkit.tools.__path__)
+                  if m.name not in NOT_TOOLS and not m.name.startswith("_"))
+
+
+def tool_modules(only: str | None = None) -> dict:
+    """The tool modules by name (just `only` when given: start-up imports the tool being run)."""
+    return {name: importlib.import_module(f"netkit.tools.{name}")
+            for name in tool_names() if only in (None, name)}
+
+
+def _requested_tool(argv: list[str]) -> str | None:
+    """The subcommand on the command line, if it names a tool (options come after it)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in tool_names() else None
 
 
 def _version(value: bool):
@@ -32,7 +42,7 @@ def _version(value: bool):
         raise typer.Exit()
 
 
-def build_app() -> typer.Typer:
+def build_app(only: str | None = None) -> typer.Typer:
     # rich help and errors only on a terminal: piped or in a file, they would carry box drawing.
     fancy = sys.stderr.isatty() and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     app = typer.Typer(name="netkit", no_args_is_help=True, add_completion=False,
@@ -47,7 +57,7 @@ def build_app() -> typer.Typer:
                                           help="Print netkit's version and exit.")):
         """Linux network diagnostics for the terminal."""
 
-    for name, module in tool_modules().items():
+    for name, module in tool_modules(only).items():
         app.command(name, help=module.__doc__, short_help=module.SUMMARY,
                     epilog=_examples(module), no_args_is_help=False)(module.command)
     return app
@@ -69,7 +79,7 @@ def _sigterm_is_ctrl_c(signum, frame):
 def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
     try:
-        build_app()(prog_name="netkit")
+        build_app(only=_requested_tool(sys.argv[1:]))(prog_name="netkit")
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -51,20 +51,27 @@ def tracepoint_exists(category: str, event: str) -> bool:
 
 
 @functools.cache
-def _vmlinux_btf() -> int:
+def _trace_event_names() -> frozenset[str]:
+    events = ensure_tracefs() / "events"
+    return frozenset(entry.name for category in events.iterdir() if category.is_dir()
+                     for entry in category.iterdir() if entry.is_dir())
+
+
+def raw_tracepoint_exists(name: str) -> bool:
+    """tp_btf and raw_tp programs name the kernel's btf_trace_<event> typedef. Nearly every such
+    tracepoint is also a trace event in tracefs, which is cheap to list; the kernel's BTF (about
+    10 MB of memory to parse) is read only for the few bare tracepoints that are not."""
+    if name in _trace_event_names():
+        return True
     from netkit.engine import libbpf as L
     btf = L.btf__load_vmlinux_btf()
     if not btf:
         raise NetkitError("cannot read kernel BTF (/sys/kernel/btf/vmlinux); a kernel with "
                           "CONFIG_DEBUG_INFO_BTF is needed")
-    return btf
-
-
-def raw_tracepoint_exists(name: str) -> bool:
-    """tp_btf and raw_tp programs name the kernel's btf_trace_<event> typedef."""
-    from netkit.engine import libbpf as L
-    return L.btf__find_by_name_kind(_vmlinux_btf(), f"btf_trace_{name}".encode(),
-                                    L.BTF_KIND_TYPEDEF) >= 0
+    try:
+        return L.btf__find_by_name_kind(btf, f"btf_trace_{name}".encode(), L.BTF_KIND_TYPEDEF) >= 0
+    finally:
+        L.btf__free(btf)
 
 
 def kernel_has_section_target(section: str) -> tuple[bool, str]:
