@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* superping: ICMP echo round trips timed inside the kernel stack.
  * A request is stamped when the device is about to send it (net:net_dev_start_xmit, after the
- * qdisc) and its reply when it enters the stack (net:netif_receive_skb); the pair is matched on
- * (family, id, seq, remote address) read from the packet headers. Only the first TX stamp of a
+ * qdisc; or at net:net_dev_queue, before it) and its reply when it enters the stack
+ * (net:netif_receive_skb); the pair is matched on (family, id, seq, remote address) read from
+ * the packet headers. Only the first TX stamp of a
  * request is kept: stacked devices (veth, VLAN, bond, bridge) transmit the same packet again.
  * IPv4 and IPv6 echoes too large for the MTU are timed by their first fragment.
  * The round trips go to userspace one by one and into a log2 histogram (microseconds). */
@@ -124,8 +125,7 @@ static __always_inline struct echo_counts *my_counts(void)
 	return bpf_map_lookup_elem(&counts, &zero);
 }
 
-SEC("tp_btf/net_dev_start_xmit")
-int BPF_PROG(stamp_request, const struct sk_buff *skb, const struct net_device *dev)
+static __always_inline void stamp_request(const struct sk_buff *skb, const struct net_device *dev)
 {
 	struct echo_key key = {};
 	struct echo_request req = {}, *old;
@@ -133,23 +133,39 @@ int BPF_PROG(stamp_request, const struct sk_buff *skb, const struct net_device *
 	__u64 now = bpf_ktime_get_ns();
 
 	if (skb->network_header == (__u16)~0U)
-		return 0;
+		return;
 	if (!parse_echo(skb->head + skb->network_header, skb->protocol, true, &key))
-		return 0;
+		return;
 	/* The first device to send it wins; a request seen long ago is a new one (wrapped seq). */
 	old = bpf_map_lookup_elem(&requests, &key);
 	if (old && now - old->tx_ns < restamp_after_ns)
-		return 0;
+		return;
 	if (!task_selected())
-		return 0;
+		return;
 	req.tx_ns = now;
 	req.pid = bpf_get_current_pid_tgid() >> 32;
-	req.ifindex = dev->ifindex;
+	req.ifindex = dev ? dev->ifindex : 0;
 	bpf_get_current_comm(req.comm, sizeof(req.comm));
 	bpf_map_update_elem(&requests, &key, &req, BPF_ANY);
 	c = my_counts();
 	if (c)
 		c->requests++;
+}
+
+/* Userspace attaches one of the two TX points: the device's transmit (default: after the
+ * qdisc, closest to the driver's SO_TIMESTAMPING stamp) or the qdisc enqueue (--tx-point queue:
+ * the RTT then includes time spent in the qdisc, e.g. behind a shaper). */
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(stamp_at_xmit, const struct sk_buff *skb, const struct net_device *dev)
+{
+	stamp_request(skb, dev);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(stamp_at_queue, struct sk_buff *skb)
+{
+	stamp_request(skb, skb->dev);
 	return 0;
 }
 

@@ -149,6 +149,30 @@ def test_ttl_one_through_a_router_gives_time_exceeded(family, kind):
     assert not [r for r in records if r["type"] in ("reply", "lost")]
 
 
+def test_tx_point_queue_includes_the_shaper_wait(bed):
+    """Behind a 1 Mbit/s tbf, 1408-byte echoes 2 ms apart queue ~11 ms each behind the one before:
+    the default (transmit) stamp leaves that wait out, like the driver's SO_TIMESTAMPING stamp;
+    --tx-point queue (net:net_dev_queue) counts it."""
+    dev = "l0t"                                    # the host's end of the veth pair
+    bed.run(bed.host, ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "1mbit",
+                       "burst", "1600", "limit", "100000"])
+    try:
+        runs = {point: split(superping(bed, "--tx-point", point, "-s", "1400", "-c", "6",
+                                       "-i", "0.002", "-W", "3", bed.target_addr(4))[0])[0]
+                for point in ("xmit", "queue")}
+    finally:
+        bed.run(bed.host, ["tc", "qdisc", "del", "dev", dev, "root"])
+    for point, replies in runs.items():
+        assert sorted(r["seq"] for r in replies) == [1, 2, 3, 4, 5, 6], point
+    growth_us = 1408 * 8 - 2000    # bits at 1 bit/us, less the gap: each waits ~9 ms longer
+    for r in runs["xmit"]:
+        assert abs(r["stack_rtt_us"] - r["kernel_rtt_us"]) <= 200
+    for r in runs["queue"]:
+        assert r["stack_rtt_us"] <= r["user_rtt_us"]
+        if r["seq"] >= 2:                          # the first one found the bucket full
+            assert r["stack_rtt_us"] - r["kernel_rtt_us"] >= 0.5 * growth_us * (r["seq"] - 1)
+
+
 def test_datagram_socket(bed):
     """An ICMP "ping" socket (the bed allows every group): the kernel picks the echo id."""
     records, _ = superping(bed, "--socket", "dgram", "-c", "10", "-i", "0.01",
@@ -215,6 +239,7 @@ def test_passive_sees_a_real_ping_exactly_n_times(bed, family, tmp_path):
     (["-4", "::1"], 1, "::1 is not an IPv4 address"),
     (["-c", "1", "-I", "nosuchdev0", "127.0.0.1"], 1, "interface nosuchdev0"),
     (["--socket", "udp", "127.0.0.1"], 2, "--socket must be raw, dgram or auto"),
+    (["--tx-point", "wire", "127.0.0.1"], 2, "--tx-point must be xmit or queue"),
 ])
 def test_bad_input_is_one_line(args, code, text):
     assert text in assert_one_line_error(run_netkit("superping", *args), "superping", code)

@@ -42,7 +42,9 @@ MAN = ManPage(
         "Compared with the original superping.bt (kprobes on ip_send_skb and icmp_rcv), the "
         "in-stack stamps sit at the device: the request is stamped after netfilter and neighbour "
         "resolution and the reply before IP input, so the figure is slightly smaller and closer "
-        "to the wire, and the wait for ARP/ND of a first request is not in it. Only the first "
+        "to the wire, and the wait for ARP/ND of a first request is not in it. --tx-point queue "
+        "moves the request's stamp to net:net_dev_queue, before the qdisc, so that time spent "
+        "behind a shaper counts too. Only the first "
         "TX stamp of a request counts (stacked devices transmit it again). Echoes larger than "
         "the MTU are timed by their first fragment; IPv6 echoes with extension headers other "
         "than a fragment header are not followed.\n\n"
@@ -118,6 +120,10 @@ PidOpt = Annotated[Optional[int], typer.Option("-p", "--pid", show_default=False
 NameOpt = Annotated[Optional[str], typer.Option("-n", "--name", metavar="COMM", show_default=False,
                                                 help="With --passive: only echoes sent by "
                                                      "processes with this command name.")]
+TxPointOpt = Annotated[str, typer.Option("--tx-point", metavar="xmit|queue",
+                                         help="Where the in-stack RTT starts: at the device's "
+                                              "transmit (after the qdisc) or at the qdisc "
+                                              "enqueue (includes shaping delay).")]
 SocketOpt = Annotated[str, typer.Option("--socket", metavar="raw|dgram|auto",
                                         help="ICMP socket kind: raw (CAP_NET_RAW), dgram "
                                              "(ping_group_range) or the first that opens.")]
@@ -139,15 +145,19 @@ def hist_json(slots: list[int]) -> list[dict]:
 class StackTimer:
     """The BPF side: in-stack RTTs of echo replies, by (family, id, seq)."""
 
+    TX_PROGRAMS = {"xmit": "stamp_at_xmit", "queue": "stamp_at_queue"}
+
     def __init__(self, family: int | None = None, ident: int | None = None,
-                 pid: int | None = None, name: str | None = None):
+                 pid: int | None = None, name: str | None = None, tx_point: str = "xmit"):
         from netkit.engine.bpfobject import BPFObject, Filters
         rodata = {}
         if ident is not None:
             rodata.update(filter_id=True, target_id=ident)
         if family is not None:
             rodata["target_family"] = family
-        self.obj = BPFObject("superping", Filters(pid, name), rodata=rodata)
+        # The other TX program is loaded but never attached ("manual" and left alone).
+        unused = {prog for point, prog in self.TX_PROGRAMS.items() if point != tx_point}
+        self.obj = BPFObject("superping", Filters(pid, name), rodata=rodata, manual=unused)
         self.events: list = []
 
     def __enter__(self) -> "StackTimer":
@@ -331,11 +341,11 @@ def _family(v4: bool, v6: bool) -> int | None:
     return socket.AF_INET if v4 else socket.AF_INET6 if v6 else None
 
 
-def run_passive(out, units: Units, family, count, deadline, pid, name) -> int:
+def run_passive(out, units: Units, family, count, deadline, pid, name, tx_point) -> int:
     view = PassiveView(out, units)
     rtts: list[int] = []
     started = time.monotonic()
-    with StackTimer(family, None, pid, name) as timer:
+    with StackTimer(family, None, pid, name, tx_point) as timer:
         # On stderr also with --json: a script can wait for this line to know the probes are on.
         out.note("Tracing ICMP echo round trips... Hit Ctrl-C to end.")
         try:
@@ -358,11 +368,11 @@ def run_passive(out, units: Units, family, count, deadline, pid, name) -> int:
 
 
 def run_active(out, units: Units, pinger: Pinger, count, interval, timeout, deadline,
-               quiet, stamp) -> int:
+               quiet, stamp, tx_point) -> int:
     view = ActiveView(out, units, quiet, stamp)
     timer = None
     try:
-        timer = StackTimer(pinger.family, pinger.ident).__enter__()
+        timer = StackTimer(pinger.family, pinger.ident, tx_point=tx_point).__enter__()
     except NetkitError as exc:
         out.note(f"netkit superping: no in-stack RTT ({exc}); showing user and kernel-stamped RTTs")
     if not pinger.timestamping:
@@ -423,6 +433,7 @@ def command(
     passive: PassiveOpt = False,
     pid: PidOpt = None,
     name: NameOpt = None,
+    tx_point: TxPointOpt = "xmit",
     sock: SocketOpt = "auto",
     json: JsonOpt = False,
     no_color: NoColorOpt = False,
@@ -435,12 +446,14 @@ def command(
     family = _family(ipv4, ipv6)
     if sock not in ("raw", "dgram", "auto"):
         fail("superping", f"--socket must be raw, dgram or auto, not {sock!r}", 2)
+    if tx_point not in StackTimer.TX_PROGRAMS:
+        fail("superping", f"--tx-point must be xmit or queue, not {tx_point!r}", 2)
     out = Output(json_mode=json, no_color=no_color)
     units = Units(milliseconds)
     if passive:
         if destination:
             fail("superping", "--passive sends nothing: give no DESTINATION", 2)
-        raise typer.Exit(run_passive(out, units, family, count, deadline, pid, name))
+        raise typer.Exit(run_passive(out, units, family, count, deadline, pid, name, tx_point))
     if not destination:
         fail("superping", "a DESTINATION is needed (or --passive)", 2)
     if pid is not None or name:
@@ -450,7 +463,8 @@ def command(
     except PingError as exc:
         raise NetkitError(str(exc)) from None
     try:
-        code = run_active(out, units, pinger, count, interval, timeout, deadline, quiet, timestamp)
+        code = run_active(out, units, pinger, count, interval, timeout, deadline, quiet, timestamp,
+                          tx_point)
     except PingError as exc:
         raise NetkitError(str(exc)) from None
     finally:
