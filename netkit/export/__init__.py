@@ -142,25 +142,22 @@ class ExportHub:
         return hub
 
 
-# The shared options, defined once; export_options() adds them to a tool's command.
-PrometheusOption = Annotated[Optional[str], typer.Option(
-    "--prometheus", metavar="[ADDR:]PORT", rich_help_panel="Export",
-    help="Serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1).")]
-TextfileOption = Annotated[Optional[str], typer.Option(
-    "--textfile", metavar="DIR", rich_help_panel="Export",
-    help="Write netkit_<tool>.prom into DIR each interval for node_exporter's textfile collector.")]
-GraphiteOption = Annotated[Optional[str], typer.Option(
-    "--graphite", metavar="HOST[:PORT]", rich_help_panel="Export",
-    help="Send each interval to carbon's plaintext listener (port 2003 by default).")]
-PrefixOption = Annotated[Optional[str], typer.Option(
-    "--prefix", metavar="PATH", rich_help_panel="Export",
-    help="Graphite path prefix [default: netkit.<hostname>].")]
+def _export_option(metavar: str, help: str):
+    return Annotated[Optional[str], typer.Option(metavar=metavar, rich_help_panel="Export",
+                                                 show_default=False, help=help)]
 
+
+# The shared options, defined once (name -> type); export_options() adds them to a command.
 _OPTION_PARAMETERS = {
-    "prometheus": PrometheusOption,
-    "textfile": TextfileOption,
-    "graphite": GraphiteOption,
-    "prefix": PrefixOption,
+    "prometheus": _export_option(
+        "[ADDR:]PORT",
+        "Serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1)."),
+    "textfile": _export_option(
+        "DIR", "Write netkit_<tool>.prom into DIR each interval for node_exporter's textfile "
+               "collector."),
+    "graphite": _export_option(
+        "HOST[:PORT]", "Send each interval to carbon's plaintext listener (port 2003 by default)."),
+    "prefix": _export_option("PATH", "Graphite path prefix [default: netkit.<hostname>]."),
 }
 
 

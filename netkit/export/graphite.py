@@ -99,9 +99,15 @@ class GraphiteSender:
         self.lost_metrics = 0          # lines dropped while carbon was unreachable
         self._queue: collections.deque[_Batch] = collections.deque()
         self._queue_intervals = queue_intervals
-        self._wakeup = threading.Condition()
+        self._wakeup = threading.Condition()     # guards the queue and the closing flag
         self._closing = False
+        # The sender thread's own state.
         self._socket: socket.socket | None = None
+        self._backoff = backoff_initial
+        self._next_attempt = 0.0
+        self._down_since: float | None = None    # when the current outage began
+        self._lost_before_outage = 0
+        self._give_up_at: float | None = None    # set by close(): when to stop retrying
         self._thread = threading.Thread(target=self._send_loop, name="graphite-sender",
                                         daemon=True)
         self._thread.start()
@@ -129,65 +135,77 @@ class GraphiteSender:
     # --- the sender thread ------------------------------------------------------------------------
     def _send_loop(self) -> None:
         batch: _Batch | None = None
-        backoff = self.backoff_initial
-        next_attempt = 0.0
-        down_since: float | None = None     # when the current outage began
-        lost_at_outage = 0
-        give_up_at: float | None = None     # after close(), how long to keep trying
         while True:
-            with self._wakeup:
-                if self._closing and give_up_at is None:
-                    give_up_at = time.monotonic() + self.flush_seconds
-                if batch is None:
-                    while not self._queue and not self._closing:
-                        self._wakeup.wait()
-                    if not self._queue:
-                        break
-                    batch = self._queue.popleft()
-                if self._socket is None and time.monotonic() < next_attempt:
-                    if give_up_at is not None and next_attempt > give_up_at:
-                        break
-                    self._wakeup.wait(next_attempt - time.monotonic())
-                    continue
-            if self._socket is None:
-                try:
-                    self._socket = socket.create_connection((self.host, self.port),
-                                                            timeout=self.send_timeout)
-                except OSError as error:
-                    if down_since is None:
-                        down_since, lost_at_outage = time.monotonic(), self.lost_metrics
-                        self.notice(f"graphite {self.address}: {_reason(error)}; retrying with "
-                                    f"backoff, keeping up to {self._queue_intervals} intervals")
-                    next_attempt = time.monotonic() + backoff
-                    backoff = min(backoff * 2, self.backoff_max)
-                    continue
-                if down_since is not None:
-                    self.notice(f"graphite {self.address}: reconnected after "
-                                f"{time.monotonic() - down_since:.1f} s; "
-                                f"{self.lost_metrics - lost_at_outage} metrics lost meanwhile")
-                    down_since = None
-            try:
-                if _peer_closed(self._socket):
-                    raise ConnectionResetError("carbon closed the connection")
-                self._socket.sendall(batch.payload())
-            except OSError as error:
-                # The batch stays in hand and goes again after reconnecting; carbon keeps one
-                # value per timestamp, so lines sent twice do no harm.
-                self._drop_socket()
-                down_since, lost_at_outage = time.monotonic(), self.lost_metrics
-                self.notice(f"graphite {self.address}: {_reason(error)}; reconnecting")
-                next_attempt = time.monotonic() + backoff
-                backoff = min(backoff * 2, self.backoff_max)
+            if batch is None:
+                batch = self._take_batch()
+                if batch is None:               # closing, and everything was sent
+                    break
+            if self._socket is None and not self._connect_when_due():
+                if self._give_up_at is not None and self._next_attempt > self._give_up_at:
+                    break                       # closing, and carbon is still away
                 continue
-            self.sent_metrics += len(batch.lines)
-            backoff = self.backoff_initial   # only a delivered batch proves carbon is back
-            batch = None
-        # Closing with carbon still unreachable: what is left is lost too.
+            if self._send(batch):
+                batch = None
+        # What is still here when closing could not be delivered: count it as lost.
         with self._wakeup:
             unsent = ([batch] if batch else []) + list(self._queue)
             self._queue.clear()
             self.lost_metrics += sum(len(b.lines) for b in unsent)
         self._drop_socket()
+
+    def _take_batch(self) -> _Batch | None:
+        with self._wakeup:
+            while not self._queue and not self._closing:
+                self._wakeup.wait()
+            if self._closing and self._give_up_at is None:
+                self._give_up_at = time.monotonic() + self.flush_seconds
+            return self._queue.popleft() if self._queue else None
+
+    def _connect_when_due(self) -> bool:
+        """Connect unless the backoff says wait; a wait ends early when close() is called."""
+        delay = self._next_attempt - time.monotonic()
+        if delay > 0:
+            with self._wakeup:
+                if self._closing and self._give_up_at is None:
+                    self._give_up_at = time.monotonic() + self.flush_seconds
+                if self._give_up_at is None or self._next_attempt <= self._give_up_at:
+                    self._wakeup.wait(delay)
+            return False
+        try:
+            self._socket = socket.create_connection((self.host, self.port),
+                                                    timeout=self.send_timeout)
+        except OSError as error:
+            self._outage(error, "retrying with backoff, keeping up to "
+                                f"{self._queue_intervals} intervals")
+            return False
+        if self._down_since is not None:
+            self.notice(f"graphite {self.address}: reconnected after "
+                        f"{time.monotonic() - self._down_since:.1f} s; "
+                        f"{self.lost_metrics - self._lost_before_outage} metrics lost meanwhile")
+            self._down_since = None
+        return True
+
+    def _send(self, batch: _Batch) -> bool:
+        try:
+            if _peer_closed(self._socket):
+                raise ConnectionResetError("carbon closed the connection")
+            self._socket.sendall(batch.payload())
+        except OSError as error:
+            # The batch stays in hand and goes again after reconnecting; carbon keeps one
+            # value per timestamp, so lines sent twice do no harm.
+            self._drop_socket()
+            self._outage(error, "reconnecting")
+            return False
+        self.sent_metrics += len(batch.lines)
+        self._backoff = self.backoff_initial     # only a delivered batch proves carbon is back
+        return True
+
+    def _outage(self, error: OSError, plan: str) -> None:
+        if self._down_since is None:
+            self._down_since, self._lost_before_outage = time.monotonic(), self.lost_metrics
+            self.notice(f"graphite {self.address}: {_reason(error)}; {plan}")
+        self._next_attempt = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.backoff_max)
 
     def _drop_socket(self) -> None:
         if self._socket is not None:
