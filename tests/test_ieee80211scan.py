@@ -118,7 +118,7 @@ def test_wdev_only_scan_and_unknown_flag_bits():
 # --- pairing ---
 
 def names(ifindex, wdev):
-    return {11: "wlan0", 12: "wlan1"}.get(ifindex) or nl.interface_name(None, wdev)
+    return {11: "wlan0", 12: "wlan1", 13: "wlan2"}.get(ifindex) or nl.interface_name(None, wdev)
 
 
 def feed_all(tracker, timed_messages):
@@ -150,7 +150,7 @@ def test_overlapping_scans_on_two_interfaces_pair_per_interface():
 
 
 def request(ifindex, t_ms, pid, comm, wdev=None):
-    return nl.ScanRequest(nl.scan_key(ifindex, wdev), t_ms * 1_000_000, pid, comm)
+    return nl.ScanRequest(ifindex, wdev, t_ms * 1_000_000, pid, comm)
 
 
 def test_requesters_are_paired_with_the_scan_they_started():
@@ -160,21 +160,24 @@ def test_requesters_are_paired_with_the_scan_they_started():
     tracker.requested(request(11, 2995, 300, "wpa_supplicant"))
     tracker.requested(request(12, 2998, 400, "iwd"))
     tracker.requested(request(None, 2999, 500, "p2p", wdev=0x100000002))
+    tracker.requested(request(None, 2999, 600, "by-wdev", wdev=0x200000013))   # a netdev's wdev
     records = feed_all(tracker, [
         (3000, scan_message(TRIGGER, ifindex=11, freqs=FREQS_24)),
         (3001, scan_message(TRIGGER, ifindex=12, wiphy=1, freqs=[5180])),
         (3002, scan_message(TRIGGER, wdev=0x100000002, wiphy=1, freqs=[2437])),
+        (3003, scan_message(TRIGGER, ifindex=13, wdev=0x200000013, wiphy=2, freqs=[2412])),
         (3500, scan_message(RESULTS, ifindex=12, wiphy=1)),
         (3600, scan_message(ABORTED, ifindex=11)),
         (3700, scan_message(RESULTS, wdev=0x100000002, wiphy=1)),
+        (3800, scan_message(RESULTS, ifindex=13, wdev=0x200000013, wiphy=2)),
     ])
     assert [(r.interface, r.pid, r.comm) for r in records] == [
         ("wlan1", 400, "iwd"), ("wlan0", 300, "wpa_supplicant"),
-        ("wdev0x100000002", 500, "p2p")]
+        ("wdev0x100000002", 500, "p2p"), ("wlan2", 600, "by-wdev")]
     # a request sent after the scan began (the kernel refused it: busy) is not its requester
-    tracker.requested(request(11, 3800, 600, "late"))
-    [rec] = feed_all(tracker, [(3750, scan_message(TRIGGER, ifindex=11)),
-                               (3900, scan_message(RESULTS, ifindex=11))])
+    tracker.requested(request(11, 3900, 700, "late"))
+    [rec] = feed_all(tracker, [(3850, scan_message(TRIGGER, ifindex=11)),
+                               (3950, scan_message(RESULTS, ifindex=11))])
     assert (rec.pid, rec.comm) == (None, None)
 
 
@@ -328,8 +331,8 @@ def test_bpf_sees_who_sends_trigger_scan_and_the_tracker_credits_them():
         genl.close()
         udp.close()
     comm = Path("/proc/self/comm").read_text().strip()
-    got = [(r.key, r.pid, r.comm) for r in tracker.requests]
-    assert got == [(("ifindex", 42), os.getpid(), comm), (("wdev", 0x300000004), os.getpid(), comm)]
+    got = [(r.ifindex, r.wdev, r.pid, r.comm) for r in tracker.requests]
+    assert got == [(42, 0, os.getpid(), comm), (0, 0x300000004, os.getpid(), comm)]
     assert all(0 <= r.boot_ns - sent_ns < 1_000_000_000 for r in tracker.requests)
 
     # the scans the kernel would announce next are credited to this process

@@ -172,10 +172,16 @@ def scan_key(ifindex: int | None, wdev: int | None) -> tuple:
 @dataclass
 class ScanRequest:
     """A process sent NL80211_CMD_TRIGGER_SCAN (seen by a BPF program at send())."""
-    key: tuple
+    ifindex: int | None           # the request names an interface by ifindex or by wdev
+    wdev: int | None
     boot_ns: int
     pid: int
     comm: str
+
+    def names(self, event: ScanEvent) -> bool:
+        """Whether this request is for the interface of `event` (which carries both ids)."""
+        return bool((self.ifindex and self.ifindex == event.ifindex)
+                    or (self.wdev and self.wdev == event.wdev))
 
 
 def parse_scan_event(cmd: int, payload: bytes, wall: float = 0.0, boot_ns: int = 0
@@ -271,7 +277,7 @@ class ScanTracker:
     def _requester(self, start: ScanEvent) -> ScanRequest | None:
         """The latest request for the scan's interface sent shortly before the scan started.
         Requests arrive on another channel than the events, so this is asked when the scan ends."""
-        before = [r for r in self.requests if r.key == start.key and r.boot_ns <= start.boot_ns]
+        before = [r for r in self.requests if r.names(start) and r.boot_ns <= start.boot_ns]
         # earlier requests for this interface are spent too (refused, e.g. busy): drop them
         self.requests = [r for r in self.requests if r not in before]
         if before and start.boot_ns - before[-1].boot_ns <= self.REQUEST_WINDOW_NS:

@@ -108,7 +108,7 @@ class Requesters:
 
     def _on_request(self, event) -> None:
         self.tracker.requested(nl80211.ScanRequest(
-            key=nl80211.scan_key(event.ifindex, event.wdev), boot_ns=event.boot_ns,
+            ifindex=event.ifindex, wdev=event.wdev, boot_ns=event.boot_ns,
             pid=event.tgid, comm=bytes(event.comm).split(b"\0")[0].decode(errors="replace")))
 
     def poll(self) -> None:
