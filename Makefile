@@ -20,6 +20,7 @@ $(VMLINUX):
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 netkit/bpf/%.bpf.o: bpf_programs/%.bpf.c $(BPF_HDRS) $(VMLINUX)
+	@mkdir -p netkit/bpf
 	$(CLANG) -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Wno-unused-function \
 		-Ibuild -Ibpf_programs -c $< -o $@
 
