@@ -252,6 +252,7 @@ class Pinger:
         answered: dict[int, int] = {}    # seq -> its send time, to spot duplicates
         key_to_seq: dict[int, int] = {}   # OPT_ID key of a send -> its sequence number
         sent = 0
+        next_key = 0                      # the kernel numbers successful sends only
         next_send = time.perf_counter_ns()
         interval_ns = int(interval * 1e9)
         timeout_ns = int(timeout * 1e9)
@@ -262,8 +263,9 @@ class Pinger:
                 return
             if (count is None or sent < count) and now >= next_send:
                 seq = (sent + 1) & 0xFFFF
-                if self._send(seq, pending, timeout_ns):
-                    key_to_seq[sent] = seq
+                if self._send(seq, pending, timeout_ns) and self.timestamping:
+                    key_to_seq[next_key] = seq
+                    next_key += 1
                 sent += 1
                 self.transmitted = sent
                 next_send += interval_ns
