@@ -1,0 +1,388 @@
+"""How often Nagle's algorithm, TCP_CORK, MSG_MORE and autocorking hold TCP sends back, and for
+how long.
+
+Counts every TCP send by the socket's Nagle mode (nagle on, TCP_NODELAY, TCP_CORK), notes the
+sends that left bytes unsent and why, and times each such hold until the segment carrying its
+last byte is handed to a network device. Tracepoints only (sock:sock_send_length,
+net:net_dev_queue, sock:inet_sock_set_state), so it runs without kprobes. Prints at Ctrl-C, or
+every INTERVAL seconds.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Optional
+
+import typer
+
+from netkit.export import export_options
+from netkit.tools.common import (CgroupOpt, Column, DurationOpt, JsonOpt, ManPage, NameOpt,
+                                 NoColorOpt, PidOpt, Ticker, VerboseOpt, tool_errors)
+
+SUMMARY = "Sends held back by Nagle, cork and autocork, and for how long (tracepoints)."
+
+# enum hold_cause in bpf_programs/tcpnagle.h, in its order.
+CAUSES = ["cork", "rwnd", "cwnd", "autocork", "nagle", "more", "other"]
+MODES = ["nagle", "nodelay", "cork"]
+NONAGLE_VALUES = 16
+TCP_NAGLE_OFF, TCP_NAGLE_CORK, TCP_NAGLE_PUSH = 1, 2, 4
+
+MAN = ManPage(
+    description=(
+        "tcpnagle shows how often TCP sends are held back in the send queue instead of going out "
+        "at once, why, and for how long. Every send(2)/write(2) on a TCP socket that queues bytes "
+        "is counted by the socket's Nagle mode: nagle (the default: Nagle's algorithm on), "
+        "nodelay (TCP_NODELAY) or cork (TCP_CORK, whatever TCP_NODELAY says). The original's "
+        "flag names (ON, OFF, CORK, OFF|CORK, PUSH, OFF|PUSH, from tcp_sock.nonagle) are kept in "
+        "the summary.\n\n"
+        "Right after each send (tracepoint sock:sock_send_length) tcpnagle compares the socket's "
+        "write_seq with snd_nxt. When bytes are left unsent the send is HELD, and the cause is "
+        "inferred from the same snapshot of the socket, tested in this order: cork (TCP_CORK "
+        "is set), rwnd (the receiver's window has no room for the next segment), cwnd (packets "
+        "in flight fill the congestion window), autocork (earlier packets of the socket are "
+        "still in a qdisc or device: the TSQ throttled flag is set and unfreed skbs are charged "
+        "to the socket; net.ipv4.tcp_autocorking and TCP small queues both end here), nagle "
+        "(Nagle on, data in flight and less than one MSS unsent), more (nothing in flight and "
+        "no cork: a send with MSG_MORE, or sendfile/splice between pages) and other (TSO "
+        "deferral, pacing). The hold ends when a TCP segment of that socket that carries the "
+        "held send's last byte is handed to a network device (net:net_dev_queue); its duration "
+        "goes into a log2 histogram in microseconds, per cause, in the kernel.\n\n"
+        "Precision compared with the kprobe original (tcpnagle.bt, BPF Performance Tools ch. "
+        "10): the original hooks tcp_write_xmit, a static kernel function with no tracepoint. "
+        "It counts every tcp_write_xmit call by its nonagle argument, including pushes driven by "
+        "ACKs and timers and the transient cork of MSG_MORE, and its \"blocked\" time runs from "
+        "a call that returned true (data queued with nothing in flight) to the next call that "
+        "returned false. Neither the argument nor the return value is observable here. "
+        "tcpnagle therefore counts send calls, not transmit attempts; reads the socket's "
+        "persistent nonagle bits (MSG_MORE shows only as the cause more); infers the cause "
+        "after the send returned rather than from the kernel's own decision, so a state that "
+        "changed in between (an ACK arriving on another CPU) can misattribute a cause, and a "
+        "hold that ended before the send call returned is not seen at all; and measures a "
+        "different time: from the return of the send call that left bytes unsent to the "
+        "hand-off of the segment carrying them to the device (before the qdisc), for any "
+        "cause, including Nagle with data in flight, which the original's blocked time did not "
+        "cover. Each held send is one hold; a socket keeps at most 8 pending holds, later held "
+        "sends join the newest one (counted as merged). Holds whose bytes left before the hold "
+        "was recorded are discarded (missed); holds pending when the socket closes are "
+        "counted as dropped.\n\n"
+        "-p, -n and -c select the sending task; -D and -L select the connection by remote and "
+        "local port. --by sock adds the sockets with the most held time: PID and COMM of the "
+        "task that first sent on it, local and remote address. Without INTERVAL tcpnagle "
+        "prints only at the end, like the original; Ctrl-C (or SIGTERM, or the end of --duration "
+        "or COUNT) prints the summary of the whole run."),
+    examples=[
+        ("netkit tcpnagle", "trace until Ctrl-C, then print counts and the hold histogram"),
+        ("netkit tcpnagle 1 10", "ten one-second intervals"),
+        ("netkit tcpnagle --by sock -p 1234", "one process, the sockets with the most held time"),
+        ("netkit tcpnagle -D 6379 5", "connections to port 6379, every five seconds"),
+        ("netkit tcpnagle --json -d 10", "ten seconds, NDJSON summary"),
+    ],
+    output=(
+        "Text: per interval (and for the run at the end) a line of sends by mode, a table of "
+        "held sends by cause (CAUSE, HELD: sends that left bytes unsent, HOLDS: holds whose end "
+        "was seen, AVG_us, TOTAL_ms: their mean and summed duration), and a log2 histogram of "
+        "hold time in microseconds over all causes. With --by sock a table of sockets: PID, "
+        "COMM, LADDR:LPORT, RADDR:RPORT, SENDS, HELD, HOLDS, HELD_ms, MAX_us.\n\n"
+        "JSON: one object per interval with type \"interval\", ts (ISO 8601), interval_s, and "
+        "one at the end with type \"summary\", duration_s; both carry sends (object: total, "
+        "nagle, nodelay, cork), flags (object: the original's nonagle names with their send "
+        "counts, non-zero only), held (object: cause to held sends, every cause), holds (cause "
+        "to holds measured), hold_us_sum (cause to summed hold time, us), hist_us (32 counts: "
+        "slot i holds [2^i, 2^(i+1)) us, slot 0 holds 0 and 1; all causes), hist_us_by_cause "
+        "(cause to 32 counts, causes with holds only), merged, missed, dropped, and with --by "
+        "sock sockets (list of objects: pid, comm, laddr, lport, raddr, rport, sends, held, "
+        "holds, held_us, max_us; most held time first)."),
+    see_also=["tcp(7)", "tcpnagle.bt (BPF Performance Tools, ch. 10)", "ss(8)", "nstat(8)",
+              "netkit-sockstat(8)"],
+)
+
+
+class By(str, enum.Enum):
+    sock = "sock"
+
+
+IntervalOptArg = Annotated[Optional[float], typer.Argument(
+    min=0.01, metavar="[INTERVAL]", show_default=False,
+    help="Seconds between outputs (default: print only at the end).")]
+CountOptArg = Annotated[Optional[int], typer.Argument(min=1, metavar="[COUNT]", show_default=False,
+                                                      help="Number of outputs, then exit.")]
+DportOpt = Annotated[Optional[int], typer.Option("-D", "--dport", metavar="PORT", min=1, max=65535, show_default=False,
+                                                 help="Only connections to this remote port.")]
+LportOpt = Annotated[Optional[int], typer.Option("-L", "--lport", metavar="PORT", min=1, max=65535, show_default=False,
+                                                 help="Only connections on this local port.")]
+ByOpt = Annotated[Optional[By], typer.Option("--by", show_default=False,
+                                             help="sock: also show the sockets with the most "
+                                                  "held time.")]
+TopOpt = Annotated[int, typer.Option("-T", "--top", metavar="N", min=1,
+                                     help="How many sockets --by sock shows.")]
+
+
+def mode_of(nonagle: int) -> str:
+    if nonagle & TCP_NAGLE_CORK:
+        return "cork"
+    return "nodelay" if nonagle & TCP_NAGLE_OFF else "nagle"
+
+
+def flag_name(nonagle: int) -> str:
+    """tcp_sock.nonagle as the original prints it: ON, OFF, CORK, OFF|CORK, PUSH, OFF|PUSH..."""
+    parts = [name for bit, name in ((TCP_NAGLE_OFF, "OFF"), (TCP_NAGLE_CORK, "CORK"),
+                                    (TCP_NAGLE_PUSH, "PUSH"), (8, "0x8")) if nonagle & bit]
+    return "|".join(parts) or "ON"
+
+
+@dataclass
+class Totals:
+    """What the kernel counted (cumulative, or the difference of two reads)."""
+    sends: list[int] = field(default_factory=lambda: [0] * NONAGLE_VALUES)
+    held: list[int] = field(default_factory=lambda: [0] * len(CAUSES))
+    merged: int = 0
+    missed: int = 0
+    dropped: int = 0
+    hists: list = field(default_factory=list)           # Log2Hist per cause
+
+    def minus(self, earlier: "Totals") -> "Totals":
+        return Totals([a - b for a, b in zip(self.sends, earlier.sends)],
+                      [a - b for a, b in zip(self.held, earlier.held)],
+                      self.merged - earlier.merged, self.missed - earlier.missed,
+                      self.dropped - earlier.dropped,
+                      [a.minus(b) for a, b in zip(self.hists, earlier.hists)])
+
+    def by_mode(self) -> dict[str, int]:
+        modes = dict.fromkeys(MODES, 0)
+        for value, n in enumerate(self.sends):
+            modes[mode_of(value)] += n
+        return {"total": sum(self.sends), **modes}
+
+    def flags(self) -> dict[str, int]:
+        return {flag_name(v): n for v, n in enumerate(self.sends) if n}
+
+    def all_causes(self):
+        from netkit.engine.hist import Log2Hist
+        combined = Log2Hist()
+        for h in self.hists:
+            combined.add(h)
+        return combined
+
+
+def read_totals(obj) -> Totals:
+    from netkit.engine.hist import Log2Hist
+    per_cpu = obj.map("counts").lookup(0)
+    hist_map = obj.map("hold_us")
+    return Totals(
+        [sum(v.sends[i] for v in per_cpu) for i in range(NONAGLE_VALUES)],
+        [sum(v.held[i] for v in per_cpu) for i in range(len(CAUSES))],
+        sum(v.merged for v in per_cpu), sum(v.missed for v in per_cpu),
+        sum(v.dropped for v in per_cpu),
+        [Log2Hist.from_value(hist_map.lookup(i)) for i in range(len(CAUSES))])
+
+
+SOCK_FIELDS = ("sends", "held", "holds", "held_ns")
+
+
+@dataclass
+class SockRow:
+    pid: int
+    comm: str
+    laddr: str
+    lport: int
+    raddr: str
+    rport: int
+    sends: int = 0
+    held: int = 0
+    holds: int = 0
+    held_ns: int = 0
+    max_ns: int = 0
+
+    def json(self) -> dict:
+        return {"pid": self.pid, "comm": self.comm, "laddr": self.laddr, "lport": self.lport,
+                "raddr": self.raddr, "rport": self.rport, "sends": self.sends, "held": self.held,
+                "holds": self.holds, "held_us": round(self.held_ns / 1000, 1),
+                "max_us": round(self.max_ns / 1000, 1)}
+
+
+def _address(family: int, raw: bytes) -> str:
+    import ipaddress
+    if family == 10:
+        addr = ipaddress.IPv6Address(raw[:16])
+        return str(addr.ipv4_mapped or addr)
+    return str(ipaddress.IPv4Address(raw[:4]))
+
+
+class SocketTotals:
+    """Per-socket totals from the `sockets` map: per-interval differences and run totals.
+    Entries of closed sockets are deleted once read, so the map holds live sockets only."""
+
+    def __init__(self, sockets_map):
+        self.map = sockets_map
+        self.last: dict[int, tuple] = {}
+        self.run: dict[int, SockRow] = {}
+
+    def read_delta(self) -> list[SockRow]:
+        delta = []
+        for key, v in self.map.items():
+            cookie = key.value
+            now = tuple(getattr(v, f) for f in SOCK_FIELDS)
+            before = self.last.get(cookie, (0,) * len(SOCK_FIELDS))
+            row = self.run.get(cookie)
+            if row is None:
+                row = self.run[cookie] = SockRow(
+                    v.tgid, v.comm.decode(errors="replace"), _address(v.family, bytes(v.saddr)),
+                    v.lport, _address(v.family, bytes(v.daddr)), v.dport)
+            change = SockRow(row.pid, row.comm, row.laddr, row.lport, row.raddr, row.rport,
+                             *(a - b for a, b in zip(now, before)), max_ns=v.max_ns)
+            if change.sends or change.holds:
+                delta.append(change)
+            for f in SOCK_FIELDS:
+                setattr(row, f, getattr(v, f))
+            row.max_ns = v.max_ns
+            self.last[cookie] = now
+            if v.closed:
+                self.map.delete(key)
+                del self.last[cookie]
+        return delta
+
+
+def ranked(rows, n: int | None):
+    order = sorted(rows, key=lambda r: (r.held_ns, r.held, r.sends), reverse=True)
+    return order if n is None else order[:n]
+
+
+def snapshot(ts: float, totals: Totals):
+    """The run's cumulative totals as a netkit.metrics.Snapshot for the exporters."""
+    from netkit.metrics import Counter, Histogram, Snapshot
+    counters = [Counter("tcpnagle_sends", "TCP sends that queued bytes, by Nagle mode", n,
+                        {"mode": mode})
+                for mode, n in totals.by_mode().items() if mode != "total"]
+    counters += [Counter("tcpnagle_held_sends", "TCP sends that left bytes unsent, by cause", n,
+                         {"cause": cause}) for cause, n in zip(CAUSES, totals.held)]
+    histograms = [Histogram("tcpnagle_hold", "Time held bytes waited before reaching a device",
+                            tuple(h.slots), float(h.sum), 1e-6, {"cause": cause})
+                  for cause, h in zip(CAUSES, totals.hists)]
+    return Snapshot("tcpnagle", ts, counters, histograms)
+
+
+class NagleView:
+    SOCK_COLUMNS = [Column("PID", 7), Column("COMM", 15, "<", style="bold"),
+                    Column("LADDR:LPORT", 21, "<"), Column("RADDR:RPORT", 21, "<"),
+                    Column("SENDS", 7), Column("HELD", 7), Column("HOLDS", 7),
+                    Column("HELD_ms", 9, fmt=lambda v: f"{v / 1e6:.3f}"),
+                    Column("MAX_us", 9, fmt=lambda v: f"{v / 1e3:.0f}")]
+    CAUSE_COLUMNS = [Column("CAUSE", 9, "<", style="bold"), Column("HELD", 8), Column("HOLDS", 8),
+                     Column("AVG_us", 10, fmt=lambda v: f"{v:.0f}"),
+                     Column("TOTAL_ms", 10, fmt=lambda v: f"{v / 1e3:.3f}")]
+
+    def __init__(self, out, by_sock: bool, top: int):
+        self.out, self.by_sock, self.top = out, by_sock, top
+
+    def _record(self, t: Totals, sockets) -> dict:
+        record = {
+            "sends": t.by_mode(), "flags": t.flags(),
+            "held": dict(zip(CAUSES, t.held)),
+            "holds": {c: h.count for c, h in zip(CAUSES, t.hists)},
+            "hold_us_sum": {c: h.sum for c, h in zip(CAUSES, t.hists)},
+            "hist_us": t.all_causes().slots,
+            "hist_us_by_cause": {c: h.slots for c, h in zip(CAUSES, t.hists) if h.count},
+            "merged": t.merged, "missed": t.missed, "dropped": t.dropped,
+        }
+        if self.by_sock:
+            record["sockets"] = [r.json() for r in ranked(sockets, self.top)]
+        return record
+
+    def _text(self, title: str, t: Totals, sockets) -> None:
+        modes = t.by_mode()
+        self.out.line(f"{title}  sends {modes['total']}: nagle {modes['nagle']}, nodelay "
+                      f"{modes['nodelay']}, cork {modes['cork']}", style="bold")
+        rows = [[c, n, h.count, h.mean, h.sum] for c, n, h in zip(CAUSES, t.held, t.hists)
+                if n or h.count]
+        if rows:
+            self.out.table(self.CAUSE_COLUMNS, rows)
+        extra = [f"{name} {n}" for name, n in (("merged", t.merged), ("missed", t.missed),
+                                               ("dropped", t.dropped)) if n]
+        if extra:
+            self.out.line("holds not timed: " + ", ".join(extra))
+        hist = t.all_causes()
+        if hist.count:
+            self.out.hist("hold time", hist.slots, "us")
+        if self.by_sock and sockets:
+            self.out.table(self.SOCK_COLUMNS, [
+                [r.pid, r.comm, f"{r.laddr}:{r.lport}", f"{r.raddr}:{r.rport}", r.sends, r.held,
+                 r.holds, r.held_ns, r.max_ns] for r in ranked(sockets, self.top)])
+        self.out.line()
+
+    def interval(self, ts: float, seconds: float, t: Totals, sockets) -> None:
+        if self.out.mode == "json":
+            self.out.record({"type": "interval", "ts": _iso(ts), "interval_s": round(seconds, 3),
+                             **self._record(t, sockets)})
+        else:
+            self._text(time.strftime("%H:%M:%S", time.localtime(ts)), t, sockets)
+
+    def summary(self, seconds: float, t: Totals, sockets) -> None:
+        if self.out.mode == "json":
+            self.out.record({"type": "summary", "duration_s": round(seconds, 3),
+                             **self._record(t, sockets)})
+            return
+        self._text(f"Total over {seconds:.1f} s:", t, sockets)
+        flags = ", ".join(f"@nagle[{k}]: {n}" for k, n in t.flags().items())
+        if flags:
+            self.out.line(f"nonagle flags of the sends: {flags}")
+
+
+def _iso(ts: float) -> str:
+    from datetime import datetime
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+@tool_errors("tcpnagle")
+@export_options("tcpnagle")
+def command(
+    interval: IntervalOptArg = None,
+    count: CountOptArg = None,
+    pid: PidOpt = None,
+    name: NameOpt = None,
+    cgroup: CgroupOpt = None,
+    dport: DportOpt = None,
+    lport: LportOpt = None,
+    by: ByOpt = None,
+    top: TopOpt = 10,
+    duration: DurationOpt = None,
+    json: JsonOpt = False,
+    no_color: NoColorOpt = False,
+    verbose: VerboseOpt = False,
+    exporters=None,
+):
+    from netkit.engine.bpfobject import BPFObject, Filters, set_verbose
+    from netkit.render.output import Output
+
+    set_verbose(verbose)
+    by_sock = by == By.sock
+    out = Output(json_mode=json, no_color=no_color)
+    rodata = {"filter_dport": dport or 0, "filter_lport": lport or 0, "per_socket": by_sock}
+    with BPFObject("tcpnagle", Filters(pid, name, cgroup), rodata=rodata) as obj:
+        if duration == 0:
+            return
+        view = NagleView(out, by_sock, top)
+        sockets = SocketTotals(obj.map("sockets")) if by_sock else None
+        zero = last = read_totals(obj)
+        started = last_t = time.monotonic()
+        # Without INTERVAL, wake up once a second only to honour --duration; print at the end.
+        ticker = Ticker(interval or 1.0, count if interval else None, duration)
+        try:
+            out.note("Tracing TCP sends held by Nagle, cork and autocork... Hit Ctrl-C to end.")
+            for ts in ticker:
+                if exporters or interval:
+                    now = read_totals(obj)
+                    if exporters:
+                        exporters.publish(snapshot(ts, now.minus(zero)))
+                    if interval:
+                        mono = time.monotonic()
+                        view.interval(ts, mono - last_t, now.minus(last),
+                                      sockets.read_delta() if sockets else [])
+                        last, last_t = now, mono
+        except KeyboardInterrupt:
+            pass
+        final = read_totals(obj)
+        if sockets:
+            sockets.read_delta()
+        view.summary(time.monotonic() - started, final.minus(zero),
+                     list(sockets.run.values()) if sockets else [])

@@ -1,0 +1,373 @@
+"""netkit tcpnagle against TCP connections whose holds the test makes itself.
+
+A client in one namespace of a test bed talks to a reader in the other across a link that adds
+20 ms each way (tools/testbed's linkemu), so a small write made while an earlier one is
+unacknowledged is held by Nagle for most of a round trip. The client writes in bursts and waits
+for every byte to be acknowledged between bursts (TCP_INFO's unacked), so the test knows which
+writes are held and why:
+
+  nagle     Nagle on: in each burst the first write leaves at once, the others are held
+  nodelay   TCP_NODELAY: nothing is held
+  cork      TCP_CORK: every write is held until the client uncorks
+  more      MSG_MORE on a socket with nothing in flight: held until the next plain send
+  autocork  TCP_NODELAY behind a tbf shaper on a veth: small writes wait for the earlier
+            packets to leave the qdisc (autocorking), not for Nagle
+
+Hold times are checked against independent clocks: for cork and MSG_MORE the hold must lie
+between the client's own CLOCK_MONOTONIC stamps around the write and around the call that
+releases it; for Nagle, against tcpdump's timestamp of the segment that carries the held bytes
+(tolerance NAGLE_TOL_US per hold, for tcpdump's tap point after the qdisc and the
+realtime/monotonic conversion; timing on this shared 2-core machine is noisy).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import Traced, assert_one_line_error, require_or_skip, require_root_bpf, run_netkit
+
+pytestmark = pytest.mark.netns
+
+DELAY_S = 0.02
+BURSTS = 4
+WRITES = 4            # per burst
+SIZE = 100            # bytes per write
+GAP_S = 0.002         # between the writes of a burst
+NAGLE_TOL_US = 500   # per hold, against tcpdump
+PORT = 5099
+
+# The client. argv[1]: JSON settings. Waits for "go" on stdin, connects, writes, prints one JSON
+# line with its own stamps (ns, CLOCK_MONOTONIC: the clock BPF's ktime uses), waits for "bye".
+CLIENT = r"""
+import ctypes, json, socket, struct, sys, time
+ctypes.CDLL(None).prctl(15, b"nkNagleClient", 0, 0, 0)
+cfg = json.loads(sys.argv[1])
+mono = time.monotonic_ns
+sys.stdin.readline()
+s = socket.create_connection((cfg["addr"], cfg["port"]))
+if cfg["mode"] in ("nodelay", "autocork"):
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+def unacked():
+    return struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]
+
+def drain():
+    deadline = time.monotonic() + 5
+    while unacked() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not unacked(), "data still unacknowledged"
+
+def write(data, flags=0):
+    before = mono(); n = s.send(data, flags); after = mono()
+    assert n == len(data)
+    return [before, after]
+
+out = {"writes": [], "releases": [], "offset_ends": [], "realtime_minus_mono": time.time_ns() - mono()}
+sent = 0
+payload = b"x" * cfg["size"]
+if cfg["mode"] == "autocork":
+    s.send(b"b" * cfg["backlog"])      # fills the shaper's queue: these packets wait in the qdisc
+    sent += cfg["backlog"]
+for burst in range(cfg["bursts"]):
+    drain()
+    if cfg["mode"] == "cork":
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    for i in range(cfg["writes"]):
+        last = i == cfg["writes"] - 1
+        flags = socket.MSG_MORE if cfg["mode"] == "more" and not last else 0
+        out["writes"].append(write(payload, flags))
+        sent += len(payload)
+        out["offset_ends"].append(sent)
+        time.sleep(cfg["gap"])
+    if cfg["mode"] == "cork":
+        before = mono(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0); after = mono()
+        out["releases"].append([before, after])
+drain()
+print(json.dumps(out), flush=True)
+sys.stdin.readline()
+s.close()
+"""
+
+# The reader: accepts one connection and reads until EOF (ACKs are the kernel's, delayed as usual).
+SERVER = r"""
+import socket, sys
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1]))); srv.listen(1)
+print("ready", flush=True)
+c, _ = srv.accept()
+while c.recv(65536):
+    pass
+"""
+
+
+def bed_or_skip(links):
+    require_root_bpf("tcpnagle")
+    try:
+        from tools.testbed import TestBed, TestBedError
+    except ImportError as e:
+        require_or_skip(f"tools.testbed unavailable: {e}")
+    try:
+        return TestBed(links).__enter__()
+    except TestBedError as e:
+        require_or_skip(f"test bed unavailable: {e}")
+
+
+class Run:
+    """One client/server exchange in a fresh test bed, traced by netkit tcpnagle."""
+
+    def __init__(self, mode: str, links, *, writes=WRITES, bursts=BURSTS, tcpdump=False,
+                 tool_args=(), shaper=None, backlog=0, settle=0.0, json_out=True):
+        self.bed = bed_or_skip(links)
+        self.procs = []
+        try:
+            self._run(mode, writes, bursts, tcpdump, list(tool_args), shaper, backlog, settle,
+                      json_out)
+        finally:
+            for p in self.procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+            self.bed.__exit__(None, None, None)
+
+    def _run(self, mode, writes, bursts, tcpdump, tool_args, shaper, backlog, settle, json_out):
+        bed = self.bed
+        if shaper:
+            bed.run(bed.host, ["tc", "qdisc", "add", "dev", "l0t", "root", *shaper])
+        server = bed.popen(bed.target, [sys.executable, "-c", SERVER, str(PORT)],
+                           stdout=subprocess.PIPE, text=True)
+        self.procs.append(server)
+        assert server.stdout.readline().strip() == "ready"
+        cfg = {"addr": bed.target_addr(4), "port": PORT, "mode": mode, "bursts": bursts,
+               "writes": writes, "size": SIZE, "gap": GAP_S, "backlog": backlog}
+        client = bed.popen(bed.host, [sys.executable, "-c", CLIENT, json.dumps(cfg)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.procs.append(client)
+        dump = self._tcpdump() if tcpdump else None
+        autocork_before = self._autocork_mib()
+        tool = Traced(["tcpnagle", "-p", str(client.pid), *(["--json"] if json_out else []),
+                       *tool_args])
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        line = client.stdout.readline()
+        assert line, "client failed"
+        self.client = json.loads(line)
+        self.autocork_mib = self._autocork_mib() - autocork_before
+        time.sleep(settle)
+        out, err = tool.finish()
+        assert tool.proc.returncode == 0, err
+        self.stdout = out
+        if json_out:
+            self.records = [json.loads(l) for l in out.splitlines()]
+            self.summary = self.records[-1]
+            assert self.summary["type"] == "summary", out
+        client.stdin.write("bye\n")
+        client.stdin.flush()
+        client.wait(timeout=10)
+        self.segments = self._segments(dump) if dump else None
+
+    def _autocork_mib(self) -> int:
+        res = self.bed.run(self.bed.host, ["cat", "/proc/net/netstat"])
+        head, values = [l.split() for l in res.stdout.splitlines() if l.startswith("TcpExt:")][:2]
+        return int(values[head.index("TCPAutoCorking")])
+
+    def _tcpdump(self):
+        if not shutil.which("tcpdump"):
+            require_or_skip("tcpdump is not installed")
+        p = self.bed.popen(self.bed.host, [
+            "tcpdump", "-i", "l0t", "-n", "-S", "-l", "-tt", "--time-stamp-precision=nano",
+            "tcp", "and", "dst", "port", str(PORT)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        for _ in range(3):                      # "... listening on l0t, ..."
+            line = p.stderr.readline()
+            if "listening" in line:
+                break
+        assert "listening" in line, line
+        return p
+
+    def _segments(self, dump):
+        """(realtime ns, first seq, end seq) of each data segment, relative to the SYN."""
+        time.sleep(0.2)
+        dump.terminate()
+        text, _ = dump.communicate(timeout=10)
+        isn, segs = None, []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            ts = line.split()[0]
+            sec, _, frac = ts.partition(".")
+            ns = int(sec) * 10**9 + int(frac.ljust(9, "0"))
+            syn = re.search(r"Flags \[S\], seq (\d+)", line)
+            if syn:
+                isn = int(syn.group(1))
+            data = re.search(r"seq (\d+):(\d+)", line)
+            if data and isn is not None:
+                segs.append((ns, (int(data.group(1)) - isn - 1) % 2**32,
+                             (int(data.group(2)) - isn - 1) % 2**32))
+        return segs
+
+
+def slot(us: int) -> int:
+    return max(us, 1).bit_length() - 1
+
+
+def check_accounting(summary, expect_held: dict[str, int]):
+    """Held sends by cause are exactly what the test made; every hold was timed: the histogram's
+    total equals the number of holds, its slots add up to the per-cause counts."""
+    held = {k: v for k, v in summary["held"].items() if v}
+    assert held == expect_held
+    assert summary["holds"] == {c: expect_held.get(c, 0) for c in summary["holds"]}
+    assert sum(summary["hist_us"]) == sum(expect_held.values())
+    for cause, slots in summary["hist_us_by_cause"].items():
+        assert sum(slots) == summary["holds"][cause]
+    assert (summary["merged"], summary["missed"], summary["dropped"]) == (0, 0, 0)
+
+
+# -- the modes -----------------------------------------------------------------------------------
+def delayed_link():
+    from tools.testbed import Link
+    return [Link(delay_s=DELAY_S)]
+
+
+def test_nagle_holds_small_writes_until_the_ack_and_tcpdump_agrees():
+    run = Run("nagle", delayed_link(), tcpdump=True)
+    s = run.summary
+    n = BURSTS * WRITES
+    assert s["sends"] == {"total": n, "nagle": n, "nodelay": 0, "cork": 0}
+    assert s["flags"] == {"ON": n}
+    held = BURSTS * (WRITES - 1)              # all but the first write of each burst
+    check_accounting(s, {"nagle": held})
+    # Each held write waits for the ACK of its burst's first segment: most of a round trip.
+    rtt_us = 2 * DELAY_S * 1e6
+    mean = s["hold_us_sum"]["nagle"] / held
+    assert 0.5 * rtt_us < mean < 2 * rtt_us, mean
+    # tcpdump: the segment carrying each held write's last byte, against the write's own stamp.
+    offset = run.client["realtime_minus_mono"]
+    expected = []
+    for i, (stamp, end) in enumerate(zip(run.client["writes"], run.client["offset_ends"])):
+        if i % WRITES == 0:
+            continue                             # the first write of a burst is not held
+        sent = next(ts for ts, first, last in run.segments if first < end <= last)
+        expected.append((sent - offset - stamp[1]) / 1000)
+    assert len(expected) == held
+    assert abs(s["hold_us_sum"]["nagle"] - sum(expected)) <= NAGLE_TOL_US * held, \
+        (s["hold_us_sum"]["nagle"], sum(expected))
+    assert sorted(i for i, c in enumerate(s["hist_us"]) for _ in range(c)) == \
+        pytest.approx(sorted(slot(int(e)) for e in expected), abs=1)
+
+
+def test_nodelay_holds_nothing():
+    run = Run("nodelay", delayed_link())
+    s = run.summary
+    n = BURSTS * WRITES
+    assert s["sends"]["total"] == n and s["sends"]["nodelay"] == n
+    assert set(s["flags"]) <= {"OFF", "OFF|PUSH"}
+    check_accounting(s, {})
+
+
+def test_cork_holds_every_write_until_uncork():
+    run = Run("cork", delayed_link())
+    s = run.summary
+    n = BURSTS * WRITES
+    assert s["sends"] == {"total": n, "nagle": 0, "nodelay": 0, "cork": n}
+    assert s["flags"] == {"CORK": n}
+    check_accounting(s, {"cork": n})
+    # Bracketed by the client's own clock: the hold starts inside the write call and ends
+    # inside the setsockopt(TCP_CORK, 0) call that flushes it.
+    low = high = 0
+    for i, (w0, w1) in enumerate(run.client["writes"]):
+        u0, u1 = run.client["releases"][i // WRITES]
+        low += (u0 - w1) / 1000
+        high += (u1 - w0) / 1000
+    assert low - n <= s["hold_us_sum"]["cork"] <= high, (low, s["hold_us_sum"]["cork"], high)
+
+
+def test_msg_more_is_held_until_the_next_send():
+    run = Run("more", delayed_link(), writes=2)
+    s = run.summary
+    n = BURSTS * 2
+    assert s["sends"] == {"total": n, "nagle": n, "nodelay": 0, "cork": 0}
+    check_accounting(s, {"more": BURSTS})
+    low = high = 0
+    for first, second in zip(run.client["writes"][::2], run.client["writes"][1::2]):
+        low += (second[0] - first[1]) / 1000
+        high += (second[1] - first[0]) / 1000
+    assert low - BURSTS <= s["hold_us_sum"]["more"] <= high
+
+
+def test_autocork_behind_a_shaper_is_not_nagle():
+    from tools.testbed import Link
+    run = Run("autocork", [Link()], bursts=1, writes=6, backlog=6000,
+              shaper=["tbf", "rate", "400kbit", "burst", "1600", "latency", "2s"])
+    s = run.summary
+    assert s["sends"]["nodelay"] == s["sends"]["total"] == 7
+    # Held, and for the right reason: the kernel's own autocork counter moved as well.
+    assert s["held"]["autocork"] >= 1 and run.autocork_mib >= 1
+    check_accounting(s, {"autocork": s["held"]["autocork"]})
+
+
+# -- the tool's interface ------------------------------------------------------------------------
+def test_by_sock_names_the_connection_and_intervals_add_up():
+    run = Run("cork", delayed_link(), tool_args=["--by", "sock", "0.2"], settle=0.5)
+    n = BURSTS * WRITES
+    socks = run.summary["sockets"]
+    assert len(socks) == 1
+    sock = socks[0]
+    assert (sock["laddr"], sock["raddr"], sock["rport"]) == (run.bed.host_addr(4),
+                                                            run.bed.target_addr(4), PORT)
+    assert sock["comm"] == "nkNagleClient" and sock["sends"] == sock["held"] == sock["holds"] == n
+    assert abs(sock["held_us"] - run.summary["hold_us_sum"]["cork"]) <= n
+    # The client was done half a second before Ctrl-C: the intervals hold the whole run.
+    intervals = [r for r in run.records if r["type"] == "interval"]
+    assert len(intervals) >= 2
+    assert sum(r["sends"]["total"] for r in intervals) == n
+    assert [sum(x) for x in zip(*(r["hist_us"] for r in intervals))] == run.summary["hist_us"]
+    assert sum(r["hold_us_sum"]["cork"] for r in intervals) == run.summary["hold_us_sum"]["cork"]
+    assert sum(s["held"] for r in intervals for s in r["sockets"]) == n
+
+
+def test_text_output_is_aligned_columns():
+    run = Run("cork", delayed_link(), json_out=False)
+    n = BURSTS * WRITES
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("Total over ") and lines[0].endswith(
+        f"sends {n}: nagle 0, nodelay 0, cork {n}")
+    assert lines[1].split() == ["CAUSE", "HELD", "HOLDS", "AVG_us", "TOTAL_ms"]
+    assert lines[2].split()[:3] == ["cork", str(n), str(n)]
+    assert lines[3] == "hold time (us):"
+    bars = [l for l in lines if l.startswith("[")]
+    assert sum(int(l.split(")")[1].split()[0]) for l in bars) == n
+    assert lines[-1] == f"nonagle flags of the sends: @nagle[CORK]: {n}"
+    assert "\x1b" not in run.stdout and "│" not in run.stdout
+
+
+def test_text_summary_like_the_original():
+    require_root_bpf("tcpnagle")
+    tool = Traced(["tcpnagle", "-n", "nkNoSuchComm"])
+    out, err = tool.finish()
+    assert tool.proc.returncode == 0, err
+    assert "Tracing TCP sends held" in err
+    assert out.startswith("Total over ")
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["-c", "/no/such/cgroup"], 1, "no cgroup v2 directory"),
+    (["-p", "999999999"], 1, "no process with PID"),
+])
+def test_bad_input_is_one_line(args, code, message):
+    require_root_bpf("tcpnagle")
+    line = assert_one_line_error(run_netkit("tcpnagle", *args, "-d", "0"), "tcpnagle", code)
+    assert message in line
+
+
+@pytest.mark.parametrize("args", [["--by", "proc"], ["-D", "0"], ["0"], ["1", "0"]])
+def test_usage_errors_exit_2(args):
+    result = run_netkit("tcpnagle", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
