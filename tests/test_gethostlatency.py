@@ -1,0 +1,325 @@
+"""netkit gethostlatency against real lookups with a known answer time.
+
+A resolver child runs in a private mount and network namespace (`unshare -m -n`): there it
+bind-mounts a test-owned resolv.conf (nameserver 127.0.0.1) and nsswitch.conf (hosts: dns) over
+/etc's and serves the test's names from tests/dnsserver.py on its own loopback, holding each
+answer back for a chosen delay. The host's /etc files and DNS server are never touched or asked.
+The child makes the calls it is told to (getaddrinfo, gethostbyname, gethostbyname2 and the _r
+variants, through ctypes so each libc function is called exactly once) and times each itself.
+netkit, started on the host, must report every call exactly once with the child's PID, the name,
+a latency at least the imposed delay and at most the child's own timing of the call, and the
+EAI / h_errno code of the names that do not exist."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (ROOT, Traced, assert_one_line_error, require_or_skip, require_root_bpf,
+                      run_netkit)
+
+SLOW = "slow.netkit.test"          # answered after SLOW_DELAY
+MISSING = "missing.netkit.test"    # NXDOMAIN after MISSING_DELAY
+SLOW_DELAY = 0.15
+MISSING_DELAY = 0.05
+# Upper bound on what a lookup may add to the server's delay on a busy 2-core machine shared
+# with other test runs (the child's own timing is the tight bound; this one catches nonsense).
+TOLERANCE = 0.5
+
+RESOLVER = r"""
+import ctypes, json, os, socket, subprocess, sys, time
+conf, tests_dir, comm = sys.argv[1], sys.argv[2], sys.argv[3]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+for name in ("resolv.conf", "nsswitch.conf"):
+    subprocess.run(["mount", "--bind", os.path.join(conf, name), "/etc/" + name], check=True)
+sys.path.insert(0, tests_dir)
+from dnsserver import DnsServer, Zone
+server = DnsServer({%(slow)r: Zone("192.0.2.7", "2001:db8::7", %(slow_delay)r)},
+                   default_delay=%(missing_delay)r).start()
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+libc.prctl(15, comm.encode(), 0, 0, 0)
+libc.gethostbyname.restype = libc.gethostbyname2.restype = ctypes.c_void_p
+
+def reentrant(name, family=None):
+    hostent, buf = ctypes.create_string_buffer(64), ctypes.create_string_buffer(8192)
+    result, herr = ctypes.c_void_p(), ctypes.c_int()
+    if family is None:
+        rc = libc.gethostbyname_r(name, hostent, buf, len(buf), ctypes.byref(result),
+                                  ctypes.byref(herr))
+    else:
+        rc = libc.gethostbyname2_r(name, family, hostent, buf, len(buf), ctypes.byref(result),
+                                   ctypes.byref(herr))
+    return rc == 0 and bool(result.value)
+
+def getaddrinfo(name):
+    try:
+        socket.getaddrinfo(name, None)
+        return True
+    except socket.gaierror:
+        return False
+
+CALLS = {
+    "getaddrinfo": getaddrinfo,
+    "gethostbyname": lambda n: bool(libc.gethostbyname(n.encode())),
+    "gethostbyname2": lambda n: bool(libc.gethostbyname2(n.encode(), socket.AF_INET6)),
+    "gethostbyname_r": lambda n: reentrant(n.encode()),
+    "gethostbyname2_r": lambda n: reentrant(n.encode(), socket.AF_INET6),
+}
+print("ready", os.getpid(), flush=True)
+for line in sys.stdin:
+    words = line.split()
+    if words[0] == "bye":
+        break
+    if words[0] == "queries":
+        print(json.dumps(server.queries), flush=True)
+        continue
+    start = time.perf_counter()
+    ok = CALLS[words[0]](words[1])
+    print(json.dumps({"ok": ok, "elapsed": time.perf_counter() - start}), flush=True)
+""" % {"slow": SLOW, "slow_delay": SLOW_DELAY, "missing_delay": MISSING_DELAY}
+
+# (function, name, expected result) in the order the child makes the calls.
+PLAN = [
+    ("getaddrinfo", SLOW, "OK"),
+    ("gethostbyname", SLOW, "OK"),
+    ("gethostbyname2", SLOW, "OK"),
+    ("gethostbyname_r", SLOW, "OK"),
+    ("gethostbyname2_r", SLOW, "OK"),
+    ("getaddrinfo", MISSING, "EAI_NONAME"),
+    ("gethostbyname", MISSING, "HOST_NOT_FOUND"),
+    ("gethostbyname2", MISSING, "HOST_NOT_FOUND"),
+    ("gethostbyname_r", MISSING, "HOST_NOT_FOUND"),
+    ("gethostbyname2_r", MISSING, "HOST_NOT_FOUND"),
+]
+
+
+class Resolver:
+    """The child in its own namespaces, with its DNS server; one lookup per `call`."""
+
+    def __init__(self, tmp_path: Path, comm: str = "nkresolver"):
+        conf = tmp_path / f"conf-{comm}"
+        conf.mkdir()
+        (conf / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n")
+        (conf / "nsswitch.conf").write_text("hosts: dns\n")
+        self.proc = subprocess.Popen(["unshare", "-m", "-n", "--", sys.executable, "-c", RESOLVER,
+                                      str(conf), str(ROOT / "tests"), comm],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline().split()
+        if first[:1] != ["ready"]:
+            self.proc.kill()
+            raise AssertionError(f"resolver did not start: {first}")
+        self.pid = int(first[1])
+        assert self.pid == self.proc.pid          # unshare execs: the PID is the resolver's
+
+    def _ask(self, line: str):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def call(self, function: str, name: str) -> dict:
+        return self._ask(f"{function} {name}")
+
+    def queries(self) -> list:
+        return self._ask("queries")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("bye\n")
+            self.proc.stdin.flush()
+        self.proc.wait(timeout=10)
+
+
+def _needs_namespaces():
+    require_root_bpf("gethostlatency")
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        require_or_skip("needs unshare(1) and ip(8)")
+
+
+@pytest.fixture
+def resolver(tmp_path):
+    _needs_namespaces()
+    r = Resolver(tmp_path)
+    yield r
+    r.close()
+
+
+def lookups(stdout: str) -> list[dict]:
+    records = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    return [r for r in records if r["type"] == "lookup"]
+
+
+def trace(args: list[str], calls) -> tuple[list[dict], str]:
+    """Run netkit while resolvers make `calls` ((resolver, function, name), in order); Ctrl-C it.
+    Returns the resolvers' own timings of the calls and netkit's stdout."""
+    tracer = Traced(["gethostlatency", *args])
+    timings = [who.call(function, name) for who, function, name in calls]
+    time.sleep(0.2)                 # the last event through the ring buffer
+    out, err = tracer.finish()
+    assert tracer.proc.returncode == 0, err
+    assert "Traceback" not in err
+    return timings, out
+
+
+def test_each_call_once_with_name_pid_latency_and_result(resolver):
+    timings, out = trace(["-p", str(resolver.pid), "--json"],
+                         [(resolver, function, name) for function, name, _ in PLAN])
+    records = lookups(out)
+    assert [(r["function"], r["host"], r["result"]) for r in records] == PLAN
+    for record, timing, (_, name, result) in zip(records, timings, PLAN):
+        assert record["pid"] == record["tid"] == resolver.pid
+        assert record["comm"] == "nkresolver"
+        assert record["ok"] is (result == "OK") is timing["ok"]
+        delay = SLOW_DELAY if name == SLOW else MISSING_DELAY
+        latency = record["latency_ms"] / 1e3
+        # Inside the call the child timed, and at least as long as the server held the answer.
+        assert delay <= latency <= timing["elapsed"] + 0.0005, (record, timing)
+        assert latency <= delay + TOLERANCE, record
+    assert [r["code"] for r in records if r["host"] == MISSING] == [-2, 1, 1, 1, 1]
+    # The answers came from the test's server, not from /etc/hosts or the host's resolver.
+    asked = {name for name, _ in resolver.queries()}
+    assert asked == {SLOW, MISSING}
+
+
+def test_name_filter_sees_only_that_command(resolver, tmp_path):
+    other = Resolver(tmp_path, comm="nkother")
+    try:
+        _, out = trace(["-n", "nkresolver", "--json"],
+                       [(other, "getaddrinfo", SLOW), (resolver, "getaddrinfo", SLOW)] * 2 +
+                       [(other, "gethostbyname", MISSING)])
+    finally:
+        other.close()
+    assert [(r["pid"], r["comm"], r["host"]) for r in lookups(out)] == \
+        [(resolver.pid, "nkresolver", SLOW)] * 2
+
+
+def test_cgroup_filter(resolver, tmp_path):
+    root = next((r for r in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+                 if (r / "cgroup.controllers").exists()), None)      # hybrid or unified mount
+    if root is None:
+        require_or_skip("no cgroup v2 hierarchy mounted")
+    group = root / f"netkit-ghl-{os.getpid()}"
+    group.mkdir()
+    other = Resolver(tmp_path, comm="nkother")
+    try:
+        (group / "cgroup.procs").write_text(str(resolver.pid))
+        _, out = trace(["-c", str(group), "--json"],
+                       [(resolver, "gethostbyname", SLOW), (other, "gethostbyname", SLOW),
+                        (resolver, "getaddrinfo", MISSING)])
+    finally:
+        other.close()
+        resolver.close()
+        group.rmdir()
+    assert [(r["pid"], r["function"], r["result"]) for r in lookups(out)] == \
+        [(resolver.pid, "gethostbyname", "OK"), (resolver.pid, "getaddrinfo", "EAI_NONAME")]
+
+
+def test_hist_counts_per_host_in_the_kernel(resolver):
+    _, out = trace(["-p", str(resolver.pid), "--hist", "--json"],
+                   [(resolver, "getaddrinfo", SLOW)] * 3 + [(resolver, "gethostbyname", MISSING)] * 2)
+    hists = {r["host"]: r for r in map(json.loads, out.splitlines())}
+    assert set(hists) == {SLOW, MISSING}
+    for host, count, delay in ((SLOW, 3, SLOW_DELAY), (MISSING, 2, MISSING_DELAY)):
+        h = hists[host]
+        assert h["type"] == "hist" and h["unit"] == "us" and h["count"] == count
+        assert sum(s["count"] for s in h["slots"]) == count
+        assert delay * 1e6 * count <= h["sum"] <= (delay + TOLERANCE) * 1e6 * count
+        # Every lookup lies in a slot whose upper end is at least the delay.
+        assert all(s["high"] >= delay * 1e6 for s in h["slots"]), h
+
+
+def test_plain_output_columns(resolver):
+    _, out = trace(["-p", str(resolver.pid)], [(resolver, "getaddrinfo", MISSING)])
+    header, line = out.splitlines()
+    assert header.split() == ["TIME", "PID", "COMM", "LATms", "HOST", "RESULT"]
+    clock, pid, comm, latency, host, result = line.split()
+    assert (int(pid), comm, host, result) == (resolver.pid, "nkresolver", MISSING, "EAI_NONAME")
+    assert len(clock) == 8 and clock.count(":") == 2
+    assert len(latency.split(".")[1]) == 3 and float(latency) >= MISSING_DELAY * 1e3
+
+
+def _sleeper(tmp_path: Path, compiler: str, *flags: str) -> subprocess.Popen:
+    if not shutil.which(compiler):
+        require_or_skip(f"needs {compiler} to build a test program")
+    source = tmp_path / "sleeper.c"
+    source.write_text("#include <unistd.h>\nint main(void) { pause(); return 0; }\n")
+    binary = tmp_path / f"sleeper-{compiler}"
+    build = subprocess.run([compiler, *flags, "-o", str(binary), str(source)], capture_output=True,
+                           text=True)
+    if build.returncode:
+        require_or_skip(f"{compiler} {' '.join(flags)} failed: {build.stderr.strip()[:200]}")
+    proc = subprocess.Popen([str(binary)])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:          # until the program (not the fork) is mapped
+        if str(binary) in Path(f"/proc/{proc.pid}/maps").read_text():
+            return proc
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("sleeper did not start")
+
+
+@pytest.mark.parametrize("compiler,flags,text", [
+    ("gcc", ["-static"], "has no shared libc mapped (statically linked"),
+    ("musl-gcc", [], "uses musl libc"),
+])
+def test_target_without_glibc_is_one_line(tmp_path, compiler, flags, text):
+    require_root_bpf("gethostlatency")
+    proc = _sleeper(tmp_path, compiler, *flags)
+    try:
+        line = assert_one_line_error(run_netkit("gethostlatency", "-p", str(proc.pid)),
+                                     "gethostlatency")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert text in line and f"process {proc.pid} (" in line
+
+
+@pytest.mark.parametrize("args,text", [
+    (["-p", "999999999"], "no process with PID 999999999"),
+    (["--libc", "/no/such/libc.so.6"], "no such file"),
+    (["--libc", __file__], "not an ELF file"),
+    (["--libc", "/bin/true"], "has no function getaddrinfo"),
+    (["-c", "no/such/group"], "no cgroup v2 directory"),
+])
+def test_bad_input_is_one_line(args, text):
+    require_root_bpf("gethostlatency")
+    assert text in assert_one_line_error(run_netkit("gethostlatency", *args, "-d", "0"),
+                                         "gethostlatency")
+
+
+def test_usage_errors_exit_2():
+    for args in (["-p", "abc"], ["--bogus"], ["-d", "-1"]):
+        result = run_netkit("gethostlatency", *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_attach_then_exit_with_duration_zero():
+    require_root_bpf("gethostlatency")
+    result = run_netkit("gethostlatency", "-d", "0")
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
+
+
+def test_result_names():
+    from netkit.tools.gethostlatency import describe_result
+    assert describe_result(0, 0, -1000, False) == (True, "OK", 0)
+    assert describe_result(0, -2, -1000, False) == (False, "EAI_NONAME", -2)
+    assert describe_result(0, -3, -1000, False) == (False, "EAI_AGAIN", -3)
+    assert describe_result(1, 0x7F00DEAD, 0, False) == (True, "OK", 0)
+    assert describe_result(1, 0, 2, False) == (False, "TRY_AGAIN", 2)
+    assert describe_result(2, 0, -1000, False) == (False, "FAILED", -1)
+    assert describe_result(3, 0, 0, False) == (True, "OK", 0)
+    assert describe_result(3, 0, 1, True) == (False, "HOST_NOT_FOUND", 1)
+    assert describe_result(4, 34, 0, True) == (False, "ERANGE", 34)
+
+
+def test_sigterm_ends_like_ctrl_c():
+    require_root_bpf("gethostlatency")
+    tracer = Traced(["gethostlatency", "--json"])
+    out, err = tracer.finish(signal.SIGTERM)
+    assert tracer.proc.returncode == 0 and "Traceback" not in err, err
