@@ -102,6 +102,7 @@ class Prober:
         self._tx_socks: list[socket.socket] = []
         self._rx_socks: list[socket.socket] = []
         self._sends: dict[int, int] = {}   # OPT_ID counter per TX socket (fileno -> sends)
+        self.src = self._route_source()
         try:
             self.open()
         except PermissionError:
@@ -112,6 +113,22 @@ class Prober:
     @property
     def min_size(self) -> int:
         return self.header + _PROBE_ID.size
+
+    def _route_source(self) -> str:
+        """The local address the kernel routes from (a UDP connect sends nothing); fails
+        early with "no route" before any probe."""
+        s = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            if self.source:
+                s.bind((self.source, 0))
+            s.connect((self.address, self.port or 9))
+            return s.getsockname()[0]
+        except OSError as exc:
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                raise PcharError(f"no route to {self.address}") from None
+            raise PcharError(f"{self.source or self.address}: {exc.strerror}") from None
+        finally:
+            s.close()
 
     def open(self) -> None:
         raise NotImplementedError
@@ -319,17 +336,6 @@ class TcpProber(Prober):
             self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 16)
         self.icmp = self._socket(socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if self.v6
                                  else socket.IPPROTO_ICMP, tx=False)
-        # the source address the kernel will use: needed for the IPv4 TCP checksum
-        probe = socket.socket(self.family, socket.SOCK_DGRAM)
-        try:
-            probe.connect((self.address, self.port))
-            self.src = probe.getsockname()[0]
-        except OSError as exc:
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-                raise PcharError(f"no route to {self.address}") from None
-            raise
-        finally:
-            probe.close()
         self.sport = random.randrange(20000, 60000)
 
     @property
@@ -340,7 +346,7 @@ class TcpProber(Prober):
         self._set_ttl(self.sock, ttl)
         payload = bytes(size - self.header)
         tcp = struct.pack("!HHIIBBHHH", self.sport, self.port, seq, 0, 5 << 4, 0x02, 65535, 0, 0)
-        if not self.v6:
+        if not self.v6:   # the IPv4 checksum covers our source address (self.src, the routed one)
             pseudo = (socket.inet_aton(self.src) + socket.inet_aton(self.address)
                       + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp) + len(payload)))
             csum = checksum(pseudo + tcp + payload)
@@ -643,14 +649,14 @@ def refit(hops: list[HopResult], estimator: str = "lsq") -> None:
 
 
 def walk(prober: Prober, plan: Plan, first: int = 1, last: int = 30, estimator: str = "lsq",
-         on_probe=None, on_hop=None) -> list[HopResult]:
+         on_probe=None, on_hop=None, hops: list[HopResult] | None = None) -> list[HopResult]:
     """Probe hops first..last until the destination answers.
 
     Fixed plan (plan.reps): reps rounds per hop, as pchar. Adaptive: min_rounds on a new hop,
     then one round at a time on whichever of this hop and the previous one has the larger
     slope error (the link's interval depends on both fits) until the link's interval is tight
     or both hops have had max_rounds. A silent hop's link is folded into the next one."""
-    hops: list[HopResult] = []
+    hops = [] if hops is None else hops     # the caller's list keeps what Ctrl-C interrupted
     for ttl in range(first, last + 1):
         hop = HopResult(ttl, gap_s=plan.gap_s)
         hops.append(hop)

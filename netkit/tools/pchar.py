@@ -290,8 +290,11 @@ def command(
         view = PcharView(out, numeric)
         view.start(destination, prober, plan, protocol)
         started = time.monotonic()
+        hops: list[pc.HopResult] = []
         try:
-            hops = pc.walk(prober, plan, first, last, estimator, on_probe=view.probe)
+            pc.walk(prober, plan, first, last, estimator, on_probe=view.probe, hops=hops)
+        except KeyboardInterrupt:          # Ctrl-C: report the hops probed so far
+            pc.refit(hops, estimator)
         finally:
             view.stop()
         wall = time.monotonic() - started
