@@ -58,13 +58,24 @@ def hist_total(summary):
     return sum(b["count"] for b in summary["hist_us"])
 
 
+@pytest.fixture
+def peer_ttl(bed):
+    """An unusual TTL / hop limit on the peer's replies, so the TTL column is checked for real."""
+    keys = ["net.ipv4.ip_default_ttl", "net.ipv6.conf.l0h.hop_limit"]   # l0h: the peer's end
+    old = [bed.run(bed.target, ["sysctl", "-n", k]).stdout.strip() for k in keys]
+    bed.run(bed.target, ["sysctl", "-q", "-w"] + [f"{k}=77" for k in keys])
+    yield 77
+    bed.run(bed.target, ["sysctl", "-q", "-w"] + [f"{k}={v}" for k, v in zip(keys, old)])
+
+
 @pytest.mark.parametrize("family", [4, 6])
-def test_every_request_answered_once_and_rtts_ordered(bed, family):
+def test_every_request_answered_once_and_rtts_ordered(bed, family, peer_ttl):
     records, _ = superping(bed, "-c", str(N), "-i", "0.01", "-W", "2", bed.target_addr(family))
     replies, lost, summary = split(records)
     assert lost == []
     assert sorted(r["seq"] for r in replies) == list(range(1, N + 1))   # each exactly once
     assert all(not r["dup"] and r["from"] == bed.target_addr(family) for r in replies)
+    assert {r["ttl"] for r in replies} == {peer_ttl}      # one hop: as the peer sent them
     for r in replies:
         assert r["kernel_rtt_us"] is not None and r["stack_rtt_us"] is not None
         assert 0 < r["kernel_rtt_us"] <= r["user_rtt_us"]
