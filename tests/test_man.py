@@ -2,6 +2,7 @@
 now, and groff must render each without a warning."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -26,5 +27,6 @@ def test_man_pages_render_without_warnings():
         result = subprocess.run(["groff", "-ww", "-man", "-Tutf8", str(page)], capture_output=True,
                                 text=True)
         assert result.returncode == 0 and result.stderr == "", (page.name, result.stderr)
+        text = re.sub(r".\x08", "", result.stdout)         # grotty's overstrike for bold
         for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "SEE ALSO"):
-            assert section in result.stdout, (page.name, section)
+            assert section in text, (page.name, section)
