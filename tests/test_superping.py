@@ -195,6 +195,26 @@ def test_datagram_socket(bed):
     assert hist_total(summary) == 10
 
 
+@pytest.mark.parametrize("source", ["device", "address"])
+def test_interface_option_takes_a_device_or_a_source_address(bed, source):
+    iface = "l0t" if source == "device" else bed.host_addr(4)
+    records, _ = superping(bed, "-I", iface, "-c", "3", "-i", "0.01", bed.target_addr(4))
+    replies, _, _ = split(records)
+    assert sorted(r["seq"] for r in replies) == [1, 2, 3]
+
+
+def test_unprivileged_without_ping_group_range_is_one_line(bed):
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    key = "net.ipv4.ping_group_range"
+    old = bed.run(bed.host, ["sysctl", "-n", key]).stdout.split()
+    bed.run(bed.host, ["sysctl", "-q", "-w", f"{key}=1 0"])            # nobody may ping
+    try:
+        res = bed.run(bed.host, nobody + NETKIT + ["-c", "1", bed.target_addr(4)], check=False)
+    finally:
+        bed.run(bed.host, ["sysctl", "-q", "-w", f"{key}={' '.join(old)}"])
+    assert "ping_group_range" in assert_one_line_error(res, "superping")
+
+
 def test_without_bpf_it_says_so_and_still_times(bed):
     """As an unprivileged user: a datagram socket, one line about BPF, user + kernel RTTs."""
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
