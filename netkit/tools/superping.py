@@ -9,6 +9,7 @@ other processes (a running ping) by the tracepoints alone.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from typing import Annotated, Optional
@@ -369,12 +370,21 @@ def run_passive(out, units: Units, family, count, deadline, pid, name, tx_point)
 
 def run_active(out, units: Units, pinger: Pinger, count, interval, timeout, deadline,
                quiet, stamp, tx_point) -> int:
+    with contextlib.ExitStack() as cleanup:          # detaches the BPF side however we leave
+        try:
+            timer = cleanup.enter_context(StackTimer(pinger.family, pinger.ident,
+                                                     tx_point=tx_point))
+        except NetkitError as exc:
+            timer = None
+            out.note(f"netkit superping: no in-stack RTT ({exc}); "
+                     f"showing user and kernel-stamped RTTs")
+        return _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
+                             quiet, stamp)
+
+
+def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
+                  quiet, stamp) -> int:
     view = ActiveView(out, units, quiet, stamp)
-    timer = None
-    try:
-        timer = StackTimer(pinger.family, pinger.ident, tx_point=tx_point).__enter__()
-    except NetkitError as exc:
-        out.note(f"netkit superping: no in-stack RTT ({exc}); showing user and kernel-stamped RTTs")
     if not pinger.timestamping:
         out.note("netkit superping: this socket refused SO_TIMESTAMPING; no kernel-stamped RTT")
     view.start(pinger, timer is not None)
@@ -406,7 +416,6 @@ def run_active(out, units: Units, pinger: Pinger, count, interval, timeout, dead
     if timer is not None:
         hist, source = timer.hist_slots(), "stack"
         info.update(lost_events=timer.lost_events(), unmatched_replies=timer.counts()["unmatched"])
-        timer.__exit__(None, None, None)
     else:
         hist = log2_slots([r.kernel_rtt_ns / 1e3 for r, _ in replies
                            if not r.dup and r.kernel_rtt_ns is not None])
