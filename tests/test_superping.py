@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import NETKIT as NETKIT_BIN, Traced, assert_one_line_error, require_root_bpf, run_netkit
+from conftest import (NETKIT as NETKIT_BIN, Traced, assert_one_line_error, require_root_bpf,
+                      run_netkit)
 from netkit.net.superping import checksum, echo_request, stats
 from netkit.tools.superping import log2_slots
 

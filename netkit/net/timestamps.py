@@ -57,7 +57,8 @@ IP_RECVERR = 11
 IPV6_RECVERR = 25
 _RECVERR_CMSGS = {(socket.SOL_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)}
 
-_EXT_ERR = struct.Struct("=IBBBBII")   # ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data
+# struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data
+_EXT_ERR = struct.Struct("=IBBBBII")
 _TS_NEW = struct.Struct("=qq")          # struct __kernel_timespec
 _TS_OLD = struct.Struct("=ll")          # struct timespec (native long)
 _ANC_SIZE = 512                         # room for stamps + an extended error + its offender address

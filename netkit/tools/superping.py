@@ -62,7 +62,8 @@ MAN = ManPage(
         ("netkit superping -c 10 -s 1400 -I veth0 10.0.0.2", "larger requests through one device"),
         ("netkit superping --json -c 3 127.0.0.1", "NDJSON: one object per reply and a summary"),
         ("netkit superping --passive", "time the echoes of every ping running on the host"),
-        ("netkit superping --passive -n ping -c 10", "the first ten echoes of processes named ping"),
+        ("netkit superping --passive -n ping -c 10", "the first ten echoes that processes named "
+                                                     "ping exchange"),
     ],
     output=(
         "Active: one line per reply, like ping's: `64 bytes from ADDR: icmp_seq=N ttl=T "
@@ -279,7 +280,8 @@ class ActiveView:
         u = self.units
         self.out.line()
         self.out.line(f"--- {pinger.dest} superping statistics ---")
-        extra = (f", +{dups} duplicates" if dups else "") + (f", +{errors} errors" if errors else "")
+        extra = ((f", +{dups} duplicates" if dups else "") +
+                 (f", +{errors} errors" if errors else ""))
         self.out.line(f"{sent} packets transmitted, {len(good)} received{extra}, "
                       f"{loss:.4g}% packet loss, time {elapsed * 1e3:.0f}ms")
         if not good:
