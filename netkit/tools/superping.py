@@ -335,6 +335,7 @@ class PassiveView:
                      f"{u.fmt(s.max)}/{u.fmt(s.mdev)} {u.name}")
         self.out.line(line + f"; {info['unmatched_replies']} replies without a seen request")
         if any(hist):
+            self.out.line()
             self.out.hist("in-stack RTT", hist, "us")
 
 
