@@ -54,6 +54,14 @@ def port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except OSError:                     # refused while starting, or 503 until storage is open
+        return False
+
+
 def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
     if process.poll() is None:
         process.send_signal(sig)
@@ -67,7 +75,8 @@ def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
 def sample_snapshot(tool="demo", ts=None, connects=5, slots=(0, 1, 3, 0, 2), latency_sum=41):
     return Snapshot(
         tool=tool, ts=time.time() if ts is None else ts,
-        counters=[Counter(f"{tool}_connect_calls", "Calls to connect()", connects, {"comm": "curl"}),
+        counters=[Counter(f"{tool}_connect_calls", "Calls to connect()", connects,
+                          {"comm": "curl"}),
                   Counter(f"{tool}_connect_calls", "Calls to connect()", 2, {"comm": "wget"})],
         histograms=[Histogram(f"{tool}_connect_latency", "Time spent in connect()", slots,
                               latency_sum, 1e-6, {"family": "ipv4"})])
@@ -115,7 +124,8 @@ def prometheus_scraping(tmp_path):
             [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log))
         start.api = f"http://127.0.0.1:{port}/api/v1/query?query="
-        wait_until(lambda: port_open(port), 20, "prometheus to listen")
+        ready = f"http://127.0.0.1:{port}/-/ready"
+        wait_until(lambda: http_ok(ready), 20, "prometheus to be ready")
 
     def query(promql: str) -> list[dict]:
         with urllib.request.urlopen(start.api + urllib.parse.quote(promql), timeout=5) as reply:

@@ -1,4 +1,4 @@
-"""Exporters: each interval, an interval tool hands its Snapshot to the exporters the user asked for.
+"""Exporters: each interval, an interval tool hands its Snapshot to the exporters asked for.
 
     --prometheus [ADDR:]PORT   an HTTP /metrics endpoint (127.0.0.1 unless an address is given)
     --textfile DIR             a .prom file per tool for node_exporter's textfile collector
@@ -188,7 +188,7 @@ def export_options(*tools: str, validate: Callable[[dict], None] | None = None):
         def run_with_exporters(*args, **kwargs):
             options = {name: kwargs.pop(name, None) for name in _OPTION_PARAMETERS}
             try:
-                if validate:        # checks of the command's own arguments, before any server starts
+                if validate:        # the command's own checks, before any server starts
                     validate({**kwargs, **options})
                 hub = ExportHub.from_options(list(tools), **options)
             except ExportUsageError as error:

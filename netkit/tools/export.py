@@ -31,7 +31,8 @@ MAN = ManPage(
         "tools' log2 slots. The endpoint binds to 127.0.0.1 unless an address is given. "
         "Graphite lines go through a bounded queue in a background thread: when carbon is "
         "unreachable netkit keeps the newest intervals, reconnects with exponential backoff, and "
-        "reports how many metrics it dropped (also sent as <prefix>.netkit.graphite.lost_metrics)."),
+        "reports how many metrics it dropped (also sent as "
+        "<prefix>.netkit.graphite.lost_metrics)."),
     examples=[
         ("netkit export --prometheus 9464", "every exportable tool, served on 127.0.0.1:9464"),
         ("netkit export sockstat --prometheus 0.0.0.0:9464 -i 15", "for a remote Prometheus"),
@@ -53,21 +54,25 @@ IntervalOpt = Annotated[float, typer.Option(
     help="Seconds between two reads of the kernel's counters.")]
 
 
-def exportable_tools() -> dict:
-    """Tool modules that offer `export_source(pid=, name=, cgroup=)`, by name."""
+def exportable_tools(names: list[str] | None = None) -> dict:
+    """Tool modules that offer `export_source(pid=, name=, cgroup=)`, by name; when names are
+    given only those are imported (start-up stays short, and a tool that was not asked for
+    cannot get in the way)."""
     from netkit.cli import tool_modules
-    return {name: module for name, module in tool_modules().items()
-            if hasattr(module, "export_source")}
+    modules = {}
+    for name in names or [None]:
+        modules.update(tool_modules(name))
+    return {name: module for name, module in modules.items() if hasattr(module, "export_source")}
 
 
 def check_arguments(arguments: dict) -> None:
     if not any(arguments[option] for option in ("prometheus", "textfile", "graphite")):
         raise ExportUsageError("name where to export: --prometheus, --textfile or --graphite")
-    available = exportable_tools()
-    unknown = [tool for tool in arguments["tools"] or [] if tool not in available]
+    named = arguments["tools"] or []
+    unknown = [tool for tool in named if tool not in exportable_tools(named)]
     if unknown:
         raise ExportUsageError(f"cannot export {', '.join(unknown)} "
-                               f"(exportable: {', '.join(available)})")
+                               f"(exportable: {', '.join(exportable_tools())})")
 
 
 @tool_errors("export")
@@ -84,7 +89,7 @@ def command(
 ):
     from netkit.engine.bpfobject import set_verbose
 
-    available = exportable_tools()
+    available = exportable_tools(tools)
     chosen = list(dict.fromkeys(tools or sorted(available)))
     set_verbose(verbose)
     with contextlib.ExitStack() as attached:
