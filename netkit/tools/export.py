@@ -47,7 +47,7 @@ MAN = ManPage(
 )
 
 ToolsArg = Annotated[Optional[list[str]], typer.Argument(
-    metavar="TOOL", show_default=False,
+    metavar="TOOL...", show_default=False,
     help="Tools to run (default: every tool that can export).")]
 IntervalOpt = Annotated[float, typer.Option(
     "-i", "--interval", min=0.1, metavar="SECONDS",
