@@ -184,10 +184,14 @@ def test_prometheus_binds_loopback_unless_told(tmp_path):
 def test_textfile_is_replaced_atomically_and_passes_promtool(tmp_path):
     promtool = need_program("promtool")
     writer = TextfileWriter(str(tmp_path))
-    writer.publish(sample_snapshot("sockstat", connects=3))
     first = tmp_path / "netkit_sockstat.prom"
-    inode = first.stat().st_ino
-    writer.publish(sample_snapshot("sockstat", connects=9))
+    try:
+        writer.publish(sample_snapshot("sockstat", connects=3))
+        wait_until(lambda: first.exists(), 5, "the first textfile")
+        inode = first.stat().st_ino
+        writer.publish(sample_snapshot("sockstat", connects=9))
+    finally:
+        writer.close()                                  # writes what is pending, then stops
     assert first.stat().st_ino != inode                 # a new file renamed over the old one
     assert 'netkit_sockstat_connect_calls_total{comm="curl"} 9.0' in first.read_text()
     assert sorted(os.listdir(tmp_path)) == ["netkit_sockstat.prom"]   # no temp files left

@@ -137,7 +137,8 @@ class TextfileWriter:
     """Writes DIR/netkit_<tool>.prom each interval, atomically (temp file + rename).
 
     node_exporter's textfile collector reads every *.prom in DIR at each scrape; the rename means
-    it sees either the previous interval's file or the new one, never half of one.
+    it sees either the previous interval's file or the new one, never half of one. Writing is
+    done by a daemon thread, latest Snapshot wins, so a slow disk never holds up a measurement.
     """
 
     def __init__(self, directory: str, notice: Callable[[str], None] | None = None):
@@ -148,11 +149,40 @@ class TextfileWriter:
         self.directory = directory
         self.notice = notice
         self._failing = False   # report a write failure once, not every interval
+        self._pending: dict[str, Snapshot] = {}
+        self._wakeup = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._write_loop, name="textfile-writer",
+                                        daemon=True)
+        self._thread.start()
 
     def path_for(self, tool: str) -> str:
         return os.path.join(self.directory, f"{NAMESPACE}_{tool}.prom")
 
     def publish(self, snapshot: Snapshot) -> None:
+        with self._wakeup:
+            self._pending[snapshot.tool] = snapshot
+            self._wakeup.notify()
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
+        self._thread.join(5)    # the final totals are written before netkit exits
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._pending and not self._closing:
+                    self._wakeup.wait()
+                pending, self._pending = self._pending, {}
+                closing = self._closing
+            for snapshot in pending.values():
+                self._write_reporting_failure(snapshot)
+            if closing and not pending:
+                return
+
+    def _write_reporting_failure(self, snapshot: Snapshot) -> None:
         try:
             self._write(snapshot)
         except OSError as error:
@@ -178,6 +208,3 @@ class TextfileWriter:
             except FileNotFoundError:
                 pass
             raise
-
-    def close(self) -> None:
-        pass
