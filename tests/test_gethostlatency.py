@@ -80,6 +80,19 @@ for line in sys.stdin:
     if words[0] == "queries":
         print(json.dumps(server.queries), flush=True)
         continue
+    if words[0] == "threads":          # threads N NAME: N getaddrinfo calls at once
+        import threading
+        tids, start = [], time.perf_counter()
+        def one():
+            tids.append(threading.get_native_id())
+            getaddrinfo(words[2])
+        workers = [threading.Thread(target=one) for _ in range(int(words[1]))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        print(json.dumps({"tids": tids, "elapsed": time.perf_counter() - start}), flush=True)
+        continue
     start = time.perf_counter()
     ok = CALLS[words[0]](words[1])
     print(json.dumps({"ok": ok, "elapsed": time.perf_counter() - start}), flush=True)
@@ -124,7 +137,8 @@ class Resolver:
         return json.loads(self.proc.stdout.readline())
 
     def call(self, function: str, name: str) -> dict:
-        return self._ask(f"{function} {name}")
+        self.last = self._ask(f"{function} {name}")
+        return self.last
 
     def queries(self) -> list:
         return self._ask("queries")
@@ -185,6 +199,19 @@ def test_each_call_once_with_name_pid_latency_and_result(resolver):
     # The answers came from the test's server, not from /etc/hosts or the host's resolver.
     asked = {name for name, _ in resolver.queries()}
     assert asked == {SLOW, MISSING}
+
+
+def test_concurrent_lookups_on_threads_are_kept_apart(resolver):
+    """A thread pool resolving at once (what event loops do): one event per thread, each with
+    the whole delay, none mixed up with another thread's call."""
+    _, out = trace(["-p", str(resolver.pid), "--json"], [(resolver, "threads", f"8 {SLOW}")])
+    records = lookups(out)
+    tids = resolver.last["tids"]
+    assert sorted(r["tid"] for r in records) == sorted(tids) and len(set(tids)) == 8
+    for r in records:
+        assert (r["pid"], r["function"], r["host"], r["result"]) == \
+            (resolver.pid, "getaddrinfo", SLOW, "OK")
+        assert SLOW_DELAY <= r["latency_ms"] / 1e3 <= resolver.last["elapsed"] + 0.0005
 
 
 def test_name_filter_sees_only_that_command(resolver, tmp_path):

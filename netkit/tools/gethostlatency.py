@@ -250,9 +250,9 @@ class LookupView:
         from netkit.render.output import StreamTable
         self.out = out
         self.stream = StreamTable(out, [
-            Column("TIME", 8, "<", style="dim"), Column("PID", 7), Column("COMM", 16, "<"),
+            Column("TIME", 8, "<", style="dim"), Column("PID", 7), Column("COMM", 15, "<"),
             Column("LATms", 10, fmt=lambda v: f"{v:.3f}", style="bold"),
-            Column("HOST", 30, "<", style="cyan"), Column("RESULT", 6, "<")])
+            Column("HOST", 28, "<", style="cyan"), Column("RESULT", 6, "<")])  # 79 wide
 
     def event(self, e) -> None:
         from netkit.render.output import clock_now
