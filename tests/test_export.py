@@ -181,6 +181,16 @@ def test_prometheus_binds_loopback_unless_told(tmp_path):
         server.close()
 
 
+def test_prometheus_serves_on_ipv6_loopback():
+    server = PrometheusServer("[::1]:0")
+    try:
+        assert server.url.startswith("http://[::1]:")
+        with urllib.request.urlopen(server.url, timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        server.close()
+
+
 def test_textfile_is_replaced_atomically_and_passes_promtool(tmp_path):
     promtool = need_program("promtool")
     writer = TextfileWriter(str(tmp_path))
