@@ -10,7 +10,7 @@ import random
 import pytest
 
 from netkit.net import pchar as pc
-from tools.testbed import Link, TestBed, TestBedError
+from tools.testbed import Link, TestBed, fixture_bed
 
 from conftest import NETKIT, assert_one_line_error, require_or_skip
 
@@ -121,13 +121,7 @@ def test_plans_and_pchar_defaults():
 
 @pytest.fixture(scope="module")
 def bed():
-    if os.geteuid() != 0:
-        require_or_skip("pchar and the test bed need root")
-    try:
-        with TestBed(PATH) as b:
-            yield b
-    except TestBedError as e:
-        require_or_skip(f"test bed unavailable: {e}")
+    yield from fixture_bed(PATH, require_or_skip)
 
 
 def pchar(bed, *args, ns=None, timeout=120):
@@ -214,6 +208,7 @@ def test_no_route(bed):
     (["-s", "5", "-H", "3", "198.18.2.2"], 2, "beyond the last hop"),
     (["-m", "80", "-I", "32", "198.18.2.2"], 2, "no room"),
     (["-6", "198.18.2.2"], 1, "is not an IPv6 address"),
+    (["--source", "198.18.9.9", "198.18.2.2"], 1, "198.18.9.9: Cannot assign requested address"),
 ])
 def test_bad_input_is_one_line(bed, args, code, text):
     assert text in assert_one_line_error(pchar(bed, *args), "pchar", code)

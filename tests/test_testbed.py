@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from tools.testbed import Link, TestBed, TestBedError, measure_link, remove_stale
+from conftest import require_or_skip
+from tools.testbed import Link, TestBed, fixture_bed, measure_link, remove_stale
 from tools.testbed.__main__ import parse_link
 
 pytestmark = pytest.mark.netns
@@ -26,26 +27,9 @@ LAT_EXTRA_MAX = 60e-6
 PATH = [Link(100e6, 0.001), Link(10e6, 0.005), Link(50e6, 0.002)]
 
 
-def _require_or_skip(reason: str):
-    """The house rule: under CI a test that cannot run fails; elsewhere it skips."""
-    try:
-        from conftest import require_or_skip
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot run under CI: {reason}")
-        pytest.skip(reason)
-    require_or_skip(reason)
-
-
 @pytest.fixture(scope="module")
 def bed():
-    if os.geteuid() != 0:
-        _require_or_skip("the test bed needs root")
-    try:
-        with TestBed(PATH) as b:
-            yield b
-    except TestBedError as e:
-        _require_or_skip(f"test bed unavailable: {e}")
+    yield from fixture_bed(PATH, require_or_skip)
 
 
 def _netns_names() -> set[str]:
@@ -102,7 +86,7 @@ def test_plain_veth_link_and_unique_names(bed):
 
 def test_teardown_on_sigterm_leaves_nothing():
     if os.geteuid() != 0:
-        _require_or_skip("the test bed needs root")
+        require_or_skip("the test bed needs root")
     code = ("import sys, time; sys.path.insert(0, '.');"
             "from tools.testbed import TestBed, Link\n"
             "with TestBed([Link(10e6, 0.001)]) as b:\n"

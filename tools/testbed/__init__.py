@@ -298,6 +298,19 @@ class TestBed:
             self._qos_fd = None
 
 
+def fixture_bed(links: list[Link], require_or_skip, **kw):
+    """The body of a pytest fixture: `yield from fixture_bed(LINKS, require_or_skip)` gives a
+    bed for the fixture's scope, or hands the reason it cannot be built to require_or_skip
+    (conftest's: a failure under CI, a skip elsewhere)."""
+    if os.geteuid() != 0:
+        require_or_skip("the test bed needs root")
+    try:
+        with TestBed(links, **kw) as bed:
+            yield bed
+    except TestBedError as e:
+        require_or_skip(f"test bed unavailable: {e}")
+
+
 def remove_stale() -> list[str]:
     """Delete test-bed namespaces whose creating process is gone (e.g. after a SIGKILL)."""
     res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
