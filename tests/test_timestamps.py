@@ -77,6 +77,20 @@ def test_tx_sched_adds_a_qdisc_stamp_before_the_send_stamp(udp_pair):
     assert kinds["sched"].ns <= kinds["snd"].ns
 
 
+def test_enable_waits_until_rx_stamping_is_on():
+    """Linux turns RX stamping on lazily (a work item) when the first socket asks for it, so a
+    packet right after setsockopt could come back unstamped; enable() waits that out. The pause
+    after each close lets the kernel turn stamping off again when no other socket wants it."""
+    for _ in range(30):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            ts.enable(sock)
+            sock.sendto(b"first", sock.getsockname())
+            assert ts.recv(sock, 16).rx_ns is not None
+        time.sleep(0.02)
+    assert ts.wait_rx_stamping()
+
+
 def test_rx_stamp_absent_when_not_enabled(udp_pair):
     tx, rx = udp_pair
     tx.sendto(b"plain", rx.getsockname())

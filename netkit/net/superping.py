@@ -217,7 +217,7 @@ class Pinger:
             if self.ttl is not None:
                 sock.setsockopt(socket.SOL_IP, socket.IP_TTL, self.ttl)
         try:
-            timestamps.enable(sock)
+            timestamps.enable(sock)             # waits until RX stamping is really on
             self.timestamping = True
         except timestamps.TimestampingError:
             self.timestamping = False

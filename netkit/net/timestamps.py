@@ -7,6 +7,8 @@ the packet enters the stack (delivered with the packet as a control message). Th
 those on and parses them; it knows nothing about ICMP or UDP, so any prober can use it:
 
     flags = enable(sock)                       # software TX + RX stamps, OPT_ID, OPT_TSONLY
+                                               # (waits until the kernel stamps RX: it turns
+                                               # that on lazily, system-wide)
     sock.sendto(packet, addr)                  # the n-th send gets key n (n counts from 0)
     reply = recv(sock, 2048)                   # reply.data, reply.address, reply.rx_ns
     for rec in read_error_queue(sock):         # non-blocking drain
@@ -24,6 +26,7 @@ import errno
 import select
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 # socket options (asm-generic/socket.h). _NEW always carries 64-bit timespecs.
@@ -68,20 +71,50 @@ class TimestampingError(OSError):
     """The socket refused SO_TIMESTAMPING (old kernel, or flags it does not allow)."""
 
 
-def enable(sock: socket.socket, flags: int = DEFAULT_FLAGS) -> int:
+def enable(sock: socket.socket, flags: int = DEFAULT_FLAGS, wait_rx: bool = True) -> int:
     """Turn on SO_TIMESTAMPING with `flags` and return the option number that took them.
 
     The _NEW option is tried first (64-bit stamps everywhere); both forms parse the same.
+    With RX_SOFTWARE in `flags` it also waits (wait_rx_stamping) until the kernel really
+    stamps received packets, unless wait_rx is False.
     """
     last: OSError | None = None
     for opt in (SO_TIMESTAMPING_NEW, SO_TIMESTAMPING_OLD):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, flags)
+            if wait_rx and flags & RX_SOFTWARE:
+                wait_rx_stamping()
             return opt
         except OSError as exc:
             last = exc
     raise TimestampingError(last.errno if last else errno.EINVAL,
                             f"SO_TIMESTAMPING refused: {last}")
+
+
+def wait_rx_stamping(timeout: float = 0.5) -> bool:
+    """Wait until the kernel stamps received packets (enable() calls it for RX stamps).
+
+    Linux switches RX software stamping on for the whole system lazily: the first socket that
+    asks schedules a work item that flips a static key, and packets that arrive before it runs
+    carry no stamp. This loops a datagram through 127.0.0.1 until it comes back stamped.
+    Returns False when it did not within `timeout` s (or loopback is down in this namespace).
+    """
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", 0))
+            enable(probe, RX_SOFTWARE | SOFTWARE, wait_rx=False)
+            probe.settimeout(0.05)
+            while time.monotonic() < deadline:
+                probe.sendto(b"", probe.getsockname())
+                try:
+                    if recv(probe, 16).rx_ns is not None:
+                        return True
+                except TimeoutError:
+                    pass
+        except OSError:
+            return False
+    return False
 
 
 def software_stamp_ns(ancdata) -> int | None:
