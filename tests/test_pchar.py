@@ -231,6 +231,38 @@ def test_silent_hop_is_a_star_and_its_link_folds_into_the_next(bed):
     assert hops[2]["bandwidth_bps"] == pytest.approx(PATH[2].rate_bps, rel=BW_TOL)
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_udp_needs_no_privilege_and_raw_kinds_say_they_do(bed):
+    res = bed.run(bed.host, [*NOBODY, str(NETKIT), "pchar", "--json", "-n", "-g", "0", "-R", "2",
+                             "-I", "256", bed.target_addr(4)], check=False)
+    assert res.returncode == 0, res.stderr
+    hops = [json.loads(l) for l in res.stdout.splitlines()][:-1]
+    assert [h["address"] for h in hops] == bed.hop_addrs(4)
+    res = bed.run(bed.host, [*NOBODY, str(NETKIT), "pchar", "-p", "icmp", bed.target_addr(4)],
+                  check=False)
+    assert "raw sockets need root" in assert_one_line_error(res, "pchar")
+
+
+def test_loss_counts_exactly_the_probes_the_target_dropped(bed):
+    """nft on the target drops every 4th probe that reaches it (numgen counts them itself)."""
+    t = bed.target
+    for cmd in ("add table inet nkloss",
+                "add chain inet nkloss in { type filter hook input priority 0 ; }",
+                "add rule inet nkloss in udp dport 32768 numgen inc mod 4 == 0 counter drop"):
+        bed.run(t, ["nft", cmd])
+    try:
+        hops, _ = pchar_json(bed, "-R", "2", "-I", "256", "-t", "0.3", bed.target_addr(4))
+        listing = bed.run(t, ["nft", "list", "table", "inet", "nkloss"]).stdout
+    finally:
+        bed.run(t, ["nft", "delete table inet nkloss"])
+    dropped = int(listing.split("counter packets ")[1].split()[0])
+    assert hops[2]["probes"] == 10 and dropped == 3           # probes 0, 4 and 8 at hop 3
+    assert hops[2]["answered"] == 7 and hops[2]["loss_pct"] == 30.0
+    assert hops[0]["loss_pct"] == hops[1]["loss_pct"] == 0
+
+
 def test_rate_limited_router_is_detected():
     """Kernel defaults (icmp_ratelimit 1000 ms, a burst of 6 per peer): the target answers the
     first few probes at once, then about one a second."""

@@ -47,7 +47,8 @@ MAN = ManPage(
         "fit is poor (r2 below 0.9). A hop whose first probes go unanswered is shown as *. When "
         "answers stop in bursts after a hop has answered (routers rate-limit ICMP errors), the "
         "hop is flagged rate-limited and the gap between its probes is doubled (up to 2 s).\n\n"
-        "Needs root (raw sockets). Probes go one at a time; -g sets the mean gap between them."),
+        "UDP probes need no privilege; icmp and tcp need raw sockets (root or CAP_NET_RAW). "
+        "Probes go one at a time; -g sets the mean gap between them."),
     examples=[
         ("netkit pchar -n 198.18.2.2", "characterise every link to a host, adaptively"),
         ("netkit pchar -n -R 32 -g 0.25 198.18.2.2", "pchar 1.5's default plan"),
