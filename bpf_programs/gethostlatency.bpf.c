@@ -110,7 +110,9 @@ static __always_inline int lookup_enter(__u8 func, const char *host, __u64 resul
 	call->host_ptr = (__u64)host;
 	call->result_ptr = result_ptr;
 	call->herrno_ptr = herrno_ptr;
-	call->host[0] = 0;
+	/* The whole buffer, not just host[0]: the name is a histogram key, and the string read
+	 * leaves what a longer name wrote before it in the rest of this reused buffer. */
+	__builtin_memset(call->host, 0, sizeof(call->host));
 	call->host_read = host && bpf_probe_read_user_str(call->host, sizeof(call->host), host) > 0;
 	call->start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&calls, &tid, call, BPF_ANY);

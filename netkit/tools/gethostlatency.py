@@ -204,7 +204,7 @@ def choose_libcs(libc: Path | None, pid: int | None, cgroup: Path | None) -> lis
         with open(libc, "rb") as f:
             if f.read(4) != b"\x7fELF":
                 raise NetkitError(f"--libc {libc}: not an ELF file")
-        chosen = [Libc(str(libc), str(libc))]
+        chosen = [Libc(str(libc.resolve()), str(libc))]
     elif pid is not None:
         chosen = [libc_of_process(pid)]
     else:
