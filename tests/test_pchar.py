@@ -148,7 +148,7 @@ def test_each_hop_within_10pct_and_100us_of_the_truth(bed, family, proto):
         assert hop["loss_pct"] == 0 and hop["answered"] == hop["probes"]
     assert hops[-1]["reached"] and hops[-1]["note"] == "destination"
     assert summary["reached"] and summary["protocol"] == proto and summary["family"] == family
-    assert summary["probes"] == sum(h["probes"] for h in hops)
+    assert summary["probes"] == sum(h["probes"] for h in hops) and summary["unstamped"] == 0
     # the budget: at least 5x fewer probes than pchar's default plan
     assert summary["probes"] * 5 <= summary["pchar_default_probes"] == 4416
 

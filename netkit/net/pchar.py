@@ -99,6 +99,7 @@ class Prober:
         self.source = source
         self.seq = random.randrange(1 << 16)
         self.sent = 0
+        self.unstamped = 0              # answers without kernel stamps (counted as lost)
         self._tx_socks: list[socket.socket] = []
         self._rx_socks: list[socket.socket] = []
         self._sends: dict[int, int] = {}   # OPT_ID counter per TX socket (fileno -> sends)
@@ -183,24 +184,25 @@ class Prober:
         tx_sock, key = self._send(ttl, size, self.seq)
         self.sent += 1
         tx_ns = rx_ns = None
+        answered = last_pass = False
         deadline = time.monotonic() + self.timeout
         poller = select.poll()
         for s in self._tx_socks + self._rx_socks:
             poller.register(s, select.POLLIN | select.POLLERR)
-        while tx_ns is None or rx_ns is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(max(1, int(left * 1000))):
-                if tx_ns is None or rx_ns is None:
-                    return Sample(ttl, size, sample.seq)        # lost (or never stamped)
+        while True:
+            if not answered:
+                left = deadline - time.monotonic()
+                if left <= 0 or not poller.poll(max(1, int(left * 1000))):
+                    return Sample(ttl, size, sample.seq)        # lost
             for s in self._tx_socks:
                 for rec in timestamps.read_error_queue(s, 4096):
                     if rec.is_tx_stamp:
                         if s is tx_sock and rec.key == key and (tx_ns is None or rec.kind == "snd"):
                             tx_ns = rec.ns
-                    elif rx_ns is None and self._match_error(rec, sample):
-                        rx_ns = rec.rx_ns
+                    elif not answered and self._match_error(rec, sample):
+                        answered, rx_ns = True, rec.rx_ns
             for s in self._tx_socks + self._rx_socks:
-                while rx_ns is None:
+                while not answered:
                     try:
                         got = timestamps.recv(s, 4096, socket.MSG_DONTWAIT)
                     except (BlockingIOError, InterruptedError):
@@ -208,7 +210,16 @@ class Prober:
                     except OSError:           # a pending ICMP error reported on a plain recv
                         break
                     if self._match_packet(s, got, sample):
-                        rx_ns = got.rx_ns
+                        answered, rx_ns = True, got.rx_ns
+            # The TX stamp is queued when the probe leaves, long before its answer returns:
+            # once answered, one more pass over the error queue has it if it exists at all.
+            if answered:
+                if tx_ns is not None or rx_ns is None or last_pass:
+                    break
+                last_pass = True
+        if tx_ns is None or rx_ns is None:          # the kernel did not stamp it: no timing
+            self.unstamped += 1
+            return Sample(ttl, size, sample.seq)
         sample.rtt_ns = rx_ns - tx_ns
         return sample
 

@@ -65,7 +65,8 @@ MAN = ManPage(
         "loss_pct, bandwidth_bps, bandwidth_low_bps, bandwidth_high_bps (null when unbounded or "
         "unreliable), latency_us, latency_ci_us, queue_us, r2, slope_ns_per_byte, "
         "intercept_us, reliable, note, rate_limited, reached, rounds. At the end type "
-        "\"summary\" with destination, address, family, protocol, probes, wall_s, reached, "
+        "\"summary\" with destination, address, family, protocol, probes, unstamped (answers "
+        "the kernel did not timestamp, counted as lost), wall_s, reached, "
         "adaptive and pchar_default_probes (what pchar 1.5's default plan sends for the same "
         "hops)."),
     see_also=["pchar(8)", "traceroute(8)", "netkit-superping(8)"],
@@ -303,7 +304,8 @@ def command(
         reached = bool(hops) and hops[-1].reached
         view.summary({"destination": destination, "address": prober.address,
                       "family": 6 if prober.v6 else 4, "protocol": protocol,
-                      "probes": prober.sent, "wall_s": round(wall, 3), "reached": reached,
+                      "probes": prober.sent, "unstamped": prober.unstamped,
+                      "wall_s": round(wall, 3), "reached": reached,
                       "adaptive": reps is None, "hops": len(hops),
                       "pchar_default_probes": pc.pchar_default_probes(len(hops))})
     fatal = hops[-1].fatal if hops else None
