@@ -358,3 +358,16 @@ def test_sigterm_ends_like_ctrl_c():
     tracer = Traced(["gethostlatency", "--json"])
     out, err = tracer.finish(signal.SIGTERM)
     assert tracer.proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_closed_pipe_ends_quietly(resolver):
+    """`netkit gethostlatency | head -1`: the reader goes away, netkit exits 0 without a word."""
+    tracer = Traced(["gethostlatency", "-p", str(resolver.pid), "--json"])
+    resolver.call("getaddrinfo", MISSING)
+    assert json.loads(tracer.proc.stdout.readline())["host"] == MISSING
+    tracer.proc.stdout.close()
+    for _ in range(3):                  # the next writes meet the closed pipe
+        resolver.call("getaddrinfo", MISSING)
+    assert tracer.proc.wait(timeout=20) == 0
+    err = "".join(tracer._stderr) + tracer.proc.stderr.read()
+    assert "Traceback" not in err and "Exception" not in err, err
