@@ -12,6 +12,8 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -91,6 +93,28 @@ def test_every_request_answered_once_and_rtts_ordered(bed, family, peer_ttl):
     assert summary["stack_rtt_us"]["n"] == N
     for b in summary["hist_us"]:
         assert b["count"] == sum(b["low"] <= int(r["stack_rtt_us"]) <= b["high"] for r in replies)
+
+
+def test_cpu_busy_inflates_only_the_user_rtt(bed):
+    """Every core spinning: the user RTT takes the scheduler's delays, the kernel ones do not."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 1)]
+    try:
+        records, _ = superping(bed, "-c", "100", "-i", "0.005", "-W", "2", bed.target_addr(4))
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    replies, lost, _ = split(records)
+    assert sorted(r["seq"] for r in replies) == list(range(1, 101)) and lost == []
+    for r in replies:
+        assert 0 < r["kernel_rtt_us"] <= r["user_rtt_us"]
+        assert 0 < r["stack_rtt_us"] <= r["user_rtt_us"]
+    stack = [r["stack_rtt_us"] for r in replies]
+    kernel = [r["kernel_rtt_us"] for r in replies]
+    user = [r["user_rtt_us"] for r in replies]
+    assert statistics.median(abs(a - b) for a, b in zip(stack, kernel)) <= AGREE_US
+    assert statistics.pstdev(stack) < statistics.pstdev(user)
 
 
 @pytest.mark.parametrize("family", [4, 6])
