@@ -286,6 +286,54 @@ def drain(pending: list, view: LookupView) -> None:
         view.event(pending.pop(0))
 
 
+def attach(obj, libcs: list[Libc], pid: int | None, out, verbose: bool) -> list[str]:
+    """Entry and return uprobes on each function of each libc; the functions probed. A libc
+    without getaddrinfo is an error; a missing gethostbyname* is skipped (said with -v)."""
+    from netkit.engine.errors import NetkitError
+    probed = []
+    for lib in libcs:
+        for function, program in FUNCTIONS:
+            try:
+                obj.attach_uprobe(program, lib.path, function, pid=pid or -1)
+                obj.attach_uprobe(RETURN_PROGRAM, lib.path, function, retprobe=True,
+                                  pid=pid or -1)
+            except NetkitError as exc:
+                if function != "getaddrinfo":
+                    if verbose:
+                        out.note(f"netkit gethostlatency: {function} not probed: {exc}")
+                    continue
+                if str(exc).endswith(os.strerror(errno.ENOENT)):      # no such symbol
+                    raise NetkitError(f"{lib.shown} has no function getaddrinfo (not a shared "
+                                      f"glibc?): nothing to probe") from None
+                raise NetkitError(f"{lib.shown} cannot be probed: {exc}") from None
+            probed.append(function)
+    return list(dict.fromkeys(probed))
+
+
+def trace(obj, view: LookupView, hist: bool, duration: float | None, banner: str) -> None:
+    """Stream events (or let the kernel fill the histograms) until Ctrl-C or the duration."""
+    # The ring's callback only queues: an exception inside a ctypes callback would be printed
+    # and lost (a closed pipe among them), so events are rendered after each poll.
+    pending: list = []
+    ring = None if hist else obj.ring_buffer(
+        "events", "lookup_event", lambda e: pending.append(type(e).from_buffer_copy(e)))
+    stop_at = None if duration is None else time.monotonic() + duration
+    try:
+        view.out.note(banner)
+        while stop_at is None or time.monotonic() < stop_at:
+            wait = 0.2 if stop_at is None else max(0.0, min(0.2, stop_at - time.monotonic()))
+            if ring:
+                ring.poll(int(wait * 1000))
+                drain(pending, view)
+            else:
+                time.sleep(wait)
+    except KeyboardInterrupt:
+        pass
+    if ring:
+        ring.poll(0)                     # what returned just before the end
+        drain(pending, view)
+
+
 @tool_errors("gethostlatency")
 def command(
     pid: PidOpt = None,
@@ -299,8 +347,9 @@ def command(
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
 ):
+    import signal
+
     from netkit.engine.bpfobject import BPFObject, Filters, set_verbose
-    from netkit.engine.errors import NetkitError
     from netkit.engine.hist import Log2Hist
     from netkit.render.output import Output
 
@@ -308,57 +357,25 @@ def command(
     out = Output(json_mode=json, no_color=no_color)
     filters = Filters(pid, name, cgroup)
     libcs = choose_libcs(libc, pid, filters.cgroup_path())
-    entries = {program for _, program in FUNCTIONS}
     rodata = {"hist_mode": hist, "hist_ms": hist and milliseconds}
-    with BPFObject("gethostlatency", filters, rodata=rodata,
-                   manual=entries | {RETURN_PROGRAM}) as obj:
-        probed = []
-        for lib in libcs:
-            for function, program in FUNCTIONS:
-                try:
-                    obj.attach_uprobe(program, lib.path, function, pid=pid or -1)
-                    obj.attach_uprobe(RETURN_PROGRAM, lib.path, function, retprobe=True,
-                                      pid=pid or -1)
-                except NetkitError as exc:
-                    if function == "getaddrinfo":
-                        if str(exc).endswith(os.strerror(errno.ENOENT)):   # symbol not found
-                            raise NetkitError(f"{lib.shown} has no function getaddrinfo (not a "
-                                              f"shared glibc?): nothing to probe") from None
-                        raise NetkitError(f"{lib.shown} cannot be probed: {exc}") from None
-                    if verbose:
-                        out.note(f"netkit gethostlatency: {function} not probed: {exc}")
-                    continue
-                probed.append(function)
-        if duration == 0:
-            return
-        view = LookupView(out)
-        # The ring's callback only queues: an exception inside a ctypes callback would be
-        # printed and lost (a closed pipe among them), so events are rendered after each poll.
-        pending: list = []
-        ring = None if hist else obj.ring_buffer(
-            "events", "lookup_event", lambda e: pending.append(type(e).from_buffer_copy(e)))
-        where = ", ".join(lib.shown for lib in libcs)
-        stop_at = None if duration is None else time.monotonic() + duration
-        try:
-            # Inside the try: a Ctrl-C sent as soon as the banner is read must end quietly too.
-            out.note(f"Tracing host name lookups in {where} "
-                     f"({', '.join(dict.fromkeys(probed))}). Hit Ctrl-C to end.")
-            while stop_at is None or time.monotonic() < stop_at:
-                wait = 0.2 if stop_at is None else max(0.0, min(0.2, stop_at - time.monotonic()))
-                if ring:
-                    ring.poll(int(wait * 1000))
-                    drain(pending, view)
-                else:
-                    time.sleep(wait)
-        except KeyboardInterrupt:
-            pass
-        if ring:
-            ring.poll(0)                 # what returned just before the end
-            drain(pending, view)
-        else:
-            hists = {key.host.decode(errors="replace"): Log2Hist.from_value(value)
-                     for key, value in obj.map("host_hist").items()}
-            view.histograms(hists, "ms" if milliseconds else "us")
-        lost = obj.lost_events()
-        if lost:
-            out.note(f"netkit gethostlatency: {lost} lookups lost (ring buffer full)")
+    manual = {program for _, program in FUNCTIONS} | {RETURN_PROGRAM}
+    try:
+        with BPFObject("gethostlatency", filters, rodata=rodata, manual=manual) as obj:
+            probed = attach(obj, libcs, pid, out, verbose)
+            if duration == 0:
+                return
+            view = LookupView(out)
+            trace(obj, view, hist, duration,
+                  f"Tracing host name lookups in {', '.join(lib.shown for lib in libcs)} "
+                  f"({', '.join(probed)}). Hit Ctrl-C to end.")
+            if hist:
+                view.histograms({key.host.decode(errors="replace"): Log2Hist.from_value(value)
+                                 for key, value in obj.map("host_hist").items()},
+                                "ms" if milliseconds else "us")
+            lost = obj.lost_events()
+            if lost:
+                out.note(f"netkit gethostlatency: {lost} lookups lost (ring buffer full)")
+            # Detaching ten uprobes takes about a second: a second Ctrl-C must not cut it short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        pass                             # Ctrl-C while attaching: nothing traced, nothing to say
