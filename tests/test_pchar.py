@@ -263,6 +263,25 @@ def test_loss_counts_exactly_the_probes_the_target_dropped(bed):
     assert hops[0]["loss_pct"] == hops[1]["loss_pct"] == 0
 
 
+@pytest.mark.parametrize("proto", ["udp", "icmp"])
+@pytest.mark.parametrize("family", [4, 6])
+def test_probe_above_a_router_mtu_is_a_clear_error(family, proto):
+    """The link r1 -> target carries 1400 bytes at most: r1 answers frag-needed / packet-too-big
+    to the 1500-byte probes that reach it with TTL 2."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root")
+    with TestBed([Link(), Link()]) as bed:
+        bed.run(bed.routers[0], ["ip", "link", "set", "l1t", "mtu", "1400"])
+        bed.run(bed.target, ["ip", "link", "set", "l1h", "mtu", "1400"])
+        res = pchar(bed, f"-{family}", "-p", proto, "-n", "-g", "0", bed.target_addr(family))
+        ok = pchar(bed, f"-{family}", "-p", proto, "-n", "-g", "0", "-m", "1400",
+                   bed.target_addr(family))
+    res.stderr = res.stderr.split("\n", 1)[1]
+    line = assert_one_line_error(res, "pchar")
+    assert f"hop 2 ({bed.hop_addrs(family)[0]}) cannot forward 1500-byte probes (MTU 1400)" in line
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_rate_limited_router_is_detected():
     """Kernel defaults (icmp_ratelimit 1000 ms, a burst of 6 per peer): the target answers the
     first few probes at once, then about one a second."""

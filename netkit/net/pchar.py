@@ -37,6 +37,8 @@ from netkit.net.superping import PingError, checksum, resolve
 MAGIC = b"NKpc"
 IP_RECVERR, IPV6_RECVERR = 11, 25
 IPV6_CHECKSUM = 7
+# DF set, path-MTU cache ignored: a probe leaves at exactly its size or fails at send
+IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, PMTUDISC_PROBE = 10, 23, 3
 IP_HDR, IP6_HDR, UDP_HDR, ICMP_HDR, TCP_HDR = 20, 40, 8, 8, 20
 _PROBE_ID = struct.Struct("!4sI")   # MAGIC, sequence number
 
@@ -55,7 +57,9 @@ class Sample:
     reply_size: int = 0             # IP bytes of the answer
     responder: str | None = None
     kind: str = ""                  # time-exceeded, port-unreachable, echo-reply, tcp-reset,
-                                    # net-unreachable, host-unreachable, prohibited, unreachable
+                                    # net-unreachable, host-unreachable, prohibited, unreachable,
+                                    # too-big (the next link's MTU is below the probe's size)
+    mtu: int = 0                    # the MTU a too-big answer reports
 
     @property
     def reached(self) -> bool:
@@ -64,13 +68,14 @@ class Sample:
 
     @property
     def fatal(self) -> bool:
-        return self.kind in ("net-unreachable", "host-unreachable", "prohibited", "unreachable")
+        return self.kind in ("net-unreachable", "host-unreachable", "prohibited", "unreachable",
+                             "too-big")
 
 
 # ICMP type/code -> kind, for IPv4 and IPv6 answers
 _V4_KINDS = {(11, 0): "time-exceeded", (3, 3): "port-unreachable", (3, 0): "net-unreachable",
              (3, 1): "host-unreachable", (3, 13): "prohibited", (3, 10): "prohibited",
-             (3, 9): "prohibited"}
+             (3, 9): "prohibited", (3, 4): "too-big"}
 _V6_KINDS = {(3, 0): "time-exceeded", (1, 4): "port-unreachable", (1, 0): "net-unreachable",
              (1, 3): "host-unreachable", (1, 1): "prohibited"}
 
@@ -79,6 +84,8 @@ def _kind(v6: bool, itype: int, code: int) -> str:
     kinds = _V6_KINDS if v6 else _V4_KINDS
     if (itype, code) in kinds:
         return kinds[(itype, code)]
+    if v6 and itype == 2:
+        return "too-big"
     return "unreachable" if itype == (1 if v6 else 3) else f"icmp-{itype}/{code}"
 
 
@@ -154,6 +161,10 @@ class Prober:
         (self._tx_socks if tx else self._rx_socks).append(s)
         if tx:
             self._sends[s.fileno()] = 0
+            if self.v6:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_PROBE)
+            else:
+                s.setsockopt(socket.SOL_IP, IP_MTU_DISCOVER, PMTUDISC_PROBE)
         return s
 
     def _set_ttl(self, sock: socket.socket, ttl: int) -> None:
@@ -170,8 +181,8 @@ class Prober:
             if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                 raise PcharError(f"no route to {self.address}") from None
             if exc.errno == errno.EMSGSIZE:
-                raise PcharError(f"probe of {len(data) + self.header} bytes is larger than the "
-                                 "path's first MTU (lower -m)") from None
+                raise PcharError(f"a probe of {len(data) + self.header} bytes is larger than "
+                                 "the MTU of the outgoing device (lower -m)") from None
             raise PcharError(f"send to {self.address}: {exc.strerror}") from None
         key = self._sends[sock.fileno()]
         self._sends[sock.fileno()] = key + 1
@@ -251,7 +262,7 @@ class Prober:
             if not quoted_match(icmp, echo=True):
                 return False
             sample.kind = "echo-reply"
-        elif itype in ((1, 3) if self.v6 else (3, 11)):
+        elif itype in ((1, 2, 3) if self.v6 else (3, 11)):
             inner = icmp[ICMP_HDR:]
             if self.v6:
                 if len(inner) < IP6_HDR:
@@ -264,6 +275,8 @@ class Prober:
             if proto != self._proto or not quoted_match(transport, echo=False):
                 return False
             sample.kind = _kind(self.v6, itype, code)
+            sample.mtu = struct.unpack_from("!I", icmp, 4)[0] if self.v6 else \
+                struct.unpack_from("!H", icmp, 6)[0]
         else:
             return False
         sample.reply_size, sample.responder = reply_size, src
@@ -299,6 +312,7 @@ class UdpProber(Prober):
         sample.reply_size = ip + ICMP_HDR + self.header + len(rec.payload)
         sample.responder = rec.offender
         sample.kind = _kind(self.v6, rec.type, rec.code)
+        sample.mtu = rec.info if sample.kind == "too-big" else 0
         return True
 
 

@@ -309,6 +309,9 @@ def command(
                       "adaptive": reps is None, "hops": len(hops),
                       "pchar_default_probes": pc.pchar_default_probes(len(hops))})
     fatal = hops[-1].fatal if hops else None
+    if fatal and fatal.kind == "too-big":
+        fail("pchar", f"hop {fatal.ttl} ({fatal.responder}) cannot forward {fatal.size}-byte "
+                      f"probes (MTU {fatal.mtu}): lower -m")
     if fatal:
         fail("pchar", f"hop {fatal.ttl} ({fatal.responder}) answered {fatal.kind}: "
                       f"{destination} is unreachable")
