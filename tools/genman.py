@@ -66,9 +66,7 @@ def tool_page(name: str, module, command, parent_ctx) -> str:
             out += [".TP", f".B {esc(cmd)}", esc(what)]
     if man.output:
         out += [".SH OUTPUT", paragraphs(man.output)]
-    out += [".SH EXIT STATUS",
-            "0 on success and after Ctrl\\-C or SIGTERM (the summary is printed first); 1 when the "
-            "tool cannot run (one line on stderr says why); 2 for a usage error."]
+    out += [".SH EXIT STATUS", esc(man.exit_status)]
     see_also = ["netkit(8)"] + man.see_also
     out += [".SH SEE ALSO", esc(", ".join(see_also))]
     return "\n".join(out) + "\n"

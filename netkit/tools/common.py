@@ -49,6 +49,9 @@ class ManPage:
     examples: list[tuple[str, str]] = field(default_factory=list)   # (command, what it does)
     output: str = ""                                                # columns and JSON keys
     see_also: list[str] = field(default_factory=list)               # e.g. "ss(8)"
+    exit_status: str = ("0 on success and after Ctrl-C or SIGTERM (the summary is printed first); "
+                        "1 when the tool cannot run (one line on stderr says why); 2 for a usage "
+                        "error.")
 
 
 def fail(tool: str, message: str, code: int = 1):

@@ -24,6 +24,9 @@ from netkit.tools.common import (Column, JsonOpt, ManPage, NoColorOpt, VerboseOp
 SUMMARY = "ping with kernel-stamped and in-stack (tracepoint) round-trip times."
 
 MAN = ManPage(
+    exit_status=("0 when at least one reply came back (and after Ctrl-C with replies); 1 when no "
+                 "reply came back, as ping(8) does, or when the tool cannot run (one line on "
+                 "stderr says why); 2 for a usage error."),
     description=(
         "superping sends ICMP echo requests like ping(8) and times every reply three ways. "
         "USER is what a ping program sees: from the sendto() call to the return of recvmsg(), "
