@@ -44,6 +44,10 @@ MAN = ManPage(
         "(histograms) in Prometheus; <prefix>.<tool>.<counter> and <prefix>.<tool>.<name>.count "
         "and .sum_seconds in Graphite, with <label>.<value> pairs appended in label order."),
     see_also=["netkit-sockstat(8)", "prometheus(1)", "carbon-cache(1)"],
+    exit_status=("0 on success and after Ctrl-C or SIGTERM (the last totals are exported "
+                 "first); 1 when a tool or an exporter cannot start (port taken, directory "
+                 "missing: one line on stderr says why); 2 for a usage error (no exporter "
+                 "named, a tool that cannot export, a malformed address)."),
 )
 
 ToolsArg = Annotated[Optional[list[str]], typer.Argument(
