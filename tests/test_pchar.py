@@ -6,6 +6,8 @@ emulated links are the independent truth (their own error, tests/test_testbed.py
 import json
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -140,6 +142,8 @@ def pchar_json(bed, *args):
 def test_each_hop_within_10pct_and_100us_of_the_truth(bed, family, proto):
     hops, summary = pchar_json(bed, f"-{family}", "-p", proto, bed.target_addr(family))
     assert [h["address"] for h in hops] == bed.hop_addrs(family)
+    final = {"udp": "port-unreachable", "icmp": "echo-reply", "tcp": "tcp-reset"}[proto]
+    assert [h["answer"] for h in hops] == ["time-exceeded"] * 2 + [final]
     for hop, link in zip(hops, PATH):
         assert hop["reliable"], hop
         assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=BW_TOL), hop
@@ -151,6 +155,25 @@ def test_each_hop_within_10pct_and_100us_of_the_truth(bed, family, proto):
     assert summary["probes"] == sum(h["probes"] for h in hops) and summary["unstamped"] == 0
     # the budget: at least 5x fewer probes than pchar's default plan
     assert summary["probes"] * 5 <= summary["pchar_default_probes"] == 4416
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_tcp_to_an_open_port_is_answered_by_syn_ack(bed, family):
+    server = bed.popen(bed.target, [sys.executable, "-c",
+                                    "import socket, time\n"
+                                    "s = socket.create_server(('::', 8080), family=socket.AF_INET6,"
+                                    " dualstack_ipv6=True)\nprint('listening', flush=True)\n"
+                                    "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        hops, summary = pchar_json(bed, f"-{family}", "-p", "tcp", "-P", "8080", "-R", "2",
+                                   "-I", "256", bed.target_addr(family))
+    finally:
+        server.kill()
+        server.wait()
+    assert hops[-1]["answer"] == "tcp-synack"
+    assert hops[-1]["reached"] and hops[-1]["answered"] == hops[-1]["probes"] == 10
+    assert summary["reached"]
 
 
 def test_fixed_plan_sends_exactly_reps_times_sizes_per_hop(bed):

@@ -604,6 +604,12 @@ class HopResult:
         return max(set(got), key=got.count) if got else None
 
     @property
+    def answer_kind(self) -> str | None:
+        """What answered most often: time-exceeded, port-unreachable, echo-reply, tcp-reset..."""
+        got = [s.kind for s in self.answered]
+        return max(set(got), key=got.count) if got else None
+
+    @property
     def reached(self) -> bool:
         return any(s.reached for s in self.answered)
 

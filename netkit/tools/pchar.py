@@ -61,7 +61,9 @@ MAN = ManPage(
         "this hop with its 95% interval (BW_LOW..BW_HIGH), LATENCY (one way, with its 95% "
         "half-width), QUEUE (mean queueing), LOSS, R2 of the hop's fit, PROBES sent and a NOTE "
         "(unreliable and why, rate-limited, destination).\n\n"
-        "JSON: per hop an object with type \"hop\", ts, hop, address, name, probes, answered, "
+        "JSON: per hop an object with type \"hop\", ts, hop, address, name, answer (what "
+        "answered most: time-exceeded, port-unreachable, echo-reply, tcp-reset, tcp-synack), "
+        "probes, answered, "
         "loss_pct, bandwidth_bps, bandwidth_low_bps, bandwidth_high_bps (null when unbounded or "
         "unreliable), latency_us, latency_ci_us, queue_us, r2, slope_ns_per_byte, "
         "intercept_us, reliable, note, rate_limited, reached, rounds. At the end type "
@@ -146,6 +148,7 @@ def hop_record(hop: pc.HopResult, name: str | None) -> dict:
     reliable = bool(link and link.reliable)
     return {
         "type": "hop", "hop": hop.ttl, "address": hop.responder, "name": name,
+        "answer": hop.answer_kind,
         "probes": len(hop.samples), "answered": len(hop.answered),
         "loss_pct": round(100 * hop.loss, 1),
         "bandwidth_bps": _round(link.bandwidth_bps, 0) if reliable else None,
