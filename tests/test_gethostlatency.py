@@ -11,6 +11,7 @@ a latency at least the imposed delay and at most the child's own timing of the c
 EAI / h_errno code of the names that do not exist."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -230,23 +231,40 @@ def test_name_filter_sees_only_that_command(resolver, tmp_path):
         [(resolver.pid, "nkresolver", SLOW)] * 2
 
 
-def test_cgroup_filter(resolver, tmp_path):
+@contextlib.contextmanager
+def cgroup_holding(pid: int):
+    """A new cgroup v2 group with `pid` in it, removed when the process has gone."""
     root = next((r for r in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
                  if (r / "cgroup.controllers").exists()), None)      # hybrid or unified mount
     if root is None:
         require_or_skip("no cgroup v2 hierarchy mounted")
-    group = root / f"netkit-ghl-{os.getpid()}"
+    group = root / f"netkit-ghl-{os.getpid()}-{pid}"
     group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        yield group
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                group.rmdir()
+                break
+            except OSError:          # busy until the process has exited
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+def test_cgroup_filter(resolver, tmp_path):
     other = Resolver(tmp_path, comm="nkother")
     try:
-        (group / "cgroup.procs").write_text(str(resolver.pid))
-        _, out = trace(["-c", str(group), "--json"],
-                       [(resolver, "gethostbyname", SLOW), (other, "gethostbyname", SLOW),
-                        (resolver, "getaddrinfo", MISSING)])
+        with cgroup_holding(resolver.pid) as group:
+            _, out = trace(["-c", str(group), "--json"],
+                           [(resolver, "gethostbyname", SLOW), (other, "gethostbyname", SLOW),
+                            (resolver, "getaddrinfo", MISSING)])
+            resolver.close()
     finally:
         other.close()
-        resolver.close()
-        group.rmdir()
     assert [(r["pid"], r["function"], r["result"]) for r in lookups(out)] == \
         [(resolver.pid, "gethostbyname", "OK"), (resolver.pid, "getaddrinfo", "EAI_NONAME")]
 
@@ -371,3 +389,120 @@ def test_closed_pipe_ends_quietly(resolver):
     assert tracer.proc.wait(timeout=20) == 0
     err = "".join(tracer._stderr) + tracer.proc.stderr.read()
     assert "Traceback" not in err and "Exception" not in err, err
+
+
+# -- a container: its own root with its own copy of libc ------------------------------------------
+CONTAINER_RESOLVER_C = r"""
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(void)
+{
+	char name[256];
+
+	prctl(PR_SET_NAME, "ctresolver");
+	printf("ready %d\n", getpid());
+	fflush(stdout);
+	while (fgets(name, sizeof(name), stdin)) {
+		struct addrinfo *res = NULL;
+		struct timespec a, b;
+		int rc;
+
+		name[strcspn(name, "\n")] = 0;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		rc = getaddrinfo(name, NULL, NULL, &res);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		if (rc == 0)
+			freeaddrinfo(res);
+		printf("{\"ok\": %s, \"elapsed\": %.6f}\n", rc ? "false" : "true",
+		       (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+		fflush(stdout);
+	}
+	return 0;
+}
+"""
+
+# In a new network namespace: the DNS server on its loopback, the resolver chrooted in `root`.
+CONTAINER = r"""
+import subprocess, sys
+root, tests_dir = sys.argv[1], sys.argv[2]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+sys.path.insert(0, tests_dir)
+from dnsserver import DnsServer, Zone
+DnsServer({%(slow)r: Zone("192.0.2.7", "2001:db8::7", %(slow_delay)r)},
+          default_delay=%(missing_delay)r).start()
+sys.exit(subprocess.call(["chroot", root, "/resolver"]))
+""" % {"slow": SLOW, "slow_delay": SLOW_DELAY, "missing_delay": MISSING_DELAY}
+
+
+class ContainerResolver(Resolver):
+    """A C program calling getaddrinfo() in a chroot whose libc is a copy (another inode) of the
+    host's, as a container image's would be."""
+
+    def __init__(self, tmp_path: Path):
+        if not shutil.which("gcc") or not shutil.which("chroot"):
+            require_or_skip("needs gcc and chroot(8)")
+        root = tmp_path / "root"
+        (root / "etc").mkdir(parents=True)
+        (root / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\n"
+                                                 "options timeout:2 attempts:1\n")
+        (root / "etc" / "nsswitch.conf").write_text("hosts: dns\n")
+        (tmp_path / "resolver.c").write_text(CONTAINER_RESOLVER_C)
+        subprocess.run(["gcc", "-O2", "-o", str(root / "resolver"), str(tmp_path / "resolver.c")],
+                       check=True)
+        # The libraries it loads, copied to the same paths inside the root.
+        ldd = subprocess.run(["ldd", str(root / "resolver")], capture_output=True, text=True).stdout
+        for lib in (w for line in ldd.splitlines() for w in line.split() if w.startswith("/")):
+            target = root / lib.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(lib, target)
+            if Path(lib).name.startswith("libc.so"):
+                self.libc_shown = lib
+        self.proc = subprocess.Popen(["unshare", "-m", "-n", "--", sys.executable, "-c", CONTAINER,
+                                      str(root), str(ROOT / "tests")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline().split()
+        assert first[:1] == ["ready"], first
+        self.pid = int(first[1])
+
+    def call(self, function: str, name: str) -> dict:
+        assert function == "getaddrinfo"
+        self.last = self._ask(name)
+        return self.last
+
+    def close(self) -> None:
+        self.proc.stdin.close()              # end of input ends the program
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def container(tmp_path):
+    _needs_namespaces()
+    c = ContainerResolver(tmp_path)
+    yield c
+    c.close()
+
+
+def test_container_libc_is_found_through_the_process(container):
+    plan = [(container, "getaddrinfo", SLOW), (container, "getaddrinfo", MISSING)]
+    # The host's libc is another file: tracing it does not see the container's calls...
+    _, out = trace(["-n", "ctresolver", "--json"], plan)
+    assert lookups(out) == []
+    # ...-p finds the libc the process has mapped, opened through /proc/PID/root.
+    timings, out = trace(["-p", str(container.pid), "--json"], plan)
+    records = lookups(out)
+    assert [(r["pid"], r["comm"], r["host"], r["result"]) for r in records] == \
+        [(container.pid, "ctresolver", SLOW, "OK"), (container.pid, "ctresolver", MISSING,
+                                                       "EAI_NONAME")]
+    for record, timing, delay in zip(records, timings, (SLOW_DELAY, MISSING_DELAY)):
+        assert delay <= record["latency_ms"] / 1e3 <= timing["elapsed"] + 0.0005
+    # -c probes the libcs of the processes in the cgroup as well as the host's.
+    with cgroup_holding(container.pid) as group:
+        _, out = trace(["-c", str(group), "--json"], plan)
+        container.close()
+    assert [(r["pid"], r["host"]) for r in lookups(out)] == [(container.pid, SLOW),
+                                                             (container.pid, MISSING)]

@@ -53,8 +53,9 @@ MAN = ManPage(
         "the result. It finds the slow lookups behind a slow connect: a DNS server that answers "
         "late, a search list that tries several names, a timeout and retry.\n\n"
         "It places uprobes on the functions' entries and returns in a libc. With -p PID that is "
-        "the libc the process has mapped (/proc/PID/maps, opened through /proc/PID/root so a "
-        "process in a container is traced in its own libc); otherwise the libc.so.6 of the "
+        "the libc the process has mapped (found in /proc/PID/maps and opened through "
+        "/proc/PID/map_files, so a process in a container or a chroot is traced in its own "
+        "libc, even one deleted by an upgrade since); otherwise the libc.so.6 of the "
         "ld.so cache (ldconfig -p), or of netkit's own Python; --libc PATH names one. With "
         "-c CGROUP the libcs of the processes already in that cgroup are probed too, so a "
         "container's lookups are seen; a container started later needs another run.\n\n"
@@ -147,16 +148,27 @@ def mapped_files(pid: int) -> dict[str, str]:
     return files
 
 
+def _openable(pid: int, span: str, shown: str) -> str:
+    """A path that opens the very file a process has mapped. map_files is exact whatever the
+    process's root (chroot, container) and also for a file deleted by an upgrade; it needs
+    CAP_SYS_ADMIN, so without it the path is tried through /proc/PID/root, as containers show it."""
+    for path in (f"/proc/{pid}/map_files/{span}", f"/proc/{pid}/root{shown}", shown):
+        try:
+            os.stat(path)
+            return path
+        except OSError:
+            continue
+    from netkit.engine.errors import NetkitError
+    raise NetkitError(f"cannot open {shown}, mapped by process {pid}")
+
+
 def libc_of_process(pid: int) -> Libc:
     """The glibc a process has mapped, or NetkitError saying why it has none to probe."""
     from netkit.engine.errors import NetkitError
     files = mapped_files(pid)
     for shown, span in files.items():
-        deleted = shown.endswith(" (deleted)")
         if LIBC_NAME.match(os.path.basename(shown.removesuffix(" (deleted)"))) and "musl" not in shown:
-            # A libc replaced by an upgrade is still open through map_files.
-            path = f"/proc/{pid}/map_files/{span}" if deleted else f"/proc/{pid}/root{shown}"
-            return Libc(path, shown)
+            return Libc(_openable(pid, span, shown.removesuffix(" (deleted)")), shown)
     musl = next((f for f in files if MUSL_NAME.match(os.path.basename(f)) or
                  ("musl" in f and LIBC_NAME.match(os.path.basename(f)))), None)
     if musl:
