@@ -6,8 +6,10 @@ emulated links are the independent truth (their own error, tests/test_testbed.py
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -201,6 +203,30 @@ def test_plain_output_is_an_aligned_table(bed):
     assert "destination" in lines[3] and "probes in" in lines[-1]
     assert not any(c in res.stdout for c in "│─━")
     assert res.stderr.startswith("pchar to ")
+
+
+def test_ctrl_c_reports_the_hops_probed_so_far(bed):
+    p = bed.popen(bed.host, [str(NETKIT), "pchar", "--json", "-n", "-g", "0", "-R", "32",
+                             "-I", "32", bed.target_addr(4)],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)                     # pchar's plan: ~15 s for hops 1-2 alone
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0 and "Traceback" not in err, err
+    records = [json.loads(l) for l in out.splitlines()]
+    summary, hops = records[-1], records[:-1]
+    assert summary["interrupted"] and not summary["reached"]
+    assert 1 <= len(hops) < 3 and hops[0]["address"] == bed.hop_addrs(4)[0]
+    assert summary["probes"] == sum(h["probes"] for h in hops) < 3 * 32 * 45
+
+
+def test_rich_view_on_a_terminal(bed):
+    cmd = f"{NETKIT} pchar -n -g 0 -R 2 -I 256 {bed.target_addr(4)}"
+    res = bed.run(bed.host, ["script", "-qec", cmd, "/dev/null"], env={**os.environ,
+                                                                       "COLUMNS": "160"})
+    assert "Traceback" not in res.stdout
+    assert "\x1b[" in res.stdout                      # styled, for a terminal
+    assert all(a in res.stdout for a in bed.hop_addrs(4)) and "destination" in res.stdout
 
 
 def test_last_hop_short_of_the_target_is_an_error_after_the_table(bed):

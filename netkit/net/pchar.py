@@ -188,12 +188,16 @@ class Prober:
         self._sends[sock.fileno()] = key + 1
         return key
 
-    def probe(self, ttl: int, size: int) -> Sample:
-        """Send one probe of `size` IP bytes with `ttl`; wait up to the timeout for its answer."""
+    def probe(self, ttl: int, size: int, into: list[Sample] | None = None) -> Sample:
+        """Send one probe of `size` IP bytes with `ttl`; wait up to the timeout for its answer.
+        The sample goes into `into` as soon as it is sent, so an interrupted wait still
+        counts it (as unanswered)."""
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         sample = Sample(ttl, size, self.seq)
         tx_sock, key = self._send(ttl, size, self.seq)
         self.sent += 1
+        if into is not None:
+            into.append(sample)
         tx_ns = rx_ns = None
         answered = last_pass = False
         deadline = time.monotonic() + self.timeout
@@ -204,7 +208,7 @@ class Prober:
             if not answered:
                 left = deadline - time.monotonic()
                 if left <= 0 or not poller.poll(max(1, int(left * 1000))):
-                    return Sample(ttl, size, sample.seq)        # lost
+                    return sample                               # lost
             for s in self._tx_socks:
                 for rec in timestamps.read_error_queue(s, 4096):
                     if rec.is_tx_stamp:
@@ -230,7 +234,8 @@ class Prober:
                 last_pass = True
         if tx_ns is None or rx_ns is None:          # the kernel did not stamp it: no timing
             self.unstamped += 1
-            return Sample(ttl, size, sample.seq)
+            sample.kind, sample.reply_size, sample.responder = "", 0, None
+            return sample
         sample.rtt_ns = rx_ns - tx_ns
         return sample
 
@@ -640,8 +645,7 @@ def probe_rounds(prober: Prober, hop: HopResult, plan: Plan, rounds: int, on_pro
         sizes = plan.sizes[:]
         random.shuffle(sizes)          # spread slow spells of the machine over all sizes
         for size in sizes:
-            s = prober.probe(hop.ttl, size)
-            hop.samples.append(s)
+            s = prober.probe(hop.ttl, size, into=hop.samples)
             if on_probe:
                 on_probe(hop)
             if s.rtt_ns is None:

@@ -67,7 +67,8 @@ MAN = ManPage(
         "loss_pct, bandwidth_bps, bandwidth_low_bps, bandwidth_high_bps (null when unbounded or "
         "unreliable), latency_us, latency_ci_us, queue_us, r2, slope_ns_per_byte, "
         "intercept_us, reliable, note, rate_limited, reached, rounds. At the end type "
-        "\"summary\" with destination, address, family, protocol, probes, unstamped (answers "
+        "\"summary\" with destination, address, family, protocol, interrupted (Ctrl-C: the hops "
+        "so far are reported and the exit status is 0), probes, unstamped (answers "
         "the kernel did not timestamp, counted as lost), wall_s, reached, "
         "adaptive and pchar_default_probes (what pchar 1.5's default plan sends for the same "
         "hops)."),
@@ -296,9 +297,11 @@ def command(
         view.start(destination, prober, plan, protocol)
         started = time.monotonic()
         hops: list[pc.HopResult] = []
+        interrupted = False
         try:
             pc.walk(prober, plan, first, last, estimator, on_probe=view.probe, hops=hops)
-        except KeyboardInterrupt:          # Ctrl-C: report the hops probed so far
+        except KeyboardInterrupt:          # Ctrl-C: report the hops probed so far, exit 0
+            interrupted = True
             pc.refit(hops, estimator)
         finally:
             view.stop()
@@ -308,9 +311,11 @@ def command(
         view.summary({"destination": destination, "address": prober.address,
                       "family": 6 if prober.v6 else 4, "protocol": protocol,
                       "probes": prober.sent, "unstamped": prober.unstamped,
-                      "wall_s": round(wall, 3), "reached": reached,
+                      "wall_s": round(wall, 3), "reached": reached, "interrupted": interrupted,
                       "adaptive": reps is None, "hops": len(hops),
                       "pchar_default_probes": pc.pchar_default_probes(len(hops))})
+    if interrupted:
+        return
     fatal = hops[-1].fatal if hops else None
     if fatal and fatal.kind == "too-big":
         fail("pchar", f"hop {fatal.ttl} ({fatal.responder}) cannot forward {fatal.size}-byte "
