@@ -178,6 +178,22 @@ def test_tcp_to_an_open_port_is_answered_by_syn_ack(bed, family):
     assert summary["reached"]
 
 
+def test_fast_link_behind_a_slow_one_is_honest():
+    """pathchar's known failure: 1 Gbit/s right after 10 Mbit/s. Either the 95% interval holds
+    the truth or the link is flagged unreliable; a confident wrong number fails."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root")
+    with TestBed([Link(10e6, 0.001), Link(1e9, 0.0005)]) as bed:
+        hops, _ = pchar_json(bed, bed.target_addr(4))
+    fast = hops[1]
+    assert hops[0]["bandwidth_bps"] == pytest.approx(10e6, rel=BW_TOL)
+    if fast["reliable"]:
+        assert fast["bandwidth_low_bps"] <= 1e9
+        assert fast["bandwidth_high_bps"] is None or fast["bandwidth_high_bps"] >= 1e9
+    else:
+        assert fast["bandwidth_bps"] is None and fast["note"].startswith("unreliable")
+
+
 def test_fixed_plan_sends_exactly_reps_times_sizes_per_hop(bed):
     hops, summary = pchar_json(bed, "-R", "2", "-I", "256", bed.target_addr(4))
     sizes = [256, 512, 768, 1024, 1280]            # multiples of 256 up to the MTU
