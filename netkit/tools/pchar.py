@@ -46,7 +46,9 @@ MAN = ManPage(
         "or its interval includes zero (typically a fast link right behind a slow one) or the "
         "fit is poor (r2 below 0.9). A hop whose first probes go unanswered is shown as *. When "
         "answers stop in bursts after a hop has answered (routers rate-limit ICMP errors), the "
-        "hop is flagged rate-limited and the gap between its probes is doubled (up to 2 s).\n\n"
+        "hop is flagged rate-limited and the gap between its probes is doubled (up to 2 s). A "
+        "link is always measured against the last hop before it that answered: after a * hop, "
+        "and for the first hop of -s N, it stands for the links in series up to that hop.\n\n"
         "UDP probes need no privilege; icmp and tcp need raw sockets (root or CAP_NET_RAW). "
         "Probes go one at a time; -g sets the mean gap between them."),
     examples=[
