@@ -61,7 +61,10 @@ def reentrant(name, family=None):
 
 def getaddrinfo(name):
     try:
-        socket.getaddrinfo(name, None)
+        if name == "-":                    # no node: a service lookup only
+            socket.getaddrinfo(None, 80)
+        else:
+            socket.getaddrinfo(name, None)
         return True
     except socket.gaierror:
         return False
@@ -288,9 +291,11 @@ def test_hist_counts_per_host_in_the_kernel(resolver):
 
 
 def test_plain_output_columns(resolver):
-    _, out = trace(["-p", str(resolver.pid)], [(resolver, "getaddrinfo", MISSING)])
-    header, line = out.splitlines()
+    _, out = trace(["-p", str(resolver.pid)], [(resolver, "getaddrinfo", "-"),
+                                               (resolver, "getaddrinfo", MISSING)])
+    header, no_node, line = out.splitlines()
     assert header.split() == ["TIME", "PID", "COMM", "LATms", "HOST", "RESULT"]
+    assert no_node.split()[4:] == ["-", "OK"]
     clock, pid, comm, latency, host, result = line.split()
     assert (int(pid), comm, host, result) == (resolver.pid, "nkresolver", MISSING, "EAI_NONAME")
     assert len(clock) == 8 and clock.count(":") == 2

@@ -80,8 +80,8 @@ MAN = ManPage(
     ],
     output=(
         "Columns: TIME (HH:MM:SS when the call returned), PID, COMM, LATms (milliseconds, three "
-        "decimals), HOST (the name argument; empty for a getaddrinfo() with no node) and RESULT: "
-        "OK, the EAI_* name of a failed getaddrinfo() (EAI_NONAME, EAI_AGAIN, ...), the h_errno "
+        "decimals), HOST (the name argument; - for a getaddrinfo() with no node, \"\" in JSON) "
+        "and RESULT: OK, the EAI_* name of a failed getaddrinfo() (EAI_NONAME, EAI_AGAIN, ...), the h_errno "
         "name of a failed gethostbyname*() (HOST_NOT_FOUND, TRY_AGAIN, NO_RECOVERY, NO_DATA, "
         "NETDB_INTERNAL; FAILED when it could not be read), or the errno name a _r variant "
         "returned (ERANGE).\n\n"
@@ -278,7 +278,7 @@ class LookupView:
                              "latency_ms": round(latency_ms, 3), "ok": ok, "result": result,
                              "code": code})
         else:
-            self.stream.row([clock_now(), e.pid, comm, latency_ms, host, result])
+            self.stream.row([clock_now(), e.pid, comm, latency_ms, host or "-", result])
 
     def histograms(self, hists: dict[str, object], unit: str) -> None:
         ranked = sorted(hists.items(), key=lambda kv: (-kv[1].count, kv[0]))
