@@ -1,0 +1,384 @@
+"""netkit soconnlat against real connects: a client process (its comm set to CLIENT_COMM) makes
+a known list of blocking and asyncio (non-blocking) connects, timing each itself; the tool,
+filtered to that client, must report each connect exactly once, with the right family, mode,
+destination and result, and a latency that lies within the client's own measurement.
+
+Slow and failing connects go through a test bed (tools/testbed): host -> target namespaces joined
+by an emulated link that delays every packet DELAY_S each way, so a handshake cannot take less
+than 2 x DELAY_S; on the target an nft rule drops SYNs to one port (the client gives up through
+TCP_USER_TIMEOUT: ETIMEDOUT) and rejects SYNs to another with ICMP host-unreachable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from conftest import (Traced, assert_one_line_error, require_or_skip, require_root_bpf,
+                      run_netkit)
+
+CLIENT_COMM = "nkconnlat"
+N = 8                 # connects per (family, mode) that succeed
+REFUSED = 3           # per (family, mode) to a closed port
+
+# The client: set its comm, then for each JSON line on stdin (a list of connects to make) make
+# them one after the other and answer with one JSON line: [[result, seconds], ...].
+CLIENT = f"""
+import asyncio, ctypes, errno, json, socket, sys, time
+ctypes.CDLL(None).prctl(15, b"{CLIENT_COMM}", 0, 0, 0)
+TCP_USER_TIMEOUT = 18
+
+def make(family, user_timeout_ms):
+    s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET)
+    if user_timeout_ms:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT, user_timeout_ms)
+    return s
+
+def name(exc):
+    return errno.errorcode[exc.errno] if exc else "OK"
+
+def blocking(c):
+    s = make(c["family"], c.get("user_timeout_ms"))
+    t = time.monotonic(); err = None
+    try:
+        s.connect((c["addr"], c["port"]))
+    except OSError as exc:
+        err = exc
+    t = time.monotonic() - t
+    s.close()
+    return [name(err), t]
+
+async def nonblocking(c):
+    s = make(c["family"], c.get("user_timeout_ms"))
+    s.setblocking(False)
+    t = time.monotonic(); err = None
+    try:
+        await asyncio.get_running_loop().sock_connect(s, (c["addr"], c["port"]))
+    except OSError as exc:
+        err = exc
+    t = time.monotonic() - t
+    s.close()
+    return [name(err), t]
+
+for line in sys.stdin:
+    done = []
+    for c in json.loads(line):
+        done.append(blocking(c) if c["mode"] == "blocking" else asyncio.run(nonblocking(c)))
+    print(json.dumps(done), flush=True)
+"""
+
+
+class Client:
+    def __init__(self, argv_prefix: list[str] = ()):
+        self.proc = subprocess.Popen([*argv_prefix, sys.executable, "-c", CLIENT],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def connect(self, plan: list[dict]) -> list[tuple[str, float]]:
+        self.proc.stdin.write(json.dumps(plan) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the client died"
+        return [tuple(x) for x in json.loads(line)]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def plan(addr: str, port: int, family: int, n: int, **extra) -> list[dict]:
+    """n blocking then n non-blocking connects."""
+    return [{"addr": addr, "port": port, "family": family, "mode": mode, **extra}
+            for mode in ("blocking", "nonblocking") for _ in range(n)]
+
+
+def records(stdout: str) -> dict[str, list[dict]]:
+    by_type: dict[str, list[dict]] = {}
+    for line in stdout.splitlines():
+        obj = json.loads(line)
+        by_type.setdefault(obj["type"], []).append(obj)
+    return by_type
+
+
+def kinds(events: list[dict]) -> Counter:
+    return Counter((e["family"], e["mode"], e["result"]) for e in events)
+
+
+def check_latencies(events: list[dict], made: list[tuple[str, float]], planned: list[dict]):
+    """Events in the order of the plan: same result, and the kernel's latency lies inside the
+    client's own timing of the same call (it starts later and ends earlier)."""
+    assert [e["result"] for e in events] == [r for r, _ in made]
+    for e, (_, seconds), p in zip(events, made, planned):
+        assert e["mode"] == p["mode"] and e["dport"] == p["port"]
+        assert 0 < e["latency_us"] <= seconds * 1e6 + 1, (e, seconds)
+
+
+@pytest.fixture
+def client():
+    require_root_bpf("soconnlat")
+    c = Client()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def listeners():
+    """Listening sockets on 127.0.0.1 and ::1, and a port on each that nobody listens on."""
+    socks, closed = {}, {}
+    for family, addr, af in ((4, "127.0.0.1", socket.AF_INET), (6, "::1", socket.AF_INET6)):
+        s = socket.socket(af)
+        s.bind((addr, 0))
+        s.listen(256)                   # never accepted: the kernel completes the handshakes
+        socks[family] = (addr, s.getsockname()[1])
+        probe = socket.socket(af)
+        probe.bind((addr, 0))
+        closed[family] = probe.getsockname()[1]
+        probe.close()
+        socks[f"sock{family}"] = s
+    yield socks, closed
+    for key, value in socks.items():
+        if str(key).startswith("sock"):
+            value.close()
+
+
+def loopback_plan(socks, closed) -> list[dict]:
+    p = []
+    for family in (4, 6):
+        addr, port = socks[family]
+        p += plan(addr, port, family, N) + plan(addr, closed[family], family, REFUSED)
+    return p
+
+
+def test_loopback_counts_per_kind_and_family_are_exact(client, listeners):
+    socks, closed = listeners
+    planned = loopback_plan(socks, closed)
+    tool = Traced(["soconnlat", "-e", "--json", "-p", str(client.pid)])
+    made = client.connect(planned)
+    time.sleep(0.2)
+    out, err = tool.finish()
+    got = records(out)
+    events = got["event"]
+    fam = {4: "IPv4", 6: "IPv6"}
+    expected = Counter()
+    for family in (4, 6):
+        for mode in ("blocking", "nonblocking"):
+            expected[(fam[family], mode, "OK")] = N
+            expected[(fam[family], mode, "ECONNREFUSED")] = REFUSED
+    assert kinds(events) == expected
+    check_latencies(events, made, planned)
+    for e, p in zip(events, planned):
+        assert (e["pid"], e["comm"], e["dest"]) == (client.pid, CLIENT_COMM, p["addr"])
+        assert e["errno"] == (0 if e["result"] == "OK" else 111)
+    # The in-kernel histograms hold the same connects, and their exact sums match the events.
+    hists = [h for h in got["hist"] if h["scope"] == "run"]
+    assert Counter({(h["family"], h["mode"], h["result"]): h["count"] for h in hists}) == expected
+    for h in hists:
+        assert sum(b["count"] for b in h["buckets"]) == h["count"]
+        same = [e["latency_us"] for e in events
+                if (e["family"], e["mode"], e["result"]) == (h["family"], h["mode"], h["result"])]
+        assert h["latency_us_sum"] == pytest.approx(sum(same), abs=0.01 * len(same))
+        for e in same:      # each latency falls in a bucket that holds some connect
+            slot = max(0, int(e).bit_length() - 1)
+            assert any(b["low"] <= (1 << slot) <= b["high"] + 1 and b["count"] for b in h["buckets"])
+    summary = got["summary"][-1]
+    assert summary["connects"] == len(planned) and summary["lost_events"] == 0
+    assert summary["results"] == {"OK": 4 * N, "ECONNREFUSED": 4 * REFUSED}
+
+
+def test_filters_family_port_and_name_in_the_kernel(client, listeners):
+    """-6 -D PORT -n COMM: only the client's IPv6 connects to that port; the test process's own
+    connects (another comm) and the IPv4 ones are not seen."""
+    socks, closed = listeners
+    addr6, port6 = socks[6]
+    tool = Traced(["soconnlat", "-e", "--json", "-6", "-D", str(port6), "-n", CLIENT_COMM])
+    for _ in range(3):                                  # same port, other process
+        socket.create_connection((addr6, port6)).close()
+    made = client.connect(loopback_plan(socks, closed))
+    out, _ = tool.finish()
+    events = records(out)["event"]
+    assert kinds(events) == {("IPv6", "blocking", "OK"): N, ("IPv6", "nonblocking", "OK"): N}
+    assert {e["dport"] for e in events} == {port6} and {e["comm"] for e in events} == {CLIENT_COMM}
+    assert len(made) == 4 * (N + REFUSED)
+
+
+def test_by_dest_interval_and_run_histograms(client, listeners):
+    """--by dest with an interval and a count: the tool stops by itself; the interval
+    histograms add up to the run's, keyed by destination, with no PID in them."""
+    socks, closed = listeners
+    tool = Traced(["soconnlat", "--by", "dest", "--json", "-p", str(client.pid), "0.4", "3"])
+    client.connect(loopback_plan(socks, closed))
+    out, err = tool.wait(timeout=20)
+    assert tool.proc.returncode == 0, err
+    got = records(out)
+    run = Counter()
+    interval = Counter()
+    for h in got["hist"]:
+        assert "pid" not in h and "comm" not in h
+        (run if h["scope"] == "run" else interval)[(h["dest"], h["dport"], h["result"])] += h["count"]
+    assert run == interval
+    for family in (4, 6):
+        addr, port = socks[family]
+        assert run[(addr, port, "OK")] == 2 * N
+        assert run[(addr, closed[family], "ECONNREFUSED")] == 2 * REFUSED
+
+
+def test_plain_histograms_and_table(client, listeners):
+    socks, closed = listeners
+    tool = Traced(["soconnlat", "-p", str(client.pid)])
+    client.connect(loopback_plan(socks, closed))
+    out, err = tool.finish()
+    assert "Traceback" not in err
+    lines = out.splitlines()
+    assert f"PID {client.pid} {CLIENT_COMM}, OK (us):" in lines
+    assert f"PID {client.pid} {CLIENT_COMM}, ECONNREFUSED (us):" in lines
+    header = next(l for l in lines if l.split()[:3] == ["PID", "COMM", "FAM"])
+    assert header.split() == ["PID", "COMM", "FAM", "MODE", "RESULT", "COUNT", "AVG(us)",
+                              "TOTAL(us)"]
+    rows = [l.split() for l in lines[lines.index(header) + 1:] if l.strip()]
+    counts = {(r[2], r[3], r[4]): int(r[5]) for r in rows}
+    assert counts[("IPv4", "blocking", "OK")] == N
+    assert counts[("IPv6", "nonblocking", "ECONNREFUSED")] == REFUSED
+    assert not any(ch in out for ch in "┃━│─")
+
+
+def test_textfile_export_counts(client, listeners, tmp_path):
+    socks, closed = listeners
+    tool = Traced(["soconnlat", "-p", str(client.pid), "--textfile", str(tmp_path), "--json"])
+    client.connect(loopback_plan(socks, closed))
+    tool.finish()
+    text = (tmp_path / "netkit_soconnlat.prom").read_text()
+    line = ('netkit_soconnlat_connects_total{comm="%s",family="IPv6",mode="nonblocking",'
+            'result="ECONNREFUSED"} %s' % (CLIENT_COMM, float(REFUSED)))
+    assert line in text, text
+    assert ('netkit_soconnlat_latency_seconds_count{comm="%s",family="IPv4",mode="blocking",'
+            'result="OK"} %s' % (CLIENT_COMM, float(N))) in text
+
+
+# -- slow and failing connects through a namespace test bed --------------------------------------
+DELAY_S = 0.025                 # each way, so every handshake takes >= 50 ms
+TOLERANCE_S = 0.030             # stated: emulator (~15 us) + scheduling on a busy 2-core machine
+USER_TIMEOUT_MS = 300           # the client's TCP_USER_TIMEOUT on the dropped-SYN port
+PORT_OK, PORT_DROP, PORT_UNREACH = 8001, 8002, 8003
+
+
+@pytest.fixture(scope="module")
+def bed():
+    require_root_bpf("soconnlat")
+    if not shutil.which("nft"):
+        require_or_skip("nft is not installed")
+    from tools.testbed import Link, TestBed, TestBedError
+    try:
+        b = TestBed([Link(delay_s=DELAY_S)]).__enter__()
+    except TestBedError as exc:
+        require_or_skip(f"test bed: {exc}")
+    servers = []
+    try:
+        rules = (f"table inet soconnlat {{\n chain input {{\n"
+                 f"  type filter hook input priority 0;\n"
+                 f"  tcp dport {PORT_DROP} tcp flags syn drop\n"
+                 f"  tcp dport {PORT_UNREACH} reject with icmpx type host-unreachable\n }}\n}}\n")
+        b.run(b.target, ["nft", "-f", "-"], input=rules)
+        with b.inside(b.target):
+            for af, family in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+                s = socket.socket(af)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((b.target_addr(family), PORT_OK))
+                s.listen(256)
+                servers.append(s)
+        yield b
+    finally:
+        for s in servers:
+            s.close()
+        b.__exit__(None, None, None)
+
+
+@pytest.fixture
+def bed_client(bed):
+    c = Client(["ip", "netns", "exec", bed.host])
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_delayed_handshake_latency_is_at_least_the_imposed_delay(bed, bed_client, family):
+    addr = bed.target_addr(family)
+    planned = plan(addr, PORT_OK, family, 4)
+    tool = Traced(["soconnlat", "-e", "--json", "-p", str(bed_client.pid)])
+    made = bed_client.connect(planned)
+    out, _ = tool.finish()
+    events = records(out)["event"]
+    assert len(events) == len(planned)
+    check_latencies(events, made, planned)
+    print(f"IPv{family} via {DELAY_S * 1e3:.0f} ms each way: tool ms",
+          [round(e["latency_us"] / 1e3, 2) for e in events], "client ms",
+          [round(t * 1e3, 2) for _, t in made])
+    for e in events:
+        assert e["result"] == "OK" and e["dest"] == addr
+        assert 2 * DELAY_S <= e["latency_us"] / 1e6 <= 2 * DELAY_S + TOLERANCE_S, e
+
+
+def test_timeout_and_unreachable_are_classified(bed, bed_client):
+    addr = bed.target_addr(4)
+    planned = (plan(addr, PORT_DROP, 4, 1, user_timeout_ms=USER_TIMEOUT_MS)
+               + plan(bed.target_addr(6), PORT_DROP, 6, 1, user_timeout_ms=USER_TIMEOUT_MS)
+               + plan(addr, PORT_UNREACH, 4, 1) + plan(bed.target_addr(6), PORT_UNREACH, 6, 1))
+    tool = Traced(["soconnlat", "-e", "--json", "-p", str(bed_client.pid)])
+    made = bed_client.connect(planned)
+    out, _ = tool.finish()
+    events = records(out)["event"]
+    check_latencies(events, made, planned)
+    print("timeout/unreachable: tool ms", [(e["result"], round(e["latency_us"] / 1e3, 2))
+                                           for e in events])
+    timed_out, unreachable = events[:4], events[4:]
+    for e in timed_out:
+        # The kernel checks TCP_USER_TIMEOUT when the first SYN retransmission is due (the
+        # initial RTO, 1 s): so at least the imposed 300 ms, and about 1 s.
+        assert e["result"] == "ETIMEDOUT" and e["errno"] == 110
+        assert USER_TIMEOUT_MS / 1e3 <= e["latency_us"] / 1e6 <= 1.0 + 0.3, e
+    for e in unreachable:
+        # The ICMP error comes back over the delayed link: one round trip at least.
+        assert e["result"] == "EHOSTUNREACH"
+        assert 2 * DELAY_S <= e["latency_us"] / 1e6 <= 2 * DELAY_S + TOLERANCE_S, e
+    assert [e["mode"] for e in events] == [p["mode"] for p in planned]
+
+
+# -- command line ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["-4", "-6"], ["--by", "port"], ["1", "2", "3"],
+                                  ["-D", "1", "-D", "2", "-D", "3", "-D", "4", "-D", "5", "-D", "6",
+                                   "-D", "7", "-D", "8", "-D", "9"]])
+def test_bad_arguments_exit_2(args):
+    result = run_netkit("soconnlat", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_pid_is_a_clear_error():
+    require_root_bpf("soconnlat")
+    line = assert_one_line_error(run_netkit("soconnlat", "-p", "999999999"), "soconnlat")
+    assert "no process with PID" in line
+
+
+def test_both_families_is_one_line_usage_error():
+    line = assert_one_line_error(run_netkit("soconnlat", "-4", "-6"), "soconnlat", code=2)
+    assert "-4 and -6" in line
+
+
+def test_duration_zero_attaches_and_exits():
+    require_root_bpf("soconnlat")
+    result = run_netkit("soconnlat", "-d", "0")
+    assert result.returncode == 0 and result.stdout == "", result.stderr
+
+
+def test_unprivileged_user_gets_one_line():
+    require_root_bpf("soconnlat")
+    nobody = 65534
+    result = run_netkit("soconnlat", "-d", "0", user=nobody, group=nobody, extra_groups=[])
+    line = assert_one_line_error(result, "soconnlat")
+    assert "root" in line
