@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from netkit.engine.errors import NetkitError     # light: tools.common imports it too
 from netkit.tools.common import (CgroupOpt, Column, DurationOpt, JsonOpt, ManPage, NameOpt,
                                  NoColorOpt, PidOpt, VerboseOpt, tool_errors)
 
@@ -81,8 +82,8 @@ MAN = ManPage(
     output=(
         "Columns: TIME (HH:MM:SS when the call returned), PID, COMM, LATms (milliseconds, three "
         "decimals), HOST (the name argument; - for a getaddrinfo() with no node, \"\" in JSON) "
-        "and RESULT: OK, the EAI_* name of a failed getaddrinfo() (EAI_NONAME, EAI_AGAIN, ...), the h_errno "
-        "name of a failed gethostbyname*() (HOST_NOT_FOUND, TRY_AGAIN, NO_RECOVERY, NO_DATA, "
+        "and RESULT: OK, the EAI_* name of a failed getaddrinfo() (EAI_NONAME, EAI_AGAIN, ...), "
+        "the h_errno name of a failed gethostbyname*() (HOST_NOT_FOUND, TRY_AGAIN, NO_RECOVERY, NO_DATA, "
         "NETDB_INTERNAL; FAILED when it could not be read), or the errno name a _r variant "
         "returned (ERANGE).\n\n"
         "JSON (one object per call): type (\"lookup\"), ts (ISO 8601, when the call returned), "
@@ -115,7 +116,7 @@ MUSL_NAME = re.compile(r"^(ld-musl-.*|libc\.musl-.*)\.so\.\d+$")      # Alpine n
 
 @dataclass
 class Libc:
-    path: str            # a path that opens the file (through /proc/PID/root for a process)
+    path: str            # a path that opens the file (/proc/PID/map_files/... for a process)
     shown: str           # the path as the process sees it
 
     def identity(self) -> tuple[int, int]:
@@ -135,10 +136,8 @@ def mapped_files(pid: int) -> dict[str, str]:
     try:
         text = Path(f"/proc/{pid}/maps").read_text()
     except FileNotFoundError:
-        from netkit.engine.errors import NetkitError
         raise NetkitError(f"no process with PID {pid}") from None
     except OSError as exc:
-        from netkit.engine.errors import NetkitError
         raise NetkitError(f"cannot read /proc/{pid}/maps: {exc.strerror}") from None
     files: dict[str, str] = {}
     for line in text.splitlines():
@@ -158,17 +157,16 @@ def _openable(pid: int, span: str, shown: str) -> str:
             return path
         except OSError:
             continue
-    from netkit.engine.errors import NetkitError
     raise NetkitError(f"cannot open {shown}, mapped by process {pid}")
 
 
 def libc_of_process(pid: int) -> Libc:
     """The glibc a process has mapped, or NetkitError saying why it has none to probe."""
-    from netkit.engine.errors import NetkitError
     files = mapped_files(pid)
     for shown, span in files.items():
-        if LIBC_NAME.match(os.path.basename(shown.removesuffix(" (deleted)"))) and "musl" not in shown:
-            return Libc(_openable(pid, span, shown.removesuffix(" (deleted)")), shown)
+        path = shown.removesuffix(" (deleted)")
+        if LIBC_NAME.match(os.path.basename(path)) and "musl" not in path:
+            return Libc(_openable(pid, span, path), shown)
     musl = next((f for f in files if MUSL_NAME.match(os.path.basename(f)) or
                  ("musl" in f and LIBC_NAME.match(os.path.basename(f)))), None)
     if musl:
@@ -203,13 +201,12 @@ def libcs_in_cgroup(cgroup: Path) -> list[Libc]:
         for pid in pids:
             try:
                 found.append(libc_of_process(pid))
-            except Exception:       # exited, static, musl: nothing of its own to add
+            except (NetkitError, OSError):    # exited, static, musl: nothing to add
                 continue
     return found
 
 
 def choose_libcs(libc: Path | None, pid: int | None, cgroup: Path | None) -> list[Libc]:
-    from netkit.engine.errors import NetkitError
     if libc is not None:
         if not libc.is_file():
             raise NetkitError(f"--libc {libc}: no such file")
@@ -301,7 +298,6 @@ def drain(pending: list, view: LookupView) -> None:
 def attach(obj, libcs: list[Libc], pid: int | None, out, verbose: bool) -> list[str]:
     """Entry and return uprobes on each function of each libc; the functions probed. A libc
     without getaddrinfo is an error; a missing gethostbyname* is skipped (said with -v)."""
-    from netkit.engine.errors import NetkitError
     probed = []
     for lib in libcs:
         for function, program in FUNCTIONS:
