@@ -302,9 +302,10 @@ def attach(obj, libcs: list[Libc], pid: int | None, out, verbose: bool) -> list[
     for lib in libcs:
         for function, program in FUNCTIONS:
             try:
-                obj.attach_uprobe(program, lib.path, function, pid=pid or -1)
+                # Return first: a call already under way then leaves no entry without a return.
                 obj.attach_uprobe(RETURN_PROGRAM, lib.path, function, retprobe=True,
                                   pid=pid or -1)
+                obj.attach_uprobe(program, lib.path, function, pid=pid or -1)
             except NetkitError as exc:
                 if function != "getaddrinfo":
                     if verbose:
