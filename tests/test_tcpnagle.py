@@ -98,8 +98,9 @@ s.close()
 # The reader: accepts one connection and reads until EOF (ACKs are the kernel's, delayed as usual).
 SERVER = r"""
 import socket, sys
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", int(sys.argv[1]))); srv.listen(1)
+srv = socket.socket(socket.AF_INET6); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.bind(("::", int(sys.argv[1]))); srv.listen(1)
 print("ready", flush=True)
 c, _ = srv.accept()
 while c.recv(65536):
@@ -123,12 +124,13 @@ class Run:
     """One client/server exchange in a fresh test bed, traced by netkit tcpnagle."""
 
     def __init__(self, mode: str, links, *, writes=WRITES, bursts=BURSTS, tcpdump=False,
-                 tool_args=(), shaper=None, backlog=0, settle=0.0, json_out=True):
+                 tool_args=(), shaper=None, backlog=0, settle=0.0, json_out=True, family=4,
+                 pid_filter=True):
         self.bed = bed_or_skip(links)
         self.procs = []
         try:
             self._run(mode, writes, bursts, tcpdump, list(tool_args), shaper, backlog, settle,
-                      json_out)
+                      json_out, family, pid_filter)
         finally:
             for p in self.procs:
                 if p.poll() is None:
@@ -136,7 +138,8 @@ class Run:
                 p.wait()
             self.bed.__exit__(None, None, None)
 
-    def _run(self, mode, writes, bursts, tcpdump, tool_args, shaper, backlog, settle, json_out):
+    def _run(self, mode, writes, bursts, tcpdump, tool_args, shaper, backlog, settle, json_out,
+             family, pid_filter):
         bed = self.bed
         if shaper:
             bed.run(bed.host, ["tc", "qdisc", "add", "dev", "l0t", "root", *shaper])
@@ -144,15 +147,15 @@ class Run:
                            stdout=subprocess.PIPE, text=True)
         self.procs.append(server)
         assert server.stdout.readline().strip() == "ready"
-        cfg = {"addr": bed.target_addr(4), "port": PORT, "mode": mode, "bursts": bursts,
+        cfg = {"addr": bed.target_addr(family), "port": PORT, "mode": mode, "bursts": bursts,
                "writes": writes, "size": SIZE, "gap": GAP_S, "backlog": backlog}
         client = bed.popen(bed.host, [sys.executable, "-c", CLIENT, json.dumps(cfg)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(client)
         dump = self._tcpdump() if tcpdump else None
         autocork_before = self._autocork_mib()
-        tool = Traced(["tcpnagle", "-p", str(client.pid), *(["--json"] if json_out else []),
-                       *tool_args])
+        tool = Traced(["tcpnagle", *(["-p", str(client.pid)] if pid_filter else []),
+                       *(["--json"] if json_out else []), *tool_args])
         client.stdin.write("go\n")
         client.stdin.flush()
         line = client.stdout.readline()
@@ -333,6 +336,39 @@ def test_by_sock_names_the_connection_and_intervals_add_up():
     assert sum(s["held"] for r in intervals for s in r["sockets"]) == n
 
 
+def test_ipv6_connection_by_sock():
+    run = Run("cork", delayed_link(), tool_args=["--by", "sock"], family=6, bursts=1)
+    (sock,) = run.summary["sockets"]
+    assert (sock["laddr"], sock["raddr"], sock["rport"]) == (run.bed.host_addr(6),
+                                                            run.bed.target_addr(6), PORT)
+    assert sock["held"] == sock["holds"] == WRITES
+    check_accounting(run.summary, {"cork": WRITES})
+
+
+@pytest.mark.parametrize("args,counted", [
+    (["-n", "nkNagleClient", "-D", str(PORT)], True),
+    (["-n", "nkNagleClient", "-D", str(PORT + 1)], False),
+    (["-n", "nkNoSuchComm"], False),
+])
+def test_name_and_port_filters(args, counted):
+    run = Run("cork", delayed_link(), bursts=1, tool_args=args, pid_filter=False)
+    s = run.summary
+    assert s["sends"]["total"] == (WRITES if counted else 0)
+    check_accounting(s, {"cork": WRITES} if counted else {})
+
+
+def test_textfile_export_carries_the_run(tmp_path):
+    """Through the real exporter: node_exporter's textfile holds the counts and the histogram."""
+    run = Run("cork", delayed_link(), bursts=1, tool_args=["--textfile", str(tmp_path), "0.2"],
+              settle=0.5)
+    text = (tmp_path / "netkit_tcpnagle.prom").read_text()
+    assert f'netkit_tcpnagle_sends_total{{mode="cork"}} {WRITES}.0' in text
+    assert f'netkit_tcpnagle_held_sends_total{{cause="cork"}} {WRITES}.0' in text
+    assert f'netkit_tcpnagle_hold_seconds_count{{cause="cork"}} {WRITES}.0' in text
+    total_s = float(re.search(r'netkit_tcpnagle_hold_seconds_sum\{cause="cork"\} (\S+)', text)[1])
+    assert total_s == pytest.approx(run.summary["hold_us_sum"]["cork"] / 1e6, abs=1e-9)
+
+
 def test_text_output_is_aligned_columns():
     run = Run("cork", delayed_link(), json_out=False)
     n = BURSTS * WRITES
@@ -355,6 +391,28 @@ def test_text_summary_like_the_original():
     assert tool.proc.returncode == 0, err
     assert "Tracing TCP sends held" in err
     assert out.startswith("Total over ")
+
+
+def test_snapshot_feeds_the_prometheus_exposition():
+    """export_snapshot() is what exporters get: cumulative counts by mode and cause, histograms in
+    microseconds with their exact sum; run through the real exposition writer."""
+    from netkit.engine.hist import Log2Hist
+    from netkit.export.prometheus import exposition
+    from netkit.tools.tcpnagle import CAUSES, Totals, export_snapshot
+    hists = [Log2Hist() for _ in CAUSES]
+    hists[CAUSES.index("nagle")] = Log2Hist([0] * 15 + [3] + [0] * 16, 3, 99000)
+    totals = Totals(sends=[5, 2, 1] + [0] * 13, held=[1 if c == "nagle" else 0 for c in CAUSES],
+                    hists=hists)
+    snap = export_snapshot(1700000000.0, totals)
+    values = {(c.name, tuple(c.labels.items())): c.value for c in snap.counters}
+    assert values[("tcpnagle_sends", (("mode", "nagle"),))] == 5
+    assert values[("tcpnagle_sends", (("mode", "nodelay"),))] == 2
+    assert values[("tcpnagle_sends", (("mode", "cork"),))] == 1
+    nagle = next(h for h in snap.histograms if h.labels == {"cause": "nagle"})
+    assert nagle.sum == 99000 and nagle.unit_seconds == 1e-6 and sum(nagle.slots) == 3
+    text = exposition([snap]).decode()
+    assert 'tcpnagle_hold_seconds_count{cause="nagle"} 3.0' in text
+    assert 'tcpnagle_hold_seconds_sum{cause="nagle"} 0.099' in text
 
 
 @pytest.mark.parametrize("args,code,message", [

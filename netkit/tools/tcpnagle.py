@@ -9,6 +9,7 @@ every INTERVAL seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ DportOpt = Annotated[Optional[int], typer.Option("-D", "--dport", metavar="PORT"
                                                  help="Only connections to this remote port.")]
 LportOpt = Annotated[Optional[int], typer.Option("-L", "--lport", metavar="PORT", min=1, max=65535, show_default=False,
                                                  help="Only connections on this local port.")]
-ByOpt = Annotated[Optional[By], typer.Option("--by", show_default=False,
+ByOpt = Annotated[Optional[By], typer.Option("--by", metavar="sock", show_default=False,
                                              help="sock: also show the sockets with the most "
                                                   "held time.")]
 TopOpt = Annotated[int, typer.Option("-T", "--top", metavar="N", min=1,
@@ -248,7 +249,7 @@ def ranked(rows, n: int | None):
     return order if n is None else order[:n]
 
 
-def snapshot(ts: float, totals: Totals):
+def export_snapshot(ts: float, totals: Totals):
     """The run's cumulative totals as a netkit.metrics.Snapshot for the exporters."""
     from netkit.metrics import Counter, Histogram, Snapshot
     counters = [Counter("tcpnagle_sends", "TCP sends that queued bytes, by Nagle mode", n,
@@ -260,6 +261,21 @@ def snapshot(ts: float, totals: Totals):
                             tuple(h.slots), float(h.sum), 1e-6, {"cause": cause})
                   for cause, h in zip(CAUSES, totals.hists)]
     return Snapshot("tcpnagle", ts, counters, histograms)
+
+
+def _open(filters, dport=None, lport=None, per_socket=False):
+    from netkit.engine.bpfobject import BPFObject
+    return BPFObject("tcpnagle", filters, rodata={"filter_dport": dport or 0,
+                                                  "filter_lport": lport or 0,
+                                                  "per_socket": per_socket})
+
+
+@contextlib.contextmanager
+def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
+    """For `netkit export`: attach tcpnagle's probes, yield a function ts -> Snapshot."""
+    from netkit.engine.bpfobject import Filters
+    with _open(Filters(pid, name, cgroup)) as obj:
+        yield lambda ts: export_snapshot(ts, read_totals(obj))
 
 
 class NagleView:
@@ -351,14 +367,13 @@ def command(
     verbose: VerboseOpt = False,
     exporters=None,
 ):
-    from netkit.engine.bpfobject import BPFObject, Filters, set_verbose
+    from netkit.engine.bpfobject import Filters, set_verbose
     from netkit.render.output import Output
 
     set_verbose(verbose)
     by_sock = by == By.sock
     out = Output(json_mode=json, no_color=no_color)
-    rodata = {"filter_dport": dport or 0, "filter_lport": lport or 0, "per_socket": by_sock}
-    with BPFObject("tcpnagle", Filters(pid, name, cgroup), rodata=rodata) as obj:
+    with _open(Filters(pid, name, cgroup), dport, lport, by_sock) as obj:
         if duration == 0:
             return
         view = NagleView(out, by_sock, top)
@@ -370,18 +385,21 @@ def command(
         try:
             out.note("Tracing TCP sends held by Nagle, cork and autocork... Hit Ctrl-C to end.")
             for ts in ticker:
-                if exporters or interval:
-                    now = read_totals(obj)
-                    if exporters:
-                        exporters.publish(snapshot(ts, now.minus(zero)))
-                    if interval:
-                        mono = time.monotonic()
-                        view.interval(ts, mono - last_t, now.minus(last),
-                                      sockets.read_delta() if sockets else [])
-                        last, last_t = now, mono
+                now = read_totals(obj)
+                # Read sockets every tick even when printing only at the end: closed ones
+                # leave the map once read, so it never fills up with them.
+                socks = sockets.read_delta() if sockets else []
+                if exporters:
+                    exporters.publish(export_snapshot(ts, now.minus(zero)))
+                if interval:
+                    mono = time.monotonic()
+                    view.interval(ts, mono - last_t, now.minus(last), socks)
+                    last, last_t = now, mono
         except KeyboardInterrupt:
             pass
         final = read_totals(obj)
+        if exporters:
+            exporters.publish(export_snapshot(time.time(), final.minus(zero)))
         if sockets:
             sockets.read_delta()
         view.summary(time.monotonic() - started, final.minus(zero),
