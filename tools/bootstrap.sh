@@ -3,7 +3,7 @@
 # Idempotent: apt and pip only install what is missing; the BPF objects are rebuilt only when stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES=(make clang llvm libbpf-dev bpftool bpftrace gcc python3-venv python3-dev iproute2
+APT_PACKAGES=(make clang llvm libbpf-dev bpftool bpftrace gcc musl-tools python3-venv python3-dev iproute2
               iputils-ping tcpdump nftables groff-base man-db util-linux procps
               prometheus graphite-carbon python3-whisper)
 missing=()

@@ -249,9 +249,9 @@ def command(
             return
         view = SockstatView(out, obj.missing, top)
         counts = ProcessCounts(obj.map("counts"))
-        out.note("Tracing socket activity... Hit Ctrl-C to end.")
         started = last = time.monotonic()
         try:
+            out.note("Tracing socket activity... Hit Ctrl-C to end.")
             for ts in Ticker(interval, count, duration):
                 now = time.monotonic()
                 view.interval(ts, now - last, counts.read_delta(), counts.comms)
