@@ -252,6 +252,30 @@ def test_last_hop_short_of_the_target_is_an_error_after_the_table(bed):
     assert "did not answer within 2 hops" in assert_one_line_error(res, "pchar")
 
 
+def test_late_answers_are_not_mistaken_for_send_errors(bed):
+    """Answers that come after the timeout are ignored: those hops are `*`, and the errors
+    they leave on the socket are not taken for send errors."""
+    res = pchar(bed, "-n", "-g", "0", "-t", "0.004", "-H", "3", bed.target_addr(4))
+    res.stderr = res.stderr.split("\n", 1)[1]
+    assert "did not answer within 3 hops" in assert_one_line_error(res, "pchar")
+    rows = res.stdout.splitlines()[1:4]
+    assert rows[0].split()[1] == bed.hop_addrs(4)[0]            # 2 ms RTT: in time
+    assert rows[1].split()[1] == rows[2].split()[1] == "*"      # 12 and 16 ms: too late
+
+
+def test_a_pending_socket_error_does_not_fail_the_next_probe():
+    """An ICMP error nobody read yet (here: port-unreachable for a datagram sent behind the
+    prober's back) is the socket's pending error; Linux would hand it to the next sendto()."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root for a private loopback namespace")
+    with TestBed([Link()]) as bed, bed.inside(bed.host):
+        with pc.UdpProber("127.0.0.1", timeout=1) as prober:
+            prober._sendto(prober.sock, b"x", 9)      # its answer: read by no one
+            time.sleep(0.05)
+            sample = prober.probe(1, 100)
+    assert sample.kind == "port-unreachable" and sample.rtt_ns > 0
+
+
 def test_unreachable_destination(bed):
     """r1 has no route to 198.19.255.1 and answers network-unreachable (the probe never leaves
     the test bed)."""

@@ -174,19 +174,30 @@ class Prober:
             sock.setsockopt(socket.SOL_IP, socket.IP_TTL, ttl)
 
     def _sendto(self, sock: socket.socket, data: bytes, port: int = 0) -> int:
-        """Send and return the OPT_ID key the kernel gives this send's TX stamp."""
-        try:
-            sock.sendto(data, (self.address, port))
-        except OSError as exc:
-            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-                raise PcharError(f"no route to {self.address}") from None
-            if exc.errno == errno.EMSGSIZE:
-                raise PcharError(f"a probe of {len(data) + self.header} bytes is larger than "
-                                 "the MTU of the outgoing device (lower -m)") from None
-            raise PcharError(f"send to {self.address}: {exc.strerror}") from None
+        """Send and return the OPT_ID key the kernel gives this send's TX stamp.
+
+        An ICMP error that answered an earlier probe can linger as the socket's pending error
+        and fail the next send with it (ECONNREFUSED for a port-unreachable): clear it first,
+        and send again once if one slipped in between; a real local error fails twice."""
+        for attempt in (1, 2):
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            try:
+                sock.sendto(data, (self.address, port))
+                break
+            except OSError as exc:
+                if attempt == 2:
+                    self._send_failed(exc, data)
         key = self._sends[sock.fileno()]
         self._sends[sock.fileno()] = key + 1
         return key
+
+    def _send_failed(self, exc: OSError, data: bytes):
+        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            raise PcharError(f"no route to {self.address}") from None
+        if exc.errno == errno.EMSGSIZE:
+            raise PcharError(f"a probe of {len(data) + self.header} bytes is larger than "
+                             "the MTU of the outgoing device (lower -m)") from None
+        raise PcharError(f"send to {self.address}: {exc.strerror}") from None
 
     def probe(self, ttl: int, size: int, into: list[Sample] | None = None) -> Sample:
         """Send one probe of `size` IP bytes with `ttl`; wait up to the timeout for its answer.
