@@ -180,7 +180,9 @@ def test_tcp_to_an_open_port_is_answered_by_syn_ack(bed, family):
 
 def test_fast_link_behind_a_slow_one_is_honest():
     """pathchar's known failure: 1 Gbit/s right after 10 Mbit/s. Either the 95% interval holds
-    the truth or the link is flagged unreliable; a confident wrong number fails."""
+    the truth or the link is flagged unreliable; a confident wrong number fails. The truth is
+    known to 5% here: the TUN path itself costs ~0.2 ns per byte (measured against a 1 Tbit/s
+    emulated link), which makes 1 Gbit/s look ~2.5% slower."""
     if os.geteuid() != 0:
         require_or_skip("needs root")
     with TestBed([Link(10e6, 0.001), Link(1e9, 0.0005)]) as bed:
@@ -188,8 +190,7 @@ def test_fast_link_behind_a_slow_one_is_honest():
     fast = hops[1]
     assert hops[0]["bandwidth_bps"] == pytest.approx(10e6, rel=BW_TOL)
     if fast["reliable"]:
-        assert fast["bandwidth_low_bps"] <= 1e9
-        assert fast["bandwidth_high_bps"] is None or fast["bandwidth_high_bps"] >= 1e9
+        assert fast["bandwidth_low_bps"] <= 1.05e9 and fast["bandwidth_high_bps"] >= 0.95e9
     else:
         assert fast["bandwidth_bps"] is None and fast["note"].startswith("unreliable")
 

@@ -106,7 +106,13 @@ def test_teardown_on_sigterm_leaves_nothing():
 
 
 def test_remove_stale_only_touches_dead_owners(bed):
-    assert remove_stale() == []          # our own live bed is not stale
+    dead = subprocess.Popen(["true"])
+    dead.wait()                                  # a pid whose owner is gone
+    stale = f"nk{dead.pid}x0-h"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    removed = remove_stale()
+    assert stale in removed and stale not in _netns_names()
+    assert not set(bed.nodes) & set(removed)     # our live bed stays
     assert set(bed.nodes) <= _netns_names()
 
 
