@@ -121,6 +121,12 @@ def test_plans_and_pchar_defaults():
     assert pc.spread_sizes(36, 1500) == [36, 245, 454, 663, 873, 1082, 1291, 1500]
 
 
+def test_bandwidth_formatting():
+    from netkit.tools.pchar import fmt_bps
+    assert [fmt_bps(v) for v in (None, 999.9e6, 100.4e6, 9.96e6, 1.5e9, 640, 12.3e3)] == \
+        ["-", "1000 Mb/s", "100 Mb/s", "9.96 Mb/s", "1.50 Gb/s", "640 b/s", "12.3 kb/s"]
+
+
 # -- the tool on the test bed ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -117,10 +117,10 @@ V6Opt = Annotated[bool, typer.Option("-6", help="IPv6 only.")]
 def fmt_bps(bps: float | None) -> str:
     if bps is None:
         return "-"
-    for unit, scale in (("Gb/s", 1e9), ("Mb/s", 1e6), ("kb/s", 1e3)):
-        if bps >= scale:
-            return f"{bps / scale:.3g} {unit}"
-    return f"{bps:.3g} b/s"
+    unit, scale = next(((u, s) for u, s in (("Gb/s", 1e9), ("Mb/s", 1e6), ("kb/s", 1e3))
+                        if bps >= s), ("b/s", 1))
+    v = bps / scale
+    return f"{v:.{0 if v >= 99.95 else 1 if v >= 9.995 else 2}f} {unit}"   # 3 digits, no 1e+03
 
 
 def fmt_us(seconds: float | None) -> str:
