@@ -379,13 +379,14 @@ def test_probe_above_a_router_mtu_is_a_clear_error(family, proto):
 
 
 def test_rate_limited_router_is_detected():
-    """Kernel defaults (icmp_ratelimit 1000 ms, a burst of 6 per peer): the target answers the
-    first few probes at once, then about one a second."""
+    """Kernel defaults on r1 (icmp_ratelimit 1000 ms, a burst of 6 per peer): the router answers
+    the first time-exceeded at once, then about one a second."""
     if os.geteuid() != 0:
         require_or_skip("needs root")
-    with TestBed([Link()], lift_icmp_limits=False) as bed:
+    with TestBed([Link(), Link()], lift_icmp_limits=False) as bed:
         res = pchar(bed, "--json", "-n", "-g", "0", "-t", "0.2", "-R", "2", "-I", "200",
-                    bed.target_addr(4))
+                    "-H", "1", bed.target_addr(4))
     hop = json.loads(res.stdout.splitlines()[0])
+    assert hop["address"] == bed.hop_addrs(4)[0] and hop["answer"] == "time-exceeded"
     assert hop["rate_limited"] and "rate-limited" in hop["note"]
     assert 0 < hop["answered"] < hop["probes"] == 14
