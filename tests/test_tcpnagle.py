@@ -11,7 +11,8 @@ writes are held and why:
   cork      TCP_CORK: every write is held until the client uncorks
   more      MSG_MORE on a socket with nothing in flight: held until the next plain send
   autocork  TCP_NODELAY behind a tbf shaper on a veth: small writes wait for the earlier
-            packets to leave the qdisc (autocorking), not for Nagle
+            packets to leave the qdisc (autocorking), not for Nagle; with
+            net.ipv4.tcp_autocorking=0 in the client's namespace nothing is held
 
 Hold times are checked against independent clocks: for cork and MSG_MORE the hold must lie
 between the client's own CLOCK_MONOTONIC stamps around the write and around the call that
@@ -22,7 +23,6 @@ realtime/monotonic conversion; timing on this shared 2-core machine is noisy).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -69,11 +69,12 @@ def write(data, flags=0):
     assert n == len(data)
     return [before, after]
 
-out = {"writes": [], "releases": [], "offset_ends": [], "realtime_minus_mono": time.time_ns() - mono()}
+out = {"writes": [], "releases": [], "offset_ends": [],
+       "realtime_minus_mono": time.time_ns() - mono()}
 sent = 0
 payload = b"x" * cfg["size"]
 if cfg["mode"] == "autocork":
-    s.send(b"b" * cfg["backlog"])      # fills the shaper's queue: these packets wait in the qdisc
+    s.sendall(b"b" * cfg["backlog"])   # fills the shaper's queue: these packets wait in the qdisc
     sent += cfg["backlog"]
 for burst in range(cfg["bursts"]):
     drain()
@@ -125,12 +126,12 @@ class Run:
 
     def __init__(self, mode: str, links, *, writes=WRITES, bursts=BURSTS, tcpdump=False,
                  tool_args=(), shaper=None, backlog=0, settle=0.0, json_out=True, family=4,
-                 pid_filter=True):
+                 pid_filter=True, sysctls=()):
         self.bed = bed_or_skip(links)
         self.procs = []
         try:
             self._run(mode, writes, bursts, tcpdump, list(tool_args), shaper, backlog, settle,
-                      json_out, family, pid_filter)
+                      json_out, family, pid_filter, sysctls)
         finally:
             for p in self.procs:
                 if p.poll() is None:
@@ -139,8 +140,10 @@ class Run:
             self.bed.__exit__(None, None, None)
 
     def _run(self, mode, writes, bursts, tcpdump, tool_args, shaper, backlog, settle, json_out,
-             family, pid_filter):
+             family, pid_filter, sysctls):
         bed = self.bed
+        for setting in sysctls:
+            bed.run(bed.host, ["sysctl", "-q", "-w", setting])
         if shaper:
             bed.run(bed.host, ["tc", "qdisc", "add", "dev", "l0t", "root", *shaper])
         server = bed.popen(bed.target, [sys.executable, "-c", SERVER, str(PORT)],
@@ -305,15 +308,28 @@ def test_msg_more_is_held_until_the_next_send():
     assert low - BURSTS <= s["hold_us_sum"]["more"] <= high
 
 
+SHAPER = ["tbf", "rate", "400kbit", "burst", "1600", "latency", "2s"]
+
+
 def test_autocork_behind_a_shaper_is_not_nagle():
     from tools.testbed import Link
-    run = Run("autocork", [Link()], bursts=1, writes=6, backlog=6000,
-              shaper=["tbf", "rate", "400kbit", "burst", "1600", "latency", "2s"])
+    run = Run("autocork", [Link()], bursts=1, writes=6, backlog=6000, shaper=SHAPER)
     s = run.summary
     assert s["sends"]["nodelay"] == s["sends"]["total"] == 7
     # Held, and for the right reason: the kernel's own autocork counter moved as well.
     assert s["held"]["autocork"] >= 1 and run.autocork_mib >= 1
     check_accounting(s, {"autocork": s["held"]["autocork"]})
+
+
+def test_no_autocork_holds_when_the_sysctl_is_off():
+    """The same writes behind the same shaper with net.ipv4.tcp_autocorking=0 leave at once."""
+    from tools.testbed import Link
+    run = Run("autocork", [Link()], bursts=1, writes=6, backlog=6000, shaper=SHAPER,
+              sysctls=["net.ipv4.tcp_autocorking=0"])
+    s = run.summary
+    assert s["sends"]["nodelay"] == s["sends"]["total"] == 7
+    assert run.autocork_mib == 0
+    check_accounting(s, {})
 
 
 # -- the tool's interface ------------------------------------------------------------------------

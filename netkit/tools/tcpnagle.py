@@ -71,7 +71,9 @@ MAN = ManPage(
         "local port. --by sock adds the sockets with the most held time: PID and COMM of the "
         "task that first sent on it, local and remote address. Without INTERVAL tcpnagle "
         "prints only at the end, like the original; Ctrl-C (or SIGTERM, or the end of --duration "
-        "or COUNT) prints the summary of the whole run."),
+        "or COUNT) prints the summary of the whole run. --prometheus, --textfile and --graphite "
+        "receive the run's totals every INTERVAL (every second without one) and at the end; "
+        "netkit export tcpnagle does the same without a view."),
     examples=[
         ("netkit tcpnagle", "trace until Ctrl-C, then print counts and the hold histogram"),
         ("netkit tcpnagle 1 10", "ten one-second intervals"),
@@ -108,9 +110,11 @@ IntervalOptArg = Annotated[Optional[float], typer.Argument(
     help="Seconds between outputs (default: print only at the end).")]
 CountOptArg = Annotated[Optional[int], typer.Argument(min=1, metavar="[COUNT]", show_default=False,
                                                       help="Number of outputs, then exit.")]
-DportOpt = Annotated[Optional[int], typer.Option("-D", "--dport", metavar="PORT", min=1, max=65535, show_default=False,
+DportOpt = Annotated[Optional[int], typer.Option("-D", "--dport", metavar="PORT", min=1, max=65535,
+                                                 show_default=False,
                                                  help="Only connections to this remote port.")]
-LportOpt = Annotated[Optional[int], typer.Option("-L", "--lport", metavar="PORT", min=1, max=65535, show_default=False,
+LportOpt = Annotated[Optional[int], typer.Option("-L", "--lport", metavar="PORT", min=1, max=65535,
+                                                 show_default=False,
                                                  help="Only connections on this local port.")]
 ByOpt = Annotated[Optional[By], typer.Option("--by", metavar="sock", show_default=False,
                                              help="sock: also show the sockets with the most "
