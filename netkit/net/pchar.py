@@ -93,6 +93,7 @@ class Prober:
     """Sends one probe at a time towards `dest` with a given TTL and size, and returns its
     Sample. Subclasses build the probe and recognise its answer."""
     header = 0                      # bytes of IP + transport header in a probe
+    id_bytes = 0                    # payload bytes the probe needs to carry its number
 
     def __init__(self, dest: str, family: int | None = None, port: int | None = None,
                  timeout: float = 3.0, source: str | None = None):
@@ -120,7 +121,7 @@ class Prober:
 
     @property
     def min_size(self) -> int:
-        return self.header + _PROBE_ID.size
+        return self.header + self.id_bytes
 
     def _route_source(self) -> str:
         """The local address the kernel routes from (a UDP connect sends nothing); fails
@@ -303,6 +304,7 @@ class UdpProber(Prober):
     """UDP datagrams to a high port (pchar's default). ICMP errors and TX stamps both arrive on
     the socket's error queue (IP_RECVERR); the quoted payload holds the probe's number."""
     _proto = socket.IPPROTO_UDP
+    id_bytes = _PROBE_ID.size
 
     def open(self) -> None:
         self.header = (IP6_HDR if self.v6 else IP_HDR) + UDP_HDR
@@ -343,10 +345,6 @@ class IcmpProber(Prober):
         self.ident = (os.getpid() ^ random.randrange(1 << 16)) & 0xFFFF
         self.sock = self._socket(socket.SOCK_RAW, self._proto, tx=True)
 
-    @property
-    def min_size(self) -> int:
-        return self.header
-
     def _send(self, ttl, size, seq):
         self._set_ttl(self.sock, ttl)
         head = struct.pack("!BBHHH", 128 if self.v6 else 8, 0, 0, self.ident, seq & 0xFFFF)
@@ -378,10 +376,6 @@ class TcpProber(Prober):
         self.icmp = self._socket(socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if self.v6
                                  else socket.IPPROTO_ICMP, tx=False)
         self.sport = random.randrange(20000, 60000)
-
-    @property
-    def min_size(self) -> int:
-        return self.header
 
     def _send(self, ttl, size, seq):
         self._set_ttl(self.sock, ttl)
