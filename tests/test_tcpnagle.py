@@ -23,6 +23,7 @@ realtime/monotonic conversion; timing on this shared 2-core machine is noisy).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -126,12 +127,12 @@ class Run:
 
     def __init__(self, mode: str, links, *, writes=WRITES, bursts=BURSTS, tcpdump=False,
                  tool_args=(), shaper=None, backlog=0, settle=0.0, json_out=True, family=4,
-                 pid_filter=True, sysctls=()):
+                 pid_filter=True, sysctls=(), cgroup=None):
         self.bed = bed_or_skip(links)
         self.procs = []
         try:
             self._run(mode, writes, bursts, tcpdump, list(tool_args), shaper, backlog, settle,
-                      json_out, family, pid_filter, sysctls)
+                      json_out, family, pid_filter, sysctls, cgroup)
         finally:
             for p in self.procs:
                 if p.poll() is None:
@@ -140,7 +141,7 @@ class Run:
             self.bed.__exit__(None, None, None)
 
     def _run(self, mode, writes, bursts, tcpdump, tool_args, shaper, backlog, settle, json_out,
-             family, pid_filter, sysctls):
+             family, pid_filter, sysctls, cgroup):
         bed = self.bed
         for setting in sysctls:
             bed.run(bed.host, ["sysctl", "-q", "-w", setting])
@@ -155,6 +156,8 @@ class Run:
         client = bed.popen(bed.host, [sys.executable, "-c", CLIENT, json.dumps(cfg)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(client)
+        if cgroup:
+            (cgroup / "cgroup.procs").write_text(str(client.pid))
         dump = self._tcpdump() if tcpdump else None
         autocork_before = self._autocork_mib()
         tool = Traced(["tcpnagle", *(["-p", str(client.pid)] if pid_filter else []),
@@ -383,6 +386,35 @@ def test_textfile_export_carries_the_run(tmp_path):
     assert f'netkit_tcpnagle_hold_seconds_count{{cause="cork"}} {WRITES}.0' in text
     total_s = float(re.search(r'netkit_tcpnagle_hold_seconds_sum\{cause="cork"\} (\S+)', text)[1])
     assert total_s == pytest.approx(run.summary["hold_us_sum"]["cork"] / 1e6, abs=1e-9)
+
+
+def _is_cgroup2(path) -> bool:
+    return any(line.split()[1] == str(path) and line.split()[2] == "cgroup2"
+               for line in open("/proc/self/mounts"))
+
+
+@pytest.mark.parametrize("joins", [True, False])
+def test_cgroup_filter(joins):
+    from pathlib import Path
+    roots = [Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")]
+    root = next((r for r in roots if (r / "cgroup.procs").exists()
+                 and _is_cgroup2(r)), None)
+    if root is None:
+        require_or_skip("no cgroup v2 hierarchy mounted")
+    group = root / f"nktcpnagle{os.getpid()}"
+    group.mkdir()
+    try:
+        run = Run("cork", delayed_link(), bursts=1, pid_filter=False,
+                  cgroup=group if joins else None, tool_args=["-c", str(group)])
+        check_accounting(run.summary, {"cork": WRITES} if joins else {})
+        assert run.summary["sends"]["total"] == (WRITES if joins else 0)
+    finally:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:             # the client is still leaving the group
+                time.sleep(0.05)
 
 
 def test_text_output_is_aligned_columns():
