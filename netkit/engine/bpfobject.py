@@ -160,8 +160,17 @@ class RingBuffer:
     """Events from a BPF ring buffer, each handed to `handler` as the BTF-typed struct."""
 
     def __init__(self, bpf_map: Map, event_type: type, handler):
+        self._raised: BaseException | None = None
+
         def on_sample(_ctx, data, size):
-            handler(event_type.from_address(data))
+            # ctypes prints and drops an exception raised in a callback: a Ctrl-C (SIGINT's
+            # KeyboardInterrupt lands wherever Python is) or a closed pipe would be lost and the
+            # tool would go on. Stop the poll instead and raise it from poll().
+            try:
+                handler(event_type.from_address(data))
+            except BaseException as exc:
+                self._raised = exc
+                return -1
             return 0
 
         self._callback = L.RINGBUF_SAMPLE_FN(on_sample)   # keep alive as long as the ring
@@ -173,6 +182,9 @@ class RingBuffer:
     def poll(self, timeout_ms: int) -> int:
         """Consume ready events (waiting up to timeout_ms); returns how many were handled."""
         n = L.ring_buffer__poll(self.handle, timeout_ms)
+        if self._raised is not None:
+            raised, self._raised = self._raised, None
+            raise raised
         if n < 0 and -n != errno.EINTR:
             raise NetkitError(f"ring buffer poll failed: {_errno_text(-n)}")
         return max(n, 0)
