@@ -149,9 +149,9 @@ static __always_inline void add_hold(struct sock *sk, __u64 cookie, __u32 end_se
 	}
 	tail = p->tail;
 	if (tail - p->head >= HOLD_RING) {
-		/* Ring full: the newest hold now ends where this send ends. */
-		p->ring[(tail - 1) & (HOLD_RING - 1)].end_seq = end_seq;
-		c->merged++;
+		/* Ring full: this hold is counted but not timed, so that the timed ones stay exact
+		 * (stretching the newest one to these bytes would overstate it). */
+		c->overflow++;
 		return;
 	}
 	p->ring[tail & (HOLD_RING - 1)].start_ns = now;

@@ -22,7 +22,7 @@ enum hold_cause {
 struct tcpnagle_counts {
 	__u64 sends[NONAGLE_VALUES];	/* TCP sends that queued bytes, by tp->nonagle */
 	__u64 held[N_CAUSES];		/* of those, the sends that left bytes unsent */
-	__u64 merged;			/* held sends joined to the previous hold (ring full) */
+	__u64 overflow;			/* held sends not timed: HOLD_RING holds already pending */
 	__u64 missed;			/* holds whose bytes left before the hold was recorded */
 	__u64 dropped;			/* holds pending when the socket closed or the map was full */
 };

@@ -236,7 +236,7 @@ def check_accounting(summary, expect_held: dict[str, int]):
     assert sum(summary["hist_us"]) == sum(expect_held.values())
     for cause, slots in summary["hist_us_by_cause"].items():
         assert sum(slots) == summary["holds"][cause]
-    assert (summary["merged"], summary["missed"], summary["dropped"]) == (0, 0, 0)
+    assert (summary["overflow"], summary["missed"], summary["dropped"]) == (0, 0, 0)
 
 
 # -- the modes -----------------------------------------------------------------------------------
@@ -296,6 +296,19 @@ def test_cork_holds_every_write_until_uncork():
         low += (u0 - w1) / 1000
         high += (u1 - w0) / 1000
     assert low - n <= s["hold_us_sum"]["cork"] <= high, (low, s["hold_us_sum"]["cork"], high)
+
+
+def test_more_than_eight_pending_holds_are_counted_not_timed():
+    """A socket keeps 8 pending holds: 12 corked writes give 12 held sends, 8 timed holds."""
+    run = Run("cork", delayed_link(), bursts=1, writes=12)
+    s = run.summary
+    assert s["held"]["cork"] == 12 and s["holds"]["cork"] == 8 and s["overflow"] == 4
+    assert sum(s["hist_us"]) == 8 and (s["missed"], s["dropped"]) == (0, 0)
+    # The timed ones are the first eight writes, each up to the uncork.
+    u0, u1 = run.client["releases"][0]
+    low = sum(u0 - w1 for _, w1 in run.client["writes"][:8]) / 1000
+    high = sum(u1 - w0 for w0, _ in run.client["writes"][:8]) / 1000
+    assert low - 8 <= s["hold_us_sum"]["cork"] <= high
 
 
 def test_msg_more_is_held_until_the_next_send():

@@ -64,7 +64,7 @@ MAN = ManPage(
         "hand-off of the segment carrying them to the device (before the qdisc), for any "
         "cause, including Nagle with data in flight, which the original's blocked time did not "
         "cover. Each held send is one hold; a socket keeps at most 8 pending holds, later held "
-        "sends join the newest one (counted as merged). Holds whose bytes left before the hold "
+        "sends are counted but not timed (overflow). Holds whose bytes left before the hold "
         "was recorded are discarded (missed); holds pending when the socket closes are "
         "counted as dropped.\n\n"
         "-p, -n and -c select the sending task; -D and -L select the connection by remote and "
@@ -93,7 +93,7 @@ MAN = ManPage(
         "counts, non-zero only), held (object: cause to held sends, every cause), holds (cause "
         "to holds measured), hold_us_sum (cause to summed hold time, us), hist_us (32 counts: "
         "slot i holds [2^i, 2^(i+1)) us, slot 0 holds 0 and 1; all causes), hist_us_by_cause "
-        "(cause to 32 counts, causes with holds only), merged, missed, dropped, and with --by "
+        "(cause to 32 counts, causes with holds only), overflow, missed, dropped, and with --by "
         "sock sockets (list of objects: pid, comm, laddr, lport, raddr, rport, sends, held, "
         "holds, held_us, max_us; most held time first)."),
     see_also=["tcp(7)", "tcpnagle.bt (BPF Performance Tools, ch. 10)", "ss(8)", "nstat(8)",
@@ -141,7 +141,7 @@ class Totals:
     """What the kernel counted (cumulative, or the difference of two reads)."""
     sends: list[int] = field(default_factory=lambda: [0] * NONAGLE_VALUES)
     held: list[int] = field(default_factory=lambda: [0] * len(CAUSES))
-    merged: int = 0
+    overflow: int = 0
     missed: int = 0
     dropped: int = 0
     hists: list = field(default_factory=list)           # Log2Hist per cause
@@ -149,7 +149,7 @@ class Totals:
     def minus(self, earlier: "Totals") -> "Totals":
         return Totals([a - b for a, b in zip(self.sends, earlier.sends)],
                       [a - b for a, b in zip(self.held, earlier.held)],
-                      self.merged - earlier.merged, self.missed - earlier.missed,
+                      self.overflow - earlier.overflow, self.missed - earlier.missed,
                       self.dropped - earlier.dropped,
                       [a.minus(b) for a, b in zip(self.hists, earlier.hists)])
 
@@ -177,7 +177,7 @@ def read_totals(obj) -> Totals:
     return Totals(
         [sum(v.sends[i] for v in per_cpu) for i in range(NONAGLE_VALUES)],
         [sum(v.held[i] for v in per_cpu) for i in range(len(CAUSES))],
-        sum(v.merged for v in per_cpu), sum(v.missed for v in per_cpu),
+        sum(v.overflow for v in per_cpu), sum(v.missed for v in per_cpu),
         sum(v.dropped for v in per_cpu),
         [Log2Hist.from_value(hist_map.lookup(i)) for i in range(len(CAUSES))])
 
@@ -303,7 +303,7 @@ class NagleView:
             "hold_us_sum": {c: h.sum for c, h in zip(CAUSES, t.hists)},
             "hist_us": t.all_causes().slots,
             "hist_us_by_cause": {c: h.slots for c, h in zip(CAUSES, t.hists) if h.count},
-            "merged": t.merged, "missed": t.missed, "dropped": t.dropped,
+            "overflow": t.overflow, "missed": t.missed, "dropped": t.dropped,
         }
         if self.by_sock:
             record["sockets"] = [r.json() for r in ranked(sockets, self.top)]
@@ -317,8 +317,8 @@ class NagleView:
                 if n or h.count]
         if rows:
             self.out.table(self.CAUSE_COLUMNS, rows)
-        extra = [f"{name} {n}" for name, n in (("merged", t.merged), ("missed", t.missed),
-                                               ("dropped", t.dropped)) if n]
+        extra = [f"{name} {n}" for name, n in (("overflow", t.overflow),
+                                               ("missed", t.missed), ("dropped", t.dropped)) if n]
         if extra:
             self.out.line("holds not timed: " + ", ".join(extra))
         hist = t.all_causes()
