@@ -67,7 +67,10 @@ class Output:
     # -- text ------------------------------------------------------------------------------------
     def line(self, text: str = "", style: str = "") -> None:
         if self.mode == "rich" and style:
-            self.console.print(text, style=style, markup=False)
+            # One line stays one line (a StreamTable header wider than the terminal would
+            # otherwise wrap while its rows, printed unwrapped, do not).
+            self.console.print(text, style=style, markup=False, no_wrap=True, overflow="ignore",
+                               crop=False)
         else:
             self.stream.write(text + "\n")
             self.stream.flush()
