@@ -21,7 +21,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import (Traced, assert_one_line_error, require_or_skip, require_root_bpf,
+from conftest import (NETKIT, Traced, assert_one_line_error, require_or_skip, require_root_bpf,
                       run_netkit)
 
 CLIENT_COMM = "nkconnlat"
@@ -31,12 +31,12 @@ REFUSED = 3           # per (family, mode) to a closed port
 # The client: set its comm, then for each JSON line on stdin (a list of connects to make) make
 # them one after the other and answer with one JSON line: [[result, seconds], ...].
 CLIENT = f"""
-import asyncio, ctypes, errno, json, socket, sys, time
+import asyncio, ctypes, errno, json, select, signal, socket, sys, time
 ctypes.CDLL(None).prctl(15, b"{CLIENT_COMM}", 0, 0, 0)
 TCP_USER_TIMEOUT = 18
 
-def make(family, user_timeout_ms):
-    s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET)
+def make(family, user_timeout_ms, kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, kind)
     if user_timeout_ms:
         s.setsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT, user_timeout_ms)
     return s
@@ -45,7 +45,11 @@ def name(exc):
     return errno.errorcode[exc.errno] if exc else "OK"
 
 def blocking(c):
-    s = make(c["family"], c.get("user_timeout_ms"))
+    s = make(c["family"], c.get("user_timeout_ms"),
+             socket.SOCK_DGRAM if c.get("udp") else socket.SOCK_STREAM)
+    if c.get("signal_after"):       # Python's handlers have no SA_RESTART: connect() sees EINTR
+        signal.signal(signal.SIGALRM, lambda *a: None)
+        signal.setitimer(signal.ITIMER_REAL, c["signal_after"])
     t = time.monotonic(); err = None
     try:
         s.connect((c["addr"], c["port"]))
@@ -67,10 +71,37 @@ async def nonblocking(c):
     s.close()
     return [name(err), t]
 
+def recheck(c):
+    # The pre-asyncio idiom: connect(), wait for writability, connect() again to learn the
+    # result (0), and once more (EISCONN). Three calls, one connect.
+    s = make(c["family"], None)
+    s.setblocking(False)
+    t = time.monotonic()
+    assert s.connect_ex((c["addr"], c["port"])) == errno.EINPROGRESS
+    select.select([], [s], [], 5)
+    first = s.connect_ex((c["addr"], c["port"]))
+    again = s.connect_ex((c["addr"], c["port"]))
+    t = time.monotonic() - t
+    assert again == errno.EISCONN, again
+    s.close()
+    return ["OK" if first == 0 else errno.errorcode[first], t]
+
+def abandon(c):
+    # A client-side timeout: the socket is closed while its SYN is still unanswered.
+    s = make(c["family"], None)
+    s.setblocking(False)
+    t = time.monotonic()
+    assert s.connect_ex((c["addr"], c["port"])) == errno.EINPROGRESS
+    time.sleep(c["close_after"])
+    s.close()
+    return ["CLOSED", time.monotonic() - t]
+
+RUN = {{"blocking": blocking, "recheck": recheck, "abandon": abandon,
+        "nonblocking": lambda c: asyncio.run(nonblocking(c))}}
 for line in sys.stdin:
     done = []
     for c in json.loads(line):
-        done.append(blocking(c) if c["mode"] == "blocking" else asyncio.run(nonblocking(c)))
+        done.append(RUN[c.pop("how", c["mode"])](c))
     print(json.dumps(done), flush=True)
 """
 
@@ -229,6 +260,26 @@ def test_by_dest_interval_and_run_histograms(client, listeners):
         assert run[(addr, closed[family], "ECONNREFUSED")] == 2 * REFUSED
 
 
+def test_status_checks_are_not_connects_and_udp_needs_the_flag(client, listeners):
+    """connect() again on a connecting/connected socket (returns 0, then EISCONN) is not a new
+    connect; UDP connect()s are counted only with --udp (as blocking, OK, timed in the call)."""
+    socks, _ = listeners
+    recheck = [{"addr": socks[f][0], "port": socks[f][1], "family": f, "mode": "nonblocking",
+                "how": "recheck"} for f in (4, 6) for _ in range(3)]
+    udp = [{"addr": "127.0.0.1", "port": 9, "family": 4, "mode": "blocking", "udp": True}] * 2
+    for flags, expected in (([], Counter({("IPv4", "nonblocking", "OK"): 3,
+                                          ("IPv6", "nonblocking", "OK"): 3})),
+                            (["--udp"], Counter({("IPv4", "nonblocking", "OK"): 3,
+                                                 ("IPv6", "nonblocking", "OK"): 3,
+                                                 ("IPv4", "blocking", "OK"): 2}))):
+        tool = Traced(["soconnlat", "-e", "--json", "-p", str(client.pid), *flags])
+        made = client.connect(recheck + udp)
+        out, _ = tool.finish()
+        events = records(out)["event"]
+        assert kinds(events) == expected, flags
+        check_latencies(events, made[:len(events)], (recheck + udp)[:len(events)])
+
+
 def test_plain_histograms_and_table(client, listeners):
     socks, closed = listeners
     tool = Traced(["soconnlat", "-p", str(client.pid)])
@@ -239,8 +290,7 @@ def test_plain_histograms_and_table(client, listeners):
     assert f"PID {client.pid} {CLIENT_COMM}, OK (us):" in lines
     assert f"PID {client.pid} {CLIENT_COMM}, ECONNREFUSED (us):" in lines
     header = next(l for l in lines if l.split()[:3] == ["PID", "COMM", "FAM"])
-    assert header.split() == ["PID", "COMM", "FAM", "MODE", "RESULT", "COUNT", "AVG(us)",
-                              "TOTAL(us)"]
+    assert header.split() == ["PID", "COMM", "FAM", "MODE", "RESULT", "COUNT", "AVG(us)"]
     rows = [l.split() for l in lines[lines.index(header) + 1:] if l.strip()]
     counts = {(r[2], r[3], r[4]): int(r[5]) for r in rows}
     assert counts[("IPv4", "blocking", "OK")] == N
@@ -347,6 +397,44 @@ def test_timeout_and_unreachable_are_classified(bed, bed_client):
         assert e["result"] == "EHOSTUNREACH"
         assert 2 * DELAY_S <= e["latency_us"] / 1e6 <= 2 * DELAY_S + TOLERANCE_S, e
     assert [e["mode"] for e in events] == [p["mode"] for p in planned]
+
+
+def test_closed_before_the_handshake_and_interrupted_blocking_connect(bed, bed_client):
+    """A non-blocking connect abandoned (closed) after CLOSE_AFTER_S while its SYNs are dropped
+    is CLOSED at about that time; a blocking connect interrupted by a signal (the kernel returns
+    -ERESTARTSYS, Python then waits itself) is timed to the end of its delayed handshake."""
+    close_after = 0.1
+    planned = [{"addr": bed.target_addr(4), "port": PORT_DROP, "family": 4, "mode": "nonblocking",
+                "how": "abandon", "close_after": close_after},
+               {"addr": bed.target_addr(6), "port": PORT_OK, "family": 6, "mode": "blocking",
+                "signal_after": 0.01}]
+    tool = Traced(["soconnlat", "-e", "--json", "-p", str(bed_client.pid)])
+    made = bed_client.connect(planned)
+    out, _ = tool.finish()
+    abandoned, interrupted = records(out)["event"]
+    check_latencies([abandoned, interrupted], made, planned)
+    assert abandoned["result"] == "CLOSED" and abandoned["errno"] is None
+    assert close_after <= abandoned["latency_us"] / 1e6 <= close_after + TOLERANCE_S
+    assert (interrupted["result"], interrupted["mode"]) == ("OK", "blocking")
+    assert 2 * DELAY_S <= interrupted["latency_us"] / 1e6 <= 2 * DELAY_S + TOLERANCE_S
+
+
+def test_events_into_head_exit_quietly(client, listeners):
+    """`netkit soconnlat -e | head -2`: the header and one event, then exit 0 without a word."""
+    socks, _ = listeners
+    tool = subprocess.Popen(["bash", "-c", f"set -o pipefail; {NETKIT} soconnlat -e "
+                                           f"-p {client.pid} | head -2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15
+    out = ""
+    while time.monotonic() < deadline and tool.poll() is None:
+        client.connect(plan(*socks[4], 4, 2))   # until the tool is up and head has its lines
+        time.sleep(0.1)
+    out, err = tool.communicate(timeout=10)
+    assert tool.returncode == 0, err          # netkit's own status too (pipefail)
+    assert err.startswith("Tracing") and "Traceback" not in err and "Exception" not in err, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["TIME", "PID", "COMM"] and CLIENT_COMM in lines[1]
 
 
 # -- command line ----------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ MAN = ManPage(
         "name, or CLOSED), MODE (blocking, or nonblocking for an O_NONBLOCK socket).\n\n"
         "Histograms: for each process (PID, COMM) or, with --by dest, destination (DEST), and "
         "result, a log2 histogram of latency in us (ms with -m); then a table with PID and COMM "
-        "(or DEST), FAM, MODE, RESULT, COUNT, AVG(us) and TOTAL(us).\n\n"
+        "(or DEST), FAM, MODE, RESULT, COUNT and AVG(us) (exact mean, not from the buckets).\n\n"
         "JSON (--json): events as objects with type \"event\", ts (ISO 8601, when the connect "
         "ended), pid, tid, comm, family (\"IPv4\"/\"IPv6\"), dest, dport, latency_us (float; "
         "latency_ms with -m), result, errno (0 for OK, null for CLOSED), mode. Histograms as "
@@ -321,14 +321,13 @@ class SoconnlatView:
         who_cols = ([Column("DEST", 24, "<")] if self.by_dest else
                     [Column("PID", 7), Column("COMM", 15, "<", style="bold")])
         cols = who_cols + [Column("FAM", 4, "<"), Column("MODE", 11, "<"), Column("RESULT", 12, "<"), Column("COUNT", 7),
-                           Column(f"AVG({u})", 10, fmt=self.units.text),
-                           Column(f"TOTAL({u})", 12, fmt=self.units.text)]
+                           Column(f"AVG({u})", 10, fmt=self.units.text)]
         rows = []
         for key in keys:
             s = stats[key]
             who = [dest_text(key.family, key.dest, key.dport)] if self.by_dest else [key.pid, key.comm]
             rows.append(who + [family_name(key.family), MODES[key.mode], result_name(key.result), s.hist.count,
-                               s.sum_ns / s.hist.count, s.sum_ns])
+                               s.sum_ns / s.hist.count])
         self.out.table(cols, rows)
 
     def summary(self, totals: dict[Key, Stats], seconds: float, lost: int) -> None:
@@ -345,6 +344,45 @@ class SoconnlatView:
 
 
 # -- the command --------------------------------------------------------------------------------
+class HeldInterrupts:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt as usual, except during a ring-buffer poll:
+    there Python would raise it inside an event callback, where ctypes drops it (even at the
+    callback's first line, before any try), losing the stop and the event. During a poll the
+    signal only wakes epoll_wait (EINTR) and is raised once the poll has returned."""
+
+    def __init__(self):
+        self.polling = False
+        self.pending = False
+        self._old = {}
+
+    def __enter__(self):
+        import signal
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+    def _on_signal(self, signum, frame):
+        if not self.polling:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def poll(self, ring, timeout_ms: int) -> None:
+        self.polling = True
+        try:
+            ring.poll(timeout_ms)
+        finally:
+            self.polling = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
 def _check_options(ipv4: bool, ipv6: bool, by: str, dport: list[int] | None) -> None:
     if ipv4 and ipv6:
         fail("soconnlat", "-4 and -6 exclude each other (give neither for both)", 2)
@@ -403,15 +441,16 @@ def command(
         ring = obj.ring_buffer("events", "soconnlat_event",
                                lambda e: view.event(e, wall_offset)) if events else None
         what = "IP connect() latency" + (" by destination" if by_dest else "")
-        out.note(f"Tracing {what}... Hit Ctrl-C to end.")
-        started = time.monotonic()
-        try:
-            _loop(obj, ring, view, hists, exporters, interval, count, duration, by_dest,
-                  milliseconds, started)
-        except KeyboardInterrupt:
-            pass
-        if ring:
-            ring.poll(0)                # what ended before the stop
+        with HeldInterrupts() as interrupts:
+            out.note(f"Tracing {what}... Hit Ctrl-C to end.")
+            started = time.monotonic()
+            try:
+                _loop(interrupts, ring, view, hists, exporters, interval, count, duration,
+                      by_dest, milliseconds, started)
+            except KeyboardInterrupt:
+                pass
+            if ring:
+                interrupts.poll(ring, 0)        # what ended before the stop
         seconds = time.monotonic() - started
         _, totals = hists.read()
         if exporters:
@@ -422,7 +461,8 @@ def command(
         view.summary(totals, seconds, obj.lost_events())
 
 
-def _loop(obj, ring, view, hists, exporters, interval, count, duration, by_dest, ms, started):
+def _loop(interrupts, ring, view, hists, exporters, interval, count, duration, by_dest, ms,
+          started):
     """Wait for the end (Ctrl-C, duration or COUNT intervals), printing every interval and
     streaming events meanwhile. Exporters get a snapshot every interval (every second when no
     interval is printed)."""
@@ -449,6 +489,6 @@ def _loop(obj, ring, view, hists, exporters, interval, count, duration, by_dest,
             continue
         wait = min(t for t in (next_tick, stop_at, now + 0.5 if ring else now + 3600) if t) - now
         if ring:
-            ring.poll(max(0, int(wait * 1000)))
+            interrupts.poll(ring, max(0, int(wait * 1000)))
         else:
             time.sleep(max(0.0, wait))
