@@ -60,7 +60,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192);		/* ~3 MB: an entry carries a histogram */
 	__type(key, __u64);			/* socket cookie */
 	__type(value, struct tcpnagle_sock);
 } sockets SEC(".maps");
@@ -243,6 +243,7 @@ static __always_inline void finish_hold(struct pending *p, struct hold *h, __u64
 		return;
 	__sync_fetch_and_add(&s->holds, 1);
 	__sync_fetch_and_add(&s->held_ns, ns);
+	hist_record(&s->hold_us, ns / 1000);
 	if (ns > s->max_ns)
 		s->max_ns = ns;
 }

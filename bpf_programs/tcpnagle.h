@@ -1,4 +1,4 @@
-/* tcpnagle's shared layouts; netkit reads them from the object's BTF. */
+/* tcpnagle's shared layouts; netkit reads them from the object's BTF. Include after common.h. */
 #ifndef TCPNAGLE_H
 #define TCPNAGLE_H
 
@@ -59,6 +59,7 @@ struct tcpnagle_sock {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[16];
+	struct log2_hist hold_us;	/* common.h */
 };
 
 #endif

@@ -359,6 +359,7 @@ def test_by_sock_names_the_connection_and_intervals_add_up():
                                                             run.bed.target_addr(4), PORT)
     assert sock["comm"] == "nkNagleClient" and sock["sends"] == sock["held"] == sock["holds"] == n
     assert abs(sock["held_us"] - run.summary["hold_us_sum"]["cork"]) <= n
+    assert sock["hist_us"] == run.summary["hist_us"]          # the only socket traced
     # The client was done half a second before Ctrl-C: the intervals hold the whole run.
     intervals = [r for r in run.records if r["type"] == "interval"]
     assert len(intervals) >= 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Optional
 
 import typer
@@ -86,7 +86,9 @@ MAN = ManPage(
         "held sends by cause (CAUSE, HELD: sends that left bytes unsent, HOLDS: holds whose end "
         "was seen, AVG_us, TOTAL_ms: their mean and summed duration), and a log2 histogram of "
         "hold time in microseconds over all causes. With --by sock a table of sockets: PID, "
-        "COMM, LADDR:LPORT, RADDR:RPORT, SENDS, HELD, HOLDS, HELD_ms, MAX_us.\n\n"
+        "COMM, LADDR:LPORT, RADDR:RPORT, SENDS, HELD, HOLDS, HELD_ms, MAX_us (the longest hold "
+        "since tracing started), and in the summary a hold-time histogram per listed socket."
+        "\n\n"
         "JSON: one object per interval with type \"interval\", ts (ISO 8601), interval_s, and "
         "one at the end with type \"summary\", duration_s; both carry sends (object: total, "
         "nagle, nodelay, cork), flags (object: the original's nonagle names with their send "
@@ -95,7 +97,7 @@ MAN = ManPage(
         "slot i holds [2^i, 2^(i+1)) us, slot 0 holds 0 and 1; all causes), hist_us_by_cause "
         "(cause to 32 counts, causes with holds only), overflow, missed, dropped, and with --by "
         "sock sockets (list of objects: pid, comm, laddr, lport, raddr, rport, sends, held, "
-        "holds, held_us, max_us; most held time first)."),
+        "holds, held_us, max_us, hist_us; most held time first)."),
     see_also=["tcp(7)", "tcpnagle.bt (BPF Performance Tools, ch. 10)", "ss(8)", "nstat(8)",
               "netkit-sockstat(8)"],
 )
@@ -182,11 +184,9 @@ def read_totals(obj) -> Totals:
         [Log2Hist.from_value(hist_map.lookup(i)) for i in range(len(CAUSES))])
 
 
-SOCK_FIELDS = ("sends", "held", "holds", "held_ns")
-
-
 @dataclass
 class SockRow:
+    """One socket: who sent on it, its addresses, its counts and its hold-time histogram."""
     pid: int
     comm: str
     laddr: str
@@ -197,13 +197,19 @@ class SockRow:
     held: int = 0
     holds: int = 0
     held_ns: int = 0
-    max_ns: int = 0
+    max_ns: int = 0                 # since tracing started
+    hist: object = None             # Log2Hist of hold time, us
+
+    def minus(self, earlier: "SockRow") -> "SockRow":
+        return replace(self, sends=self.sends - earlier.sends, held=self.held - earlier.held,
+                       holds=self.holds - earlier.holds, held_ns=self.held_ns - earlier.held_ns,
+                       hist=self.hist.minus(earlier.hist))
 
     def json(self) -> dict:
         return {"pid": self.pid, "comm": self.comm, "laddr": self.laddr, "lport": self.lport,
                 "raddr": self.raddr, "rport": self.rport, "sends": self.sends, "held": self.held,
                 "holds": self.holds, "held_us": round(self.held_ns / 1000, 1),
-                "max_us": round(self.max_ns / 1000, 1)}
+                "max_us": round(self.max_ns / 1000, 1), "hist_us": self.hist.slots}
 
 
 def _address(family: int, raw: bytes) -> str:
@@ -220,31 +226,23 @@ class SocketTotals:
 
     def __init__(self, sockets_map):
         self.map = sockets_map
-        self.last: dict[int, tuple] = {}
-        self.run: dict[int, SockRow] = {}
+        self.run: dict[int, SockRow] = {}     # cookie -> cumulative totals, as last read
 
     def read_delta(self) -> list[SockRow]:
+        from netkit.engine.hist import Log2Hist
         delta = []
         for key, v in self.map.items():
-            cookie = key.value
-            now = tuple(getattr(v, f) for f in SOCK_FIELDS)
-            before = self.last.get(cookie, (0,) * len(SOCK_FIELDS))
-            row = self.run.get(cookie)
-            if row is None:
-                row = self.run[cookie] = SockRow(
-                    v.tgid, v.comm.decode(errors="replace"), _address(v.family, bytes(v.saddr)),
-                    v.lport, _address(v.family, bytes(v.daddr)), v.dport)
-            change = SockRow(row.pid, row.comm, row.laddr, row.lport, row.raddr, row.rport,
-                             *(a - b for a, b in zip(now, before)), max_ns=v.max_ns)
+            now = SockRow(v.tgid, v.comm.decode(errors="replace"),
+                          _address(v.family, bytes(v.saddr)), v.lport,
+                          _address(v.family, bytes(v.daddr)), v.dport, v.sends, v.held, v.holds,
+                          v.held_ns, v.max_ns, Log2Hist.from_value(v.hold_us))
+            before = self.run.get(key.value)
+            change = now.minus(before) if before else now
             if change.sends or change.holds:
                 delta.append(change)
-            for f in SOCK_FIELDS:
-                setattr(row, f, getattr(v, f))
-            row.max_ns = v.max_ns
-            self.last[cookie] = now
+            self.run[key.value] = now
             if v.closed:
                 self.map.delete(key)
-                del self.last[cookie]
         return delta
 
 
@@ -309,7 +307,7 @@ class NagleView:
             record["sockets"] = [r.json() for r in ranked(sockets, self.top)]
         return record
 
-    def _text(self, title: str, t: Totals, sockets) -> None:
+    def _text(self, title: str, t: Totals, sockets, socket_hists: bool = False) -> None:
         modes = t.by_mode()
         self.out.line(f"{title}  sends {modes['total']}: nagle {modes['nagle']}, nodelay "
                       f"{modes['nodelay']}, cork {modes['cork']}", style="bold")
@@ -328,6 +326,10 @@ class NagleView:
             self.out.table(self.SOCK_COLUMNS, [
                 [r.pid, r.comm, f"{r.laddr}:{r.lport}", f"{r.raddr}:{r.rport}", r.sends, r.held,
                  r.holds, r.held_ns, r.max_ns] for r in ranked(sockets, self.top)])
+        for r in ranked(sockets, self.top) if socket_hists else []:
+            if r.hist.count:
+                self.out.hist(f"hold time of {r.laddr}:{r.lport} -> {r.raddr}:{r.rport} "
+                              f"({r.comm} {r.pid})", r.hist.slots, "us")
         self.out.line()
 
     def interval(self, ts: float, seconds: float, t: Totals, sockets) -> None:
@@ -342,7 +344,7 @@ class NagleView:
             self.out.record({"type": "summary", "duration_s": round(seconds, 3),
                              **self._record(t, sockets)})
             return
-        self._text(f"Total over {seconds:.1f} s:", t, sockets)
+        self._text(f"Total over {seconds:.1f} s:", t, sockets, socket_hists=True)
         flags = ", ".join(f"@nagle[{k}]: {n}" for k, n in t.flags().items())
         if flags:
             self.out.line(f"nonagle flags of the sends: {flags}")
