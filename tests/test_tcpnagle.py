@@ -43,13 +43,14 @@ SIZE = 100            # bytes per write
 GAP_S = 0.002         # between the writes of a burst
 NAGLE_TOL_US = 500   # per hold, against tcpdump
 PORT = 5099
+COMM = f"nkNagle{os.getpid() % 10**7}"   # the client's name: unique to this test run
 
 # The client. argv[1]: JSON settings. Waits for "go" on stdin, connects, writes, prints one JSON
 # line with its own stamps (ns, CLOCK_MONOTONIC: the clock BPF's ktime uses), waits for "bye".
 CLIENT = r"""
 import ctypes, json, socket, struct, sys, time
-ctypes.CDLL(None).prctl(15, b"nkNagleClient", 0, 0, 0)
 cfg = json.loads(sys.argv[1])
+ctypes.CDLL(None).prctl(15, cfg["comm"].encode(), 0, 0, 0)
 mono = time.monotonic_ns
 sys.stdin.readline()
 s = socket.create_connection((cfg["addr"], cfg["port"]))
@@ -152,7 +153,7 @@ class Run:
         self.procs.append(server)
         assert server.stdout.readline().strip() == "ready"
         cfg = {"addr": bed.target_addr(family), "port": PORT, "mode": mode, "bursts": bursts,
-               "writes": writes, "size": SIZE, "gap": GAP_S, "backlog": backlog}
+               "writes": writes, "size": SIZE, "gap": GAP_S, "backlog": backlog, "comm": COMM}
         client = bed.popen(bed.host, [sys.executable, "-c", CLIENT, json.dumps(cfg)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(client)
@@ -357,7 +358,7 @@ def test_by_sock_names_the_connection_and_intervals_add_up():
     sock = socks[0]
     assert (sock["laddr"], sock["raddr"], sock["rport"]) == (run.bed.host_addr(4),
                                                             run.bed.target_addr(4), PORT)
-    assert sock["comm"] == "nkNagleClient" and sock["sends"] == sock["held"] == sock["holds"] == n
+    assert sock["comm"] == COMM and sock["sends"] == sock["held"] == sock["holds"] == n
     assert abs(sock["held_us"] - run.summary["hold_us_sum"]["cork"]) <= n
     assert sock["hist_us"] == run.summary["hist_us"]          # the only socket traced
     # The client was done half a second before Ctrl-C: the intervals hold the whole run.
@@ -379,8 +380,8 @@ def test_ipv6_connection_by_sock():
 
 
 @pytest.mark.parametrize("args,counted", [
-    (["-n", "nkNagleClient", "-D", str(PORT)], True),
-    (["-n", "nkNagleClient", "-D", str(PORT + 1)], False),
+    (["-n", COMM, "-D", str(PORT)], True),
+    (["-n", COMM, "-D", str(PORT + 1)], False),
     (["-n", "nkNoSuchComm"], False),
 ])
 def test_name_and_port_filters(args, counted):
