@@ -38,13 +38,15 @@ char LICENSE[] SEC("license") = "GPL";
 #define O_NONBLOCK 04000
 #define MAX_DPORTS 8
 
+/* sys_exit runs for every syscall: the number is read with a direct (BTF, CO-RE relocated)
+ * load from the trusted regs pointer, not a probe-read helper call. */
 #if defined(__TARGET_ARCH_x86)
 #define NR_connect 42
-#define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#define SYSCALL_NR(regs) ((regs)->orig_ax)
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_connect 203
 struct pt_regs___arm64 { __s32 syscallno; } __attribute__((preserve_access_index));
-#define SYSCALL_NR(regs) BPF_CORE_READ((struct pt_regs___arm64 *)(regs), syscallno)
+#define SYSCALL_NR(regs) (((struct pt_regs___arm64 *)(regs))->syscallno)
 #else
 #error "soconnlat: add this architecture's connect syscall number"
 #endif
@@ -175,17 +177,19 @@ static __always_inline bool read_dest(const void *uaddr, int addrlen, struct pen
 SEC("tp_btf/sys_enter")
 int BPF_PROG(connect_enter, struct pt_regs *regs, long id)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	struct pending p = {};
+	struct pending p;
 	struct socket *sock;
 	struct sock *sk;
-	__u64 *busy, skaddr;
+	__u64 *busy, skaddr, pid_tgid;
 	bool nonblock = false;
 	__u16 proto;
+	__u32 tid;
 
 	if (id != NR_connect || !task_selected())
 		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	tid = (__u32)pid_tgid;
+	__builtin_memset(&p, 0, sizeof(p));
 	sock = socket_of_fd((int)PT_REGS_PARM1_CORE_SYSCALL(regs), &nonblock);
 	if (!sock)
 		return 0;
@@ -273,13 +277,14 @@ static __always_inline void finalize(const struct pending *p, __u64 end_ns, __u3
 SEC("tp_btf/sys_exit")
 int BPF_PROG(connect_exit, struct pt_regs *regs, long ret)
 {
-	__u64 now = bpf_ktime_get_ns();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending *p, copy;
-	__u64 *skp, skaddr;
+	__u64 *skp, skaddr, now;
+	__u32 tid;
 
 	if (SYSCALL_NR(regs) != NR_connect)
 		return 0;
+	now = bpf_ktime_get_ns();
+	tid = (__u32)bpf_get_current_pid_tgid();
 	skp = bpf_map_lookup_elem(&inflight, &tid);
 	if (!skp)
 		return 0;

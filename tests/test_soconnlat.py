@@ -437,6 +437,54 @@ def test_events_into_head_exit_quietly(client, listeners):
     assert lines[0].split()[:3] == ["TIME", "PID", "COMM"] and CLIENT_COMM in lines[1]
 
 
+def test_milliseconds_histograms_in_the_kernel(bed, bed_client):
+    """-m: the kernel slots latencies in ms, so a 50 ms handshake lands in [32, 63]."""
+    planned = plan(bed.target_addr(4), PORT_OK, 4, 2)
+    tool = Traced(["soconnlat", "-m", "-e", "--json", "-p", str(bed_client.pid)])
+    bed_client.connect(planned)
+    out, _ = tool.finish()
+    got = records(out)
+    assert all(2 * DELAY_S * 1e3 <= e["latency_ms"] <= (2 * DELAY_S + TOLERANCE_S) * 1e3
+               for e in got["event"])
+    hists = [h for h in got["hist"] if h["scope"] == "run"]
+    assert {h["mode"]: (h["count"], h["buckets"]) for h in hists} == {
+        m: (2, [{"low": 32, "high": 63, "count": 2}]) for m in ("blocking", "nonblocking")}
+    assert all("latency_ms_sum" in h and "latency_us_sum" not in h for h in hists)
+
+
+@pytest.fixture
+def routeless_netns():
+    """A namespace with only lo: any other destination has no route."""
+    require_root_bpf("soconnlat")
+    name = f"nkconnlat{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode:
+        require_or_skip("cannot create a network namespace")
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_no_route_fails_in_the_call(routeless_netns):
+    """ENETUNREACH comes from connect() itself, blocking or not, before any SYN: both are timed
+    in the call, and the non-blocking one keeps its mode."""
+    c = Client(["ip", "netns", "exec", routeless_netns])
+    try:
+        planned = plan("198.51.100.1", 80, 4, 2) + plan("2001:db8::1", 80, 6, 1)
+        tool = Traced(["soconnlat", "-e", "--json", "-p", str(c.pid)])
+        made = c.connect(planned)
+        out, _ = tool.finish()
+    finally:
+        c.close()
+    events = records(out)["event"]
+    assert kinds(events) == {("IPv4", "blocking", "ENETUNREACH"): 2,
+                             ("IPv4", "nonblocking", "ENETUNREACH"): 2,
+                             ("IPv6", "blocking", "ENETUNREACH"): 1,
+                             ("IPv6", "nonblocking", "ENETUNREACH"): 1}
+    check_latencies(events, made, planned)
+
+
 # -- command line ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [["-4", "-6"], ["--by", "port"], ["1", "2", "3"],
                                   ["-D", "1", "-D", "2", "-D", "3", "-D", "4", "-D", "5", "-D", "6",
