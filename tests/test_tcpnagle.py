@@ -3,7 +3,7 @@
 A client in one namespace of a test bed talks to a reader in the other across a link that adds
 20 ms each way (tools/testbed's linkemu), so a small write made while an earlier one is
 unacknowledged is held by Nagle for most of a round trip. The client writes in bursts and waits
-for every byte to be acknowledged between bursts (TCP_INFO's unacked), so the test knows which
+for every byte to be acknowledged between bursts (SIOCOUTQ), so the test knows which
 writes are held and why:
 
   nagle     Nagle on: in each burst the first write leaves at once, the others are held
@@ -13,6 +13,7 @@ writes are held and why:
   autocork  TCP_NODELAY behind a tbf shaper on a veth: small writes wait for the earlier
             packets to leave the qdisc (autocorking), not for Nagle; with
             net.ipv4.tcp_autocorking=0 in the client's namespace nothing is held
+  rwnd      TCP_NODELAY to a reader that pauses with a small receive buffer: held for the window
 
 Hold times are checked against independent clocks: for cork and MSG_MORE the hold must lie
 between the client's own CLOCK_MONOTONIC stamps around the write and around the call that
@@ -48,23 +49,24 @@ COMM = f"nkNagle{os.getpid() % 10**7}"   # the client's name: unique to this tes
 # The client. argv[1]: JSON settings. Waits for "go" on stdin, connects, writes, prints one JSON
 # line with its own stamps (ns, CLOCK_MONOTONIC: the clock BPF's ktime uses), waits for "bye".
 CLIENT = r"""
-import ctypes, json, socket, struct, sys, time
+import ctypes, fcntl, json, socket, struct, sys, time
 cfg = json.loads(sys.argv[1])
 ctypes.CDLL(None).prctl(15, cfg["comm"].encode(), 0, 0, 0)
 mono = time.monotonic_ns
 sys.stdin.readline()
 s = socket.create_connection((cfg["addr"], cfg["port"]))
-if cfg["mode"] in ("nodelay", "autocork"):
+if cfg["mode"] in ("nodelay", "autocork", "rwnd"):
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-def unacked():
-    return struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]
+def outstanding():
+    # SIOCOUTQ: bytes written but not yet acknowledged, sent or not (write_seq - snd_una)
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), 0x5411, b"\0" * 4))[0]
 
 def drain():
-    deadline = time.monotonic() + 5
-    while unacked() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while outstanding() and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert not unacked(), "data still unacknowledged"
+    assert not outstanding(), "data still unacknowledged"
 
 def write(data, flags=0):
     before = mono(); n = s.send(data, flags); after = mono()
@@ -100,12 +102,18 @@ s.close()
 
 # The reader: accepts one connection and reads until EOF (ACKs are the kernel's, delayed as usual).
 SERVER = r"""
-import socket, sys
+import socket, sys, time
+port, rcvbuf, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 srv = socket.socket(socket.AF_INET6); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-srv.bind(("::", int(sys.argv[1]))); srv.listen(1)
+if rcvbuf:
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+srv.bind(("::", port)); srv.listen(1)
 print("ready", flush=True)
 c, _ = srv.accept()
+if pause:
+    c.recv(1)
+    time.sleep(pause)
 while c.recv(65536):
     pass
 """
@@ -128,12 +136,12 @@ class Run:
 
     def __init__(self, mode: str, links, *, writes=WRITES, bursts=BURSTS, tcpdump=False,
                  tool_args=(), shaper=None, backlog=0, settle=0.0, json_out=True, family=4,
-                 pid_filter=True, sysctls=(), cgroup=None):
+                 pid_filter=True, sysctls=(), cgroup=None, size=SIZE, rcvbuf=0, pause=0.0):
         self.bed = bed_or_skip(links)
         self.procs = []
         try:
             self._run(mode, writes, bursts, tcpdump, list(tool_args), shaper, backlog, settle,
-                      json_out, family, pid_filter, sysctls, cgroup)
+                      json_out, family, pid_filter, sysctls, cgroup, size, rcvbuf, pause)
         finally:
             for p in self.procs:
                 if p.poll() is None:
@@ -142,18 +150,19 @@ class Run:
             self.bed.__exit__(None, None, None)
 
     def _run(self, mode, writes, bursts, tcpdump, tool_args, shaper, backlog, settle, json_out,
-             family, pid_filter, sysctls, cgroup):
+             family, pid_filter, sysctls, cgroup, size, rcvbuf, pause):
         bed = self.bed
         for setting in sysctls:
             bed.run(bed.host, ["sysctl", "-q", "-w", setting])
         if shaper:
             bed.run(bed.host, ["tc", "qdisc", "add", "dev", "l0t", "root", *shaper])
-        server = bed.popen(bed.target, [sys.executable, "-c", SERVER, str(PORT)],
+        server = bed.popen(bed.target, [sys.executable, "-c", SERVER, str(PORT), str(rcvbuf),
+                                        str(pause)],
                            stdout=subprocess.PIPE, text=True)
         self.procs.append(server)
         assert server.stdout.readline().strip() == "ready"
         cfg = {"addr": bed.target_addr(family), "port": PORT, "mode": mode, "bursts": bursts,
-               "writes": writes, "size": SIZE, "gap": GAP_S, "backlog": backlog, "comm": COMM}
+               "writes": writes, "size": size, "gap": GAP_S, "backlog": backlog, "comm": COMM}
         client = bed.popen(bed.host, [sys.executable, "-c", CLIENT, json.dumps(cfg)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(client)
@@ -323,6 +332,20 @@ def test_msg_more_is_held_until_the_next_send():
         low += (second[0] - first[1]) / 1000
         high += (second[1] - first[0]) / 1000
     assert low - BURSTS <= s["hold_us_sum"]["more"] <= high
+
+
+def test_a_paused_reader_with_a_small_buffer_holds_sends_for_its_window():
+    """The reader takes one byte, then sleeps 0.3 s with an 8 KB receive buffer: the 4000-byte
+    writes after the first find the window full and wait for the reader (rwnd), not Nagle."""
+    pause = 0.3
+    run = Run("rwnd", delayed_link(), bursts=1, writes=8, size=4000, rcvbuf=8192, pause=pause)
+    s = run.summary
+    assert s["sends"] == {"total": 8, "nagle": 0, "nodelay": 8, "cork": 0}
+    held = s["held"]["rwnd"]
+    assert held >= 4
+    check_accounting(s, {"rwnd": held})
+    mean_s = s["hold_us_sum"]["rwnd"] / held / 1e6
+    assert pause / 2 < mean_s < pause + 0.5, mean_s
 
 
 SHAPER = ["tbf", "rate", "400kbit", "burst", "1600", "latency", "2s"]
