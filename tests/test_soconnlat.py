@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -278,6 +279,67 @@ def test_status_checks_are_not_connects_and_udp_needs_the_flag(client, listeners
         events = records(out)["event"]
         assert kinds(events) == expected, flags
         check_latencies(events, made[:len(events)], (recheck + udp)[:len(events)])
+
+
+def test_cgroup_filter(listeners):
+    """-c: only tasks in the cgroup; the test process connects to the same port outside it."""
+    require_root_bpf("soconnlat")
+    from pathlib import Path
+    root = next((r for r in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+                 if (r / "cgroup.procs").exists()), None)
+    if root is None:
+        require_or_skip("no cgroup v2 hierarchy mounted")
+    group = root / f"nkconnlat{os.getpid()}"
+    group.mkdir()
+    c = None
+    try:
+        c = Client()
+        (group / "cgroup.procs").write_text(str(c.pid))
+        socks, closed = listeners
+        tool = Traced(["soconnlat", "-e", "--json", "-c", str(group)])
+        for _ in range(3):
+            socket.create_connection(socks[4]).close()
+        made = c.connect(plan(*socks[4], 4, 2))
+        out, _ = tool.finish()
+        events = records(out)["event"]
+        assert [(e["pid"], e["result"]) for e in events] == [(c.pid, "OK")] * 4
+        assert len(made) == 4
+    finally:
+        if c:
+            c.close()
+        time.sleep(0.1)
+        group.rmdir()
+
+
+def test_blocking_latencies_match_bpftrace(client, listeners):
+    """Independent check of blocking connects: bpftrace times the same syscalls (the original
+    soconnlat.bt's method) for the same process; each pair agrees within 50 us."""
+    if not shutil.which("bpftrace"):
+        require_or_skip("bpftrace is not installed")
+    socks, closed = listeners
+    script = ("tracepoint:syscalls:sys_enter_connect /pid == %d/ { @start[tid] = nsecs; } "
+              "tracepoint:syscalls:sys_exit_connect /pid == %d && @start[tid]/ "
+              "{ printf(\"lat %%d\\n\", nsecs - @start[tid]); delete(@start[tid]); }"
+              % (client.pid, client.pid))
+    peer = subprocess.Popen(["bpftrace", "-e", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Attaching" in peer.stdout.readline()
+        planned = [p for f in (4, 6) for p in plan(*socks[f], f, N) + plan(socks[f][0], closed[f], f,
+                                                                             REFUSED)
+                   if p["mode"] == "blocking"]
+        tool = Traced(["soconnlat", "-e", "--json", "-p", str(client.pid)])
+        client.connect(planned)
+        out, _ = tool.finish()
+    finally:
+        peer.send_signal(signal.SIGINT)
+        peer_out, _ = peer.communicate(timeout=20)
+    theirs = [int(line.split()[1]) / 1e3 for line in peer_out.splitlines() if line.startswith("lat ")]
+    ours = [e["latency_us"] for e in records(out)["event"]]
+    assert len(ours) == len(theirs) == len(planned)
+    assert all(abs(a - b) <= 50 for a, b in zip(ours, theirs)), list(zip(ours, theirs))
+    print("blocking us, soconnlat vs bpftrace:", [(round(a, 1), round(b, 1))
+                                                  for a, b in zip(ours, theirs)])
 
 
 def test_plain_histograms_and_table(client, listeners):
