@@ -172,6 +172,7 @@ class Run:
         autocork_before = self._autocork_mib()
         tool = Traced(["tcpnagle", *(["-p", str(client.pid)] if pid_filter else []),
                        *(["--json"] if json_out else []), *tool_args])
+        self.procs.append(tool.proc)        # stopped with the rest if the run fails midway
         client.stdin.write("go\n")
         client.stdin.flush()
         line = client.stdout.readline()
