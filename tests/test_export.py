@@ -107,18 +107,19 @@ def test_promtool_accepts_the_exposition():
 
 @pytest.fixture
 def prometheus_scraping(tmp_path):
-    """Start Debian's prometheus scraping one target every 200 ms; yields (start, query)."""
+    """Start Debian's prometheus scraping netkit endpoints every 200 ms; yields (start, query)."""
     binary = need_program("prometheus")
     processes = []
 
-    def start(target_port: int) -> None:
+    def start(*target_ports: int) -> None:
         port = free_port()
         config = tmp_path / "prometheus.yml"
+        targets = ", ".join(f"'127.0.0.1:{target}'" for target in target_ports)
         config.write_text(
             "global: {scrape_interval: 200ms, scrape_timeout: 150ms}\n"
             "scrape_configs:\n"
             "  - job_name: netkit\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
+            f"    static_configs: [{{targets: [{targets}]}}]\n")
         log = open(tmp_path / "prometheus.log", "wb")
         processes.append(subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
@@ -470,3 +471,38 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
 ])
 def test_netkit_export_usage_errors(args, message):
     assert message in assert_one_line_error(run_netkit("export", *args), "export", 2)
+
+
+def test_a_fleet_view_histograms_and_several_tools_in_one_prometheus(prometheus_scraping):
+    """One Prometheus scrapes two netkit processes watching the same child: soconnlat with its
+    latency histogram, and `netkit export` running sockstat and tcpnagle together."""
+    require_root_bpf("soconnlat")
+    require_root_bpf("tcpnagle")
+    from test_sockstat import CONNECTIONS, EXPECTED, MESSAGES, Workload
+    start_prometheus, query = prometheus_scraping
+    workload = Workload()
+    latency = Traced(["soconnlat", "-p", str(workload.pid), "0.2", "--prometheus", "127.0.0.1:0"])
+    agent = Traced(["export", "sockstat", "tcpnagle", "-p", str(workload.pid), "-i", "0.2",
+                    "--prometheus", "127.0.0.1:0"], banner="Tracing for export")
+    try:
+        start_prometheus(served_port(latency), served_port(agent))
+        workload.run()
+        count = 'sum(netkit_soconnlat_latency_seconds_count{result="OK"})'
+        wait_until(lambda: scalar(query(count)) == CONNECTIONS, 20, "the latency count")
+        assert scalar(query('sum(netkit_soconnlat_connects_total{result="OK"})')) == CONNECTIONS
+        median = scalar(query("histogram_quantile(0.5, sum by (le) "
+                              "(netkit_soconnlat_latency_seconds_bucket))"))
+        assert 0 < median < 1, median           # a loopback connect: microseconds, in seconds
+        assert scalar(query("sum(netkit_soconnlat_latency_seconds_sum)")) > 0
+        wait_until(lambda: scalar(query("netkit_sockstat_connect_calls_total")) ==
+                   EXPECTED["connect"], 20, "sockstat's connect count")
+        tcp_sends = 2 * CONNECTIONS * MESSAGES          # the UDP datagram is not TCP
+        wait_until(lambda: scalar(query("sum(netkit_tcpnagle_sends_total)")) == tcp_sends, 20,
+                   "tcpnagle's send count")
+        assert scalar(query('count(up{job="netkit"} == 1)')) == 2
+    finally:
+        outputs = [latency.finish(), agent.finish()]
+        workload.release()
+    for tool, (out, err) in zip((latency, agent), outputs):
+        assert tool.proc.returncode == 0, err
+        assert "Traceback" not in err
