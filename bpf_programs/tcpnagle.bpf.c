@@ -95,7 +95,10 @@ static __always_inline __u32 classify(struct tcp_sock *tp, struct sock *sk, __u3
 		return CAUSE_CWND;
 	if ((sk->sk_tsq_flags & TSQF_THROTTLED) && wmem > 1)
 		return CAUSE_AUTOCORK;
-	if (!(nonagle & TCP_NAGLE_OFF) && tp->packets_out && unsent < mss)
+	/* Nagle as tcp_nagle_check() has it (with Minshall's variant): a partial segment waits
+	 * while an earlier small segment is unacknowledged. */
+	if (!nonagle && tp->packets_out && unsent < mss &&
+	    !seq_geq(tp->snd_una, tp->snd_sml) && seq_geq(snd_nxt, tp->snd_sml))
 		return CAUSE_NAGLE;
 	if (!tp->packets_out && unsent < mss)
 		return CAUSE_MORE;
