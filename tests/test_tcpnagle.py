@@ -394,6 +394,51 @@ def test_by_sock_names_the_connection_and_intervals_add_up():
     assert sum(s["held"] for r in intervals for s in r["sockets"]) == n
 
 
+# Short corked connections on loopback, connection i held for 3*(i+1) ms and closed (close()
+# flushes the corked bytes); prints the local ports in order.
+SHORT_CONNECTIONS = r"""
+import socket, sys, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
+sys.stdin.readline()
+ports = []
+for i in range(int(sys.argv[1])):
+    c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    c.send(b"x" * 100)
+    time.sleep(0.003 * (i + 1))
+    ports.append(c.getsockname()[1])
+    c.close(); a.close()
+print(" ".join(map(str, ports)), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_closed_sockets_keep_only_the_top_ones():
+    require_root_bpf("tcpnagle")
+    n, top = 12, 4
+    client = subprocess.Popen([sys.executable, "-c", SHORT_CONNECTIONS, str(n)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        tool = Traced(["tcpnagle", "-p", str(client.pid), "--by", "sock", "-T", str(top),
+                       "--json", "0.05"])
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        ports = [int(p) for p in client.stdout.readline().split()]
+        time.sleep(0.2)
+        out, err = tool.finish()
+        assert tool.proc.returncode == 0, err
+    finally:
+        client.kill()
+        client.wait()
+    summary = json.loads(out.splitlines()[-1])
+    check_accounting(summary, {"cork": n})
+    socks = summary["sockets"]
+    # The longest holds were the last connections: those, longest first.
+    assert [s["lport"] for s in socks] == ports[::-1][:top]
+    assert all(s["held"] == s["holds"] == 1 for s in socks)
+    assert [s["held_us"] for s in socks] == sorted((s["held_us"] for s in socks), reverse=True)
+
+
 def test_ipv6_connection_by_sock():
     run = Run("cork", delayed_link(), tool_args=["--by", "sock"], family=6, bursts=1)
     (sock,) = run.summary["sockets"]

@@ -224,11 +224,18 @@ def _address(family: int, raw: bytes) -> str:
 
 class SocketTotals:
     """Per-socket totals from the `sockets` map: per-interval differences and run totals.
-    Entries of closed sockets are deleted once read, so the map holds live sockets only."""
+    Entries of closed sockets are deleted once read, so the map holds live sockets only; of
+    the closed ones only the `keep` with the most held time are remembered for the summary,
+    so a long run over many short connections stays small."""
 
-    def __init__(self, sockets_map):
+    def __init__(self, sockets_map, keep: int):
         self.map = sockets_map
-        self.run: dict[int, SockRow] = {}     # cookie -> cumulative totals, as last read
+        self.keep = keep
+        self.run: dict[int, SockRow] = {}     # live sockets: cookie -> totals, as last read
+        self.closed: list[SockRow] = []
+
+    def rows(self) -> list[SockRow]:
+        return list(self.run.values()) + self.closed
 
     def read_delta(self) -> list[SockRow]:
         from netkit.engine.hist import Log2Hist
@@ -245,6 +252,7 @@ class SocketTotals:
             self.run[key.value] = now
             if v.closed:
                 self.map.delete(key)
+                self.closed = ranked(self.closed + [self.run.pop(key.value)], self.keep)
         return delta
 
 
@@ -385,7 +393,7 @@ def command(
         if duration == 0:
             return
         view = NagleView(out, by_sock, top)
-        sockets = SocketTotals(obj.map("sockets")) if by_sock else None
+        sockets = SocketTotals(obj.map("sockets"), top) if by_sock else None
         zero = last = read_totals(obj)
         started = last_t = time.monotonic()
         # Without INTERVAL, wake up once a second only to honour --duration; print at the end.
@@ -411,4 +419,4 @@ def command(
         if sockets:
             sockets.read_delta()
         view.summary(time.monotonic() - started, final.minus(zero),
-                     list(sockets.run.values()) if sockets else [])
+                     sockets.rows() if sockets else [])
