@@ -547,6 +547,17 @@ def test_snapshot_feeds_the_prometheus_exposition():
     assert 'tcpnagle_hold_seconds_sum{cause="nagle"} 0.099' in text
 
 
+def test_interval_count_and_attach_only():
+    require_root_bpf("tcpnagle")
+    result = run_netkit("tcpnagle", "--json", "0.05", "3")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["type"] for r in records] == ["interval"] * 3 + ["summary"]
+    assert all(0.02 < r["interval_s"] < 0.5 for r in records[:3])
+    attach = run_netkit("tcpnagle", "-d", "0")
+    assert attach.returncode == 0 and attach.stdout == "" and "Traceback" not in attach.stderr
+
+
 @pytest.mark.parametrize("args,code,message", [
     (["-c", "/no/such/cgroup"], 1, "no cgroup v2 directory"),
     (["-p", "999999999"], 1, "no process with PID"),
@@ -557,7 +568,8 @@ def test_bad_input_is_one_line(args, code, message):
     assert message in line
 
 
-@pytest.mark.parametrize("args", [["--by", "proc"], ["-D", "0"], ["0"], ["1", "0"]])
+@pytest.mark.parametrize("args", [["--by", "proc"], ["-D", "0"], ["-L", "70000"], ["0"],
+                                  ["1", "0"], ["--by", "sock", "-T", "0"], ["-p", "x"]])
 def test_usage_errors_exit_2(args):
     result = run_netkit("tcpnagle", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
