@@ -525,6 +525,16 @@ def test_text_summary_like_the_original():
     assert out.startswith("Total over ")
 
 
+def test_cause_names_mirror_the_c_enum():
+    """netkit/tools/tcpnagle.py names the causes by index: same order as enum hold_cause."""
+    from conftest import ROOT
+    from netkit.tools.tcpnagle import CAUSES
+    header = (ROOT / "bpf_programs" / "tcpnagle.h").read_text()
+    body = re.search(r"enum hold_cause \{(.*?)\};", header, re.S)[1]
+    names = re.findall(r"^\s*CAUSE_(\w+),", body, re.M)
+    assert [n.lower() for n in names] == CAUSES
+
+
 def test_snapshot_feeds_the_prometheus_exposition():
     """export_snapshot() is what exporters get: cumulative counts by mode and cause, histograms in
     microseconds with their exact sum; run through the real exposition writer."""
