@@ -81,8 +81,9 @@ class Output:
             from rich.table import Table
             table = Table(title=title or None, title_justify="left", box=None, header_style="bold")
             for col in columns:
+                # fold rather than cut with "…": a narrow terminal must not hide digits
                 table.add_column(col.header, justify="right" if col.align == ">" else "left",
-                                 style=col.style or None, no_wrap=True)
+                                 style=col.style or None, overflow="fold")
             for row in rows:
                 table.add_row(*(col.fmt(v) for col, v in zip(columns, row)))
             self.console.print(table)
