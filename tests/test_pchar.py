@@ -257,7 +257,7 @@ def test_first_hop_2_measures_the_path_up_to_it(bed):
 
 
 def test_plain_output_is_an_aligned_table(bed):
-    res = pchar(bed, "-n", "-g", "0", bed.target_addr(4))
+    res = pchar(bed, "-n", "-g", "0", "-R", "4", "-I", "184", bed.target_addr(4))
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].split()[:4] == ["HOP", "ADDRESS", "BANDWIDTH", "95%"]
