@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno as _errno
 import time
-from typing import Annotated, Optional
+from typing import Annotated, NamedTuple, Optional
 
 import typer
 
@@ -124,18 +124,21 @@ def _comm(raw: bytes) -> str:
 
 
 # -- the kernel's histograms ------------------------------------------------------------------------
-class Key(tuple):
-    """(tgid, comm, family, mode, result, dest, dport): one struct soconnlat_key, decoded."""
-    __slots__ = ()
-    fields = ("pid", "comm", "family", "mode", "result", "dest", "dport")
-
-    def __getattr__(self, name):
-        return self[self.fields.index(name)]
+class Key(NamedTuple):
+    """One struct soconnlat_key, decoded (dest is "" in per-process keys, pid 0 and comm ""
+    in per-destination ones)."""
+    pid: int
+    comm: str
+    family: int
+    mode: int
+    result: int
+    dest: str
+    dport: int
 
 
 def decode_key(k) -> Key:
     dest = address(k.family, bytes(k.daddr)) if any(k.daddr) else ""
-    return Key((k.tgid, _comm(k.comm), k.family, k.mode, k.result, dest, k.dport))
+    return Key(k.tgid, _comm(k.comm), k.family, k.mode, k.result, dest, k.dport)
 
 
 class Stats:
@@ -190,19 +193,15 @@ class Histograms:
         if self.per_process:
             for key in [k for k in now if not Path(f"/proc/{k.pid}").exists()]:
                 self._fold(key)
-        totals = {k: _copy(v) for k, v in self.gone.items()}
-        for key, stats in self.last.items():
-            totals.setdefault(key, Stats()).add(stats)
+        totals: dict[Key, Stats] = {}
+        for part in (self.gone, self.last):
+            for key, stats in part.items():
+                totals.setdefault(key, Stats()).add(stats)
         return delta, totals
 
     def _fold(self, key: Key) -> None:
         self.map.delete(self.raw.pop(key))
         self.gone.setdefault(key, Stats()).add(self.last.pop(key))
-
-
-def _copy(stats: Stats) -> Stats:
-    from netkit.engine.hist import Log2Hist
-    return Stats(Log2Hist(list(stats.hist.slots), stats.hist.count, stats.hist.sum), stats.sum_ns)
 
 
 def snapshot(ts: float, totals: dict[Key, Stats], by_dest: bool, ms: bool):
@@ -442,9 +441,10 @@ def command(
                                lambda e: view.event(e, wall_offset)) if events else None
         what = "IP connect() latency" + (" by destination" if by_dest else "")
         with HeldInterrupts() as interrupts:
-            out.note(f"Tracing {what}... Hit Ctrl-C to end.")
             started = time.monotonic()
             try:
+                # Inside the try: a script may send SIGINT the moment it reads this line.
+                out.note(f"Tracing {what}... Hit Ctrl-C to end.")
                 _loop(interrupts, ring, view, hists, exporters, interval, count, duration,
                       by_dest, milliseconds, started)
             except KeyboardInterrupt:
