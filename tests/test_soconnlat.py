@@ -376,6 +376,33 @@ def test_textfile_export_counts(client, listeners, tmp_path):
             'result="OK"} %s' % (CLIENT_COMM, float(N))) in text
 
 
+def test_full_backlog_holds_the_connect_until_the_syn_is_resent(client):
+    """A listener whose accept queue is full drops SYNs: the next connect waits for the SYN
+    retransmission (initial RTO: 1 s), which finds room once the test has accepted."""
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)                       # one connection fills the accept queue
+    addr, port = srv.getsockname()
+    accepted = []
+    timer = threading.Timer(0.3, lambda: accepted.append(srv.accept()))
+    planned = [{"addr": addr, "port": port, "family": 4, "mode": m} for m in ("blocking",
+                                                                             "nonblocking")]
+    try:
+        tool = Traced(["soconnlat", "-e", "--json", "-p", str(client.pid)])
+        timer.start()
+        made = client.connect(planned)
+        out, _ = tool.finish()
+    finally:
+        timer.cancel()
+        srv.close()
+    first, held = records(out)["event"]
+    check_latencies([first, held], made, planned)
+    assert first["latency_us"] < 10_000 and held["result"] == "OK"
+    assert 1.0 <= held["latency_us"] / 1e6 <= 1.0 + 0.3, held
+    print("held by a full backlog:", held["latency_us"] / 1e3, "ms")
+
+
 # -- slow and failing connects through a namespace test bed --------------------------------------
 DELAY_S = 0.025                 # each way, so every handshake takes >= 50 ms
 TOLERANCE_S = 0.030             # stated: emulator (~15 us) + scheduling on a busy 2-core machine
