@@ -147,31 +147,33 @@ static __always_inline struct socket *socket_of_fd(int fd, bool *nonblock)
  * sockaddr too short to be one (the kernel rejects those with EINVAL). */
 static __always_inline bool read_dest(const void *uaddr, int addrlen, struct pending *p)
 {
+	union {
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} sa;
 	__u16 family = 0;
+	__u32 size;
 
 	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), uaddr))
 		return false;
+	if (family == AF_INET)
+		size = sizeof(sa.in);
+	else if (family == AF_INET6)
+		size = sizeof(sa.in6);
+	else
+		return false;
+	if (addrlen < (int)size || bpf_probe_read_user(&sa, size, uaddr))
+		return false;
+	/* sin_port and sin6_port share their offset. */
+	p->dport = bpf_ntohs(sa.in.sin_port);
 	if (family == AF_INET) {
-		struct sockaddr_in sin;
-
-		if (addrlen < (int)sizeof(sin) || bpf_probe_read_user(&sin, sizeof(sin), uaddr))
-			return false;
 		p->family = 4;
-		p->dport = bpf_ntohs(sin.sin_port);
-		__builtin_memcpy(p->daddr, &sin.sin_addr, 4);
-		return true;
-	}
-	if (family == AF_INET6) {
-		struct sockaddr_in6 sin6;
-
-		if (addrlen < (int)sizeof(sin6) || bpf_probe_read_user(&sin6, sizeof(sin6), uaddr))
-			return false;
+		__builtin_memcpy(p->daddr, &sa.in.sin_addr, 4);
+	} else {
 		p->family = 6;
-		p->dport = bpf_ntohs(sin6.sin6_port);
-		__builtin_memcpy(p->daddr, &sin6.sin6_addr, 16);
-		return true;
+		__builtin_memcpy(p->daddr, &sa.in6.sin6_addr, 16);
 	}
-	return false;
+	return true;
 }
 
 SEC("tp_btf/sys_enter")
