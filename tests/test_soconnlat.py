@@ -376,6 +376,45 @@ def test_textfile_export_counts(client, listeners, tmp_path):
             'result="OK"} %s' % (CLIENT_COMM, float(N))) in text
 
 
+STRESS = f"""
+import asyncio, ctypes, socket, sys, threading
+ctypes.CDLL(None).prctl(15, b"{CLIENT_COMM}", 0, 0, 0)
+N = int(sys.argv[1])
+async def main():
+    srv = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, backlog=4096)
+    port = srv.sockets[0].getsockname()[1]
+    async def one():
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.close()
+    await asyncio.gather(*(one() for _ in range(N)))        # N handshakes in flight at once
+    def blocking():
+        for _ in range(N // 4):
+            socket.create_connection(("127.0.0.1", port)).close()
+    threads = [threading.Thread(target=blocking) for _ in range(4)]
+    for t in threads:
+        t.start()
+    await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in threads])
+    srv.close()
+asyncio.run(main())
+"""
+
+
+def test_concurrent_connects_are_each_counted_once():
+    """1000 asyncio connects in flight together, then 4 threads of blocking connects: each is
+    seen once (the state tracepoint and connect()'s return race on two CPUs), as an event and in
+    the histograms."""
+    require_root_bpf("soconnlat")
+    n = 1000
+    tool = Traced(["soconnlat", "-e", "--json", "-n", CLIENT_COMM])
+    subprocess.run([sys.executable, "-c", STRESS, str(n)], check=True, timeout=60)
+    out, _ = tool.finish()
+    got = records(out)
+    assert Counter((e["mode"], e["result"]) for e in got["event"]) == {
+        ("nonblocking", "OK"): n, ("blocking", "OK"): n}
+    assert sum(h["count"] for h in got["hist"] if h["scope"] == "run") == 2 * n
+    assert got["summary"][-1]["lost_events"] == 0
+
+
 def test_full_backlog_holds_the_connect_until_the_syn_is_resent(client):
     """A listener whose accept queue is full drops SYNs: the next connect waits for the SYN
     retransmission (initial RTO: 1 s), which finds room once the test has accepted."""
