@@ -303,6 +303,7 @@ class SoconnlatView:
                     "buckets": [{"low": 0 if i == 0 else 1 << i, "high": (1 << (i + 1)) - 1,
                                  "count": c} for i, c in enumerate(s.hist.slots) if c]})
             return
+        self.out.line()
         self.out.line(title, style="bold")
         if not keys:
             self.out.line("(no connects)")
@@ -457,8 +458,6 @@ def command(
         _, totals = hists.read()
         if exporters:
             exporters.publish(snapshot(time.time(), totals, by_dest, milliseconds))
-        if out.mode != "json":
-            out.line()
         view.histograms(totals, "run", seconds, f"Connect latency over {seconds:.1f} s:")
         view.summary(totals, seconds, obj.lost_events())
 
