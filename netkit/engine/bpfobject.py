@@ -10,10 +10,13 @@ exit, also on Ctrl-C and SIGTERM (netkit.cli turns SIGTERM into KeyboardInterrup
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +159,31 @@ class Map:
             self.delete(key)
 
 
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold Ctrl-C and SIGTERM while C code runs Python callbacks.
+
+    Python raises a signal's KeyboardInterrupt wherever it happens to be; inside a ring-buffer
+    callback ctypes would print and drop it (even at the callback's first line, before any try),
+    losing both the stop and the event. While held, a signal only wakes epoll_wait (EINTR) and is
+    raised once the poll has returned. Signals a caller ignores stay ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    held = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(signum)):
+            held[signum] = signal.signal(signum, lambda num, frame: caught.append(num))
+    try:
+        yield
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 class RingBuffer:
     """Events from a BPF ring buffer, each handed to `handler` as the BTF-typed struct."""
 
@@ -180,8 +208,10 @@ class RingBuffer:
                               f"{_errno_text(ctypes.get_errno())}")
 
     def poll(self, timeout_ms: int) -> int:
-        """Consume ready events (waiting up to timeout_ms); returns how many were handled."""
-        n = L.ring_buffer__poll(self.handle, timeout_ms)
+        """Consume ready events (waiting up to timeout_ms); returns how many were handled.
+        A Ctrl-C or SIGTERM during the poll is raised (as KeyboardInterrupt) after it."""
+        with _interrupts_held():
+            n = L.ring_buffer__poll(self.handle, timeout_ms)
         if self._raised is not None:
             raised, self._raised = self._raised, None
             raise raised

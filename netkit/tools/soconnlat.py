@@ -346,45 +346,6 @@ class SoconnlatView:
 
 
 # -- the command --------------------------------------------------------------------------------
-class HeldInterrupts:
-    """Ctrl-C and SIGTERM raise KeyboardInterrupt as usual, except during a ring-buffer poll:
-    there Python would raise it inside an event callback, where ctypes drops it (even at the
-    callback's first line, before any try), losing the stop and the event. During a poll the
-    signal only wakes epoll_wait (EINTR) and is raised once the poll has returned."""
-
-    def __init__(self):
-        self.polling = False
-        self.pending = False
-        self._old = {}
-
-    def __enter__(self):
-        import signal
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-    def _on_signal(self, signum, frame):
-        if not self.polling:
-            raise KeyboardInterrupt
-        self.pending = True
-
-    def poll(self, ring, timeout_ms: int) -> None:
-        self.polling = True
-        try:
-            ring.poll(timeout_ms)
-        finally:
-            self.polling = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
-
-
 def _check_options(ipv4: bool, ipv6: bool, by: str, dport: list[int] | None) -> None:
     if ipv4 and ipv6:
         fail("soconnlat", "-4 and -6 exclude each other (give neither for both)", 2)
@@ -443,17 +404,16 @@ def command(
         ring = obj.ring_buffer("events", "soconnlat_event",
                                lambda e: view.event(e, wall_offset)) if events else None
         what = "IP connect() latency" + (" by destination" if by_dest else "")
-        with HeldInterrupts() as interrupts:
-            started = time.monotonic()
-            try:
-                # Inside the try: a script may send SIGINT the moment it reads this line.
-                out.note(f"Tracing {what}... Hit Ctrl-C to end.")
-                _loop(interrupts, ring, view, hists, exporters, interval, count, duration,
-                      by_dest, milliseconds, started)
-            except KeyboardInterrupt:
-                pass
-            if ring:
-                interrupts.poll(ring, 0)        # what ended before the stop
+        started = time.monotonic()
+        try:
+            # Inside the try: a script may send SIGINT the moment it reads this line.
+            out.note(f"Tracing {what}... Hit Ctrl-C to end.")
+            _loop(ring, view, hists, exporters, interval, count, duration, by_dest, milliseconds,
+                  started)
+        except KeyboardInterrupt:
+            pass
+        if ring:
+            ring.poll(0)                        # what ended before the stop
         seconds = time.monotonic() - started
         _, totals = hists.read()
         if exporters:
@@ -462,8 +422,7 @@ def command(
         view.summary(totals, seconds, obj.lost_events())
 
 
-def _loop(interrupts, ring, view, hists, exporters, interval, count, duration, by_dest, ms,
-          started):
+def _loop(ring, view, hists, exporters, interval, count, duration, by_dest, ms, started):
     """Wait for the end (Ctrl-C, duration or COUNT intervals), printing every interval and
     streaming events meanwhile. Exporters get a snapshot every interval (every second when no
     interval is printed)."""
@@ -490,6 +449,6 @@ def _loop(interrupts, ring, view, hists, exporters, interval, count, duration, b
             continue
         wait = min(t for t in (next_tick, stop_at, now + 0.5 if ring else now + 3600) if t) - now
         if ring:
-            interrupts.poll(ring, max(0, int(wait * 1000)))
+            ring.poll(max(0, int(wait * 1000)))
         else:
             time.sleep(max(0.0, wait))
