@@ -376,6 +376,20 @@ def test_textfile_export_counts(client, listeners, tmp_path):
             'result="OK"} %s' % (CLIENT_COMM, float(N))) in text
 
 
+
+def test_netkit_export_runs_soconnlat(client, listeners, tmp_path):
+    """`netkit export soconnlat` (no view) publishes the same counts as the tool itself."""
+    socks, closed = listeners
+    tool = Traced(["export", "soconnlat", "-p", str(client.pid), "-i", "0.2",
+                   "--textfile", str(tmp_path)])
+    client.connect(loopback_plan(socks, closed))
+    time.sleep(0.5)
+    out, err = tool.finish()
+    assert tool.proc.returncode == 0 and out == "", err
+    text = (tmp_path / "netkit_soconnlat.prom").read_text()
+    assert ('netkit_soconnlat_connects_total{comm="%s",family="IPv4",mode="blocking",'
+            'result="OK"} %s' % (CLIENT_COMM, float(N))) in text, text
+
 STRESS = f"""
 import asyncio, ctypes, socket, sys, threading
 ctypes.CDLL(None).prctl(15, b"{CLIENT_COMM}", 0, 0, 0)

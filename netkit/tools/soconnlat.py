@@ -7,6 +7,7 @@ latency. Tracepoints only; histograms are kept in the kernel, events are streame
 """
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import time
 from typing import Annotated, NamedTuple, Optional
@@ -228,6 +229,17 @@ def snapshot(ts: float, totals: dict[Key, Stats], by_dest: bool, ms: bool):
                                     tuple(stats.hist.slots), stats.sum_ns / unit_ns,
                                     unit_ns * 1e-9, dict(labels)))
     return Snapshot("soconnlat", ts, counters=counters, histograms=histograms)
+
+
+@contextlib.contextmanager
+def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
+    """For `netkit export`: attach soconnlat's probes (histograms by comm, microseconds, no
+    events), yield a function ts -> Snapshot."""
+    from netkit.engine.bpfobject import BPFObject, Filters
+    rodata = _rodata(False, False, False, None, False, False, False)
+    with BPFObject("soconnlat", Filters(pid, name, cgroup), rodata=rodata) as obj:
+        hists = Histograms(obj.map("hists"), per_process=True)
+        yield lambda ts: snapshot(ts, hists.read()[1], False, False)
 
 
 # -- the view -----------------------------------------------------------------------------------
