@@ -77,6 +77,10 @@ def _sigterm_is_ctrl_c(signum, frame):
 
 
 def main() -> None:
+    # Like bpftrace and tcpdump, take Ctrl-C even when started with SIGINT ignored (a background
+    # job of a non-interactive shell inherits that): `kill -INT` must still end the trace with a
+    # summary and a clean detach.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
     try:
         build_app(only=_requested_tool(sys.argv[1:]))(prog_name="netkit")
