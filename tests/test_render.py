@@ -99,4 +99,3 @@ def test_log2hist_arithmetic():
     delta = a.minus(b)
     assert delta.slots[:2] == [1, 2] and delta.count == 3 and delta.sum == 7
     assert a.mean == pytest.approx(2.25)
-    assert a.percentile_upper(0.5) == 3

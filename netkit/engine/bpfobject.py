@@ -154,10 +154,6 @@ class Map:
             if value is not None:
                 yield key, value
 
-    def clear(self) -> None:
-        for key in self.keys():
-            self.delete(key)
-
 
 @contextlib.contextmanager
 def _interrupts_held():

@@ -132,19 +132,3 @@ class BtfTypes:
         if t.size_or_type > pos:
             fields.append((f"_pad{pad}", ctypes.c_uint8 * (t.size_or_type - pos)))
         return type(self.name(t).lstrip("."), (ctypes.Structure,), {"_pack_": 1, "_fields_": fields})
-
-
-def public_fields(cls) -> list[str]:
-    return [name for name, _ in cls._fields_ if not name.startswith("_")]
-
-
-def as_python(value):
-    """A ctypes value as plain Python: bytes arrays to str, arrays to lists, structs to dicts."""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, ctypes.Array):
-        return [as_python(v) for v in value]
-    if isinstance(value, (ctypes.Structure, ctypes.Union)):
-        return {name: as_python(getattr(value, name)) for name in public_fields(type(value))}
-    return value
-

@@ -34,14 +34,3 @@ class Log2Hist:
     @property
     def mean(self) -> float:
         return self.sum / self.count if self.count else 0.0
-
-    def percentile_upper(self, q: float) -> int:
-        """Upper bound of the slot holding the q-quantile (0 < q <= 1); 0 when empty."""
-        if not self.count:
-            return 0
-        target, seen = q * self.count, 0
-        for i, c in enumerate(self.slots):
-            seen += c
-            if seen >= target:
-                return (1 << (i + 1)) - 1
-        return (1 << MAX_SLOTS) - 1
