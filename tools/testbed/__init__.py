@@ -337,10 +337,16 @@ _RTT_RE = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 def ping_min_rtts(bed: TestBed, ns: str, addr: str, payloads: list[int], count: int = 150,
                   interval: float = 0.003) -> list[float]:
     """Smallest RTT in seconds for each ICMP payload size, the pings of all sizes running at
-    the same time so that a slow or fast spell of the machine touches every size alike."""
-    procs = [bed.popen(ns, ["ping", "-n", "-q", "-c", str(count), "-i", str(interval),
-                            "-s", str(p), addr], stdout=subprocess.PIPE, text=True)
-             for p in payloads]
+    the same time so that a slow or fast spell of the machine touches every size alike.
+
+    Each size gets its own interval: with one interval the pings phase-lock, and every small
+    echo can sit behind a large one in the emulator's FIFO (120 us each way at 100 Mbit/s),
+    which inflates the small RTT's minimum and wrecks the rate. Unequal intervals make the
+    phases drift, so most echoes find the link idle."""
+    procs = [bed.popen(ns, ["ping", "-n", "-q", "-c", str(count),
+                            "-i", f"{interval * (1 + 0.37 * k):.4f}", "-s", str(p), addr],
+                       stdout=subprocess.PIPE, text=True)
+             for k, p in enumerate(payloads)]
     rtts = []
     for p in procs:
         out, _ = p.communicate(timeout=60)
