@@ -4,6 +4,7 @@ settings reach the program."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -71,3 +72,50 @@ def test_verifier_summary_picks_the_error_line():
            "processed 2 insns (limit 1000000) max_states_per_insn 0\n",
            "-- END PROG LOAD LOG --\n"]
     assert verifier_summary(log) == "R2 invalid mem access 'scalar'"
+
+
+def _this_libc() -> str:
+    """The libc this test process runs on, from its own maps."""
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "/libc.so" in path or "/libc-" in path:
+            return path
+    raise AssertionError("no libc in /proc/self/maps")
+
+
+def test_function_offsets_match_nm():
+    from netkit.engine.elfsym import function_offsets
+    if not shutil.which("nm"):
+        require_or_skip("nm (binutils) is not installed")
+    libc = _this_libc()
+    listed = {}
+    for line in subprocess.run(["nm", "-D", "--defined-only", libc], capture_output=True,
+                               text=True, check=True).stdout.splitlines():
+        value, kind, name = line.split()
+        if kind in "TtiWw" and "@@" in name:      # weak (W) and IFUNC (i) symbols are functions too
+            listed[name.split("@")[0]] = int(value, 16)
+    names = ["getaddrinfo", "gethostbyname", "connect", "malloc", "strlen"]
+    offsets = function_offsets(libc, names + ["netkit_no_such_function"])
+    # glibc's text segment is mapped at the same file offset as its address, so nm's value is
+    # the file offset too; a missing name is simply absent
+    assert offsets == {name: listed[name] for name in names}
+
+
+@pytest.mark.parametrize("multi", [True, False], ids=["uprobe_multi", "perf_uprobe"])
+def test_uprobes_fire_through_either_attach_path(monkeypatch, multi):
+    """gethostlatency's object on this process's libc: one getaddrinfo call gives one event,
+    whether the probes are uprobe_multi links or perf-event uprobes (kernels before 6.6)."""
+    import socket
+    from netkit.engine import bpfobject
+    require_root_bpf("gethostlatency")
+    monkeypatch.setattr(bpfobject, "uprobe_multi_supported", lambda: multi)
+    libc = _this_libc()
+    seen = []
+    with BPFObject("gethostlatency", manual={"enter_getaddrinfo", "lookup_return"}) as obj:
+        assert obj.uprobe_multi is multi
+        obj.attach_uprobes("lookup_return", libc, ["getaddrinfo"], retprobe=True, pid=os.getpid())
+        obj.attach_uprobe("enter_getaddrinfo", libc, "getaddrinfo", pid=os.getpid())
+        ring = obj.ring_buffer("events", "lookup_event", lambda e: seen.append(e.host))
+        socket.getaddrinfo("127.0.0.1", 80)
+        ring.poll(200)
+    assert [bytes(h).split(b"\0")[0] for h in seen] == [b"127.0.0.1"]

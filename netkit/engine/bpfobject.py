@@ -47,6 +47,12 @@ def _capture_libbpf_print(level, fmt, args):
 L.libbpf_set_print(_capture_libbpf_print)
 
 
+def uprobe_multi_supported() -> bool:
+    """uprobe_multi links arrived in Linux 6.6."""
+    release = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return bool(release) and (int(release.group(1)), int(release.group(2))) >= (6, 6)
+
+
 def set_verbose(on: bool) -> None:
     """With --verbose every libbpf message (and any verifier log in full) goes to stderr."""
     global _verbose
@@ -243,6 +249,8 @@ class BPFObject:
         self.missing: list[str] = []
         self.obj = None
         self.links: list[int] = []
+        self.link_fds: list[int] = []           # links made with bpf(2) directly (uprobe_multi)
+        self.uprobe_multi = False
         self.rings: list[RingBuffer] = []
         self.types: BtfTypes | None = None
         self._maps: dict[str, Map] = {}
@@ -275,6 +283,7 @@ class BPFObject:
             raise NetkitError(f"cannot open {path.name}: {_errno_text(ctypes.get_errno())}")
         self.types = BtfTypes(L.bpf_object__btf(self.obj))
         self._check_tracepoints()
+        self._prefer_uprobe_multi()
         self._write_rodata()
         for name, entries in self.max_entries.items():
             L.bpf_map__set_max_entries(self._map_handle(name), entries)
@@ -305,6 +314,38 @@ class BPFObject:
 
     def attach_uprobe(self, program: str, binary: str, function: str, retprobe: bool = False,
                       pid: int = -1) -> None:
+        self.attach_uprobes(program, binary, [function], retprobe, pid)
+
+    def attach_uprobes(self, program: str, binary: str, functions: list[str],
+                       retprobe: bool = False, pid: int = -1) -> None:
+        """One program on the entries (or returns) of several functions of one binary: a single
+        uprobe_multi link where the kernel has them, else one perf-event uprobe per function."""
+        if not self.uprobe_multi:
+            for function in functions:
+                self._attach_perf_uprobe(program, binary, function, retprobe, pid)
+            return
+        from netkit.engine.elfsym import function_offsets
+        kind = "uretprobe" if retprobe else "uprobe"
+        offsets = function_offsets(binary, functions)
+        for function in functions:
+            if function not in offsets:
+                raise NetkitError(f"cannot attach {kind} to {function} in {binary}: "
+                                  f"{os.strerror(errno.ENOENT)}")
+        offset_array = (ctypes.c_uint64 * len(functions))(*(offsets[f] for f in functions))
+        path = ctypes.create_string_buffer(binary.encode())
+        attr = L.UprobeMultiLinkAttr(
+            prog_fd=L.bpf_program__fd(self._program(program)),
+            attach_type=L.BPF_TRACE_UPROBE_MULTI, path=ctypes.addressof(path),
+            offsets=ctypes.addressof(offset_array), cnt=len(functions),
+            multi_flags=L.BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid=max(pid, 0))
+        fd = L.bpf_syscall(L.BPF_LINK_CREATE, attr)
+        if fd < 0:
+            raise NetkitError(f"cannot attach {kind} to {', '.join(functions)} in {binary}: "
+                              f"{_errno_text(-fd)}")
+        self.link_fds.append(fd)
+
+    def _attach_perf_uprobe(self, program: str, binary: str, function: str, retprobe: bool,
+                            pid: int) -> None:
         prog = self._program(program)
         opts = L.UprobeOpts(sz=ctypes.sizeof(L.UprobeOpts), retprobe=retprobe,
                             func_name=function.encode())
@@ -321,6 +362,13 @@ class BPFObject:
         for link in self.links:
             L.bpf_link__destroy(link)
         self.links.clear()
+        # Each uprobe_multi link waits for its own grace period on close: wait for them together.
+        closers = [threading.Thread(target=os.close, args=(fd,)) for fd in self.link_fds]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+        self.link_fds.clear()
         if self.obj:
             L.bpf_object__close(self.obj)
             self.obj = None
@@ -376,6 +424,18 @@ class BPFObject:
     def _skipped(self, section: str) -> bool:
         return section.startswith(("uprobe", "uretprobe")) or any(
             section.endswith(m.replace(":", "/")) for m in self.missing)
+
+    def _prefer_uprobe_multi(self) -> None:
+        """Load uprobe programs for uprobe_multi links where the kernel has them: a perf-event
+        uprobe costs ~100 ms of RCU grace period to detach, a uprobe_multi link one wait for
+        all its probes."""
+        uprobes = [prog for prog in self.programs()
+                   if L.bpf_program__section_name(prog).startswith((b"uprobe", b"uretprobe"))]
+        if not uprobes or not uprobe_multi_supported():
+            return
+        for prog in uprobes:
+            L.bpf_program__set_expected_attach_type(prog, L.BPF_TRACE_UPROBE_MULTI)
+        self.uprobe_multi = True
 
     def _check_tracepoints(self) -> None:
         """Fail with the tracepoint's name when this kernel lacks it; drop optional ones."""

@@ -54,6 +54,9 @@ bpf_object__next_map = _proto("bpf_object__next_map", c_void_p, c_void_p, c_void
 bpf_program__name = _proto("bpf_program__name", c_char_p, c_void_p)
 bpf_program__section_name = _proto("bpf_program__section_name", c_char_p, c_void_p)
 bpf_program__set_autoload = _proto("bpf_program__set_autoload", c_int, c_void_p, c_bool)
+bpf_program__fd = _proto("bpf_program__fd", c_int, c_void_p)
+bpf_program__set_expected_attach_type = _proto("bpf_program__set_expected_attach_type", c_int,
+                                               c_void_p, c_uint)
 bpf_program__attach = _proto("bpf_program__attach", c_void_p, c_void_p)
 bpf_program__attach_uprobe_opts = _proto("bpf_program__attach_uprobe_opts", c_void_p, c_void_p,
                                          c_int, c_char_p, c_size_t, POINTER(UprobeOpts))
@@ -90,6 +93,30 @@ libbpf_strerror = _proto("libbpf_strerror", c_int, c_int, c_char_p, c_size_t)
 vsnprintf = libc.vsnprintf
 vsnprintf.restype = c_int
 vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+
+class UprobeMultiLinkAttr(ctypes.Structure):
+    """The BPF_LINK_CREATE part of union bpf_attr for uprobe_multi links (kernel >= 6.6), which
+    libbpf 1.1 cannot make: one link, many offsets, and one RCU wait to detach instead of one
+    per probe."""
+    _fields_ = [("prog_fd", c_uint32), ("target_fd", c_uint32), ("attach_type", c_uint32),
+                ("flags", c_uint32), ("path", c_uint64), ("offsets", c_uint64),
+                ("ref_ctr_offsets", c_uint64), ("cookies", c_uint64), ("cnt", c_uint32),
+                ("multi_flags", c_uint32), ("pid", c_uint32), ("_pad", c_uint32)]
+
+
+BPF_LINK_CREATE = 28
+BPF_TRACE_UPROBE_MULTI = 48
+BPF_F_UPROBE_MULTI_RETURN = 1
+NR_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+def bpf_syscall(cmd: int, attr) -> int:
+    """The bpf(2) system call; returns its result or -errno."""
+    import os
+    res = libc.syscall(ctypes.c_long(NR_BPF[os.uname().machine]), c_int(cmd),
+                       ctypes.byref(attr), c_uint(ctypes.sizeof(attr)))
+    return res if res >= 0 else -ctypes.get_errno()
+
 
 # BTF kinds (linux/btf.h)
 BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION = 1, 2, 3, 4, 5

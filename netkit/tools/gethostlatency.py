@@ -384,7 +384,8 @@ def command(
             lost = obj.lost_events()
             if lost:
                 out.note(f"netkit gethostlatency: {lost} lookups lost (ring buffer full)")
-            # Detaching ten uprobes takes about a second: a second Ctrl-C must not cut it short.
+            # Detaching waits for RCU grace periods (~0.1 s with uprobe_multi links, ~1 s with
+            # perf-event uprobes on kernels before 6.6): a second Ctrl-C must not cut it short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt:
         pass                             # Ctrl-C while attaching: nothing traced, nothing to say
