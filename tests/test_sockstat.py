@@ -231,3 +231,14 @@ def test_bad_arguments_exit_2_with_usage(args):
     result = run_netkit("sockstat", *args)
     assert result.returncode == 2
     assert "Usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_top_view_says_when_nothing_happened(bpf_root):
+    idle = subprocess.Popen(["sleep", "10"])
+    try:
+        result = run_netkit("sockstat", "0.2", "1", "--top", "2", "-p", str(idle.pid))
+    finally:
+        idle.kill()
+        idle.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].endswith("(no socket activity)")

@@ -193,6 +193,8 @@ class SockstatView:
                 record["top"] = [{"pid": tgid, "comm": comms.get(tgid, ""), **self._json_counts(c)}
                                  for tgid, c in _busiest(delta, self.top)]
             self.out.record(record)
+        elif self.top and not delta:
+            self.out.line(f"{time.strftime('%H:%M:%S', time.localtime(ts))}  (no socket activity)")
         elif self.top:
             self.out.table(self._process_columns(), self._process_rows(_busiest(delta, self.top), comms),
                            title=time.strftime("%H:%M:%S", time.localtime(ts)))
