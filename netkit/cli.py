@@ -82,9 +82,5 @@ def main() -> None:
     # summary and a clean detach.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
-    try:
-        build_app(only=_requested_tool(sys.argv[1:]))(prog_name="netkit")
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+    # A closed pipe (`netkit ... | head`) is handled by each tool's tool_errors boundary.
+    build_app(only=_requested_tool(sys.argv[1:]))(prog_name="netkit")

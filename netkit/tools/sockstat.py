@@ -36,6 +36,7 @@ FIELDS = [
     ("rx_bytes", "RX_BYTES", "rx_bytes", "sock_recv_length"),
 ]
 COUNTERS = [f[0] for f in FIELDS]
+CALL_COUNTERS = [name for name in COUNTERS if not name.endswith("_bytes")]   # what ranks --top
 OPTIONAL_TRACEPOINTS = {f[3] for f in FIELDS if f[3]}
 
 MAN = ManPage(
@@ -158,7 +159,7 @@ def _totals(per_process: dict[int, dict[str, int]]) -> dict[str, int]:
 
 def _busiest(per_process: dict[int, dict[str, int]], n: int | None):
     ranked = sorted(per_process.items(),
-                    key=lambda kv: (sum(kv[1][f] for f in COUNTERS[:8]), kv[1]["tx_bytes"] +
+                    key=lambda kv: (sum(kv[1][f] for f in CALL_COUNTERS), kv[1]["tx_bytes"] +
                                     kv[1]["rx_bytes"]), reverse=True)
     return ranked if n is None else ranked[:n]
 
