@@ -194,12 +194,14 @@ def test_tx_point_queue_includes_the_shaper_wait(bed):
                        "burst", "1600", "limit", "100000"])
     try:
         runs = {point: split(superping(bed, "--tx-point", point, "-s", "1400", "-c", "6",
-                                       "-i", "0.002", "-W", "3", bed.target_addr(4))[0])[0]
+                                       "-i", "0.002", "-W", "3", bed.target_addr(4))[0])
                 for point in ("xmit", "queue")}
     finally:
         bed.run(bed.host, ["tc", "qdisc", "del", "dev", dev, "root"])
-    for point, replies in runs.items():
+    for point, (replies, _, summary) in runs.items():
         assert sorted(r["seq"] for r in replies) == [1, 2, 3, 4, 5, 6], point
+        assert all(r["stack_rtt_us"] is not None for r in replies), (point, replies, summary)
+    runs = {point: replies for point, (replies, _, _) in runs.items()}
     growth_us = 1408 * 8 - 2000    # bits at 1 bit/us, less the gap: each waits ~9 ms longer
     for r in runs["xmit"]:
         assert abs(r["stack_rtt_us"] - r["kernel_rtt_us"]) <= 200

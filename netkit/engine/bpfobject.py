@@ -211,9 +211,15 @@ class RingBuffer:
 
     def poll(self, timeout_ms: int) -> int:
         """Consume ready events (waiting up to timeout_ms); returns how many were handled.
-        A Ctrl-C or SIGTERM during the poll is raised (as KeyboardInterrupt) after it."""
+        A Ctrl-C or SIGTERM during the poll is raised (as KeyboardInterrupt) after it.
+
+        The ring is read directly first: epoll learns of a submitted event only from a deferred
+        irq_work, so a poll alone can miss an event the kernel committed a moment ago (e.g. the
+        stamp of a reply that userspace has already received)."""
         with _interrupts_held():
-            n = L.ring_buffer__poll(self.handle, timeout_ms)
+            n = L.ring_buffer__consume(self.handle)
+            if n == 0 and timeout_ms != 0 and self._raised is None:
+                n = L.ring_buffer__poll(self.handle, timeout_ms)
         if self._raised is not None:
             raised, self._raised = self._raised, None
             raise raised

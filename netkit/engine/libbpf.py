@@ -87,6 +87,7 @@ btf__free = _proto("btf__free", None, c_void_p)
 
 ring_buffer__new = _proto("ring_buffer__new", c_void_p, c_int, RINGBUF_SAMPLE_FN, c_void_p, c_void_p)
 ring_buffer__poll = _proto("ring_buffer__poll", c_int, c_void_p, c_int)
+ring_buffer__consume = _proto("ring_buffer__consume", c_int, c_void_p)
 ring_buffer__free = _proto("ring_buffer__free", None, c_void_p)
 
 libbpf_strerror = _proto("libbpf_strerror", c_int, c_int, c_char_p, c_size_t)

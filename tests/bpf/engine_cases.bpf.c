@@ -34,3 +34,32 @@ int BPF_PROG(on_present, struct pt_regs *regs, long id)
 	return 0;
 }
 #endif
+
+#ifdef CASE_QUIET_RING
+/* One event per getppid() of the test process, committed without waking epoll: only a direct
+ * read of the ring finds it, so RingBuffer.poll(0) must not lean on epoll alone. */
+const volatile __u32 test_tgid = 0;
+struct quiet_event { __u64 n; };
+const struct quiet_event *quiet_event_anchor __attribute__((unused));
+__u64 submitted = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} events SEC(".maps");
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(quiet_submit, struct pt_regs *regs, long id)
+{
+	struct quiet_event *e;
+
+	if (id != 110 /* getppid on x86_64 */ || (bpf_get_current_pid_tgid() >> 32) != test_tgid)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	e->n = ++submitted;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+#endif
