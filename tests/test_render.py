@@ -91,6 +91,26 @@ def test_ticker_counts_and_duration():
     assert list(Ticker(1, duration=0)) == []
 
 
+def test_ticker_waits_with_the_given_poll_until_each_tick():
+    """A poll that returns early (an event came) is called again until the tick is due; without
+    an interval the ticker yields nothing and ends with the duration."""
+    waits = []
+
+    def early_poll(seconds):
+        waits.append(seconds)
+        time.sleep(min(seconds, 0.01))
+
+    start = time.monotonic()
+    assert len(list(Ticker(0.05, count=2, wait=early_poll))) == 2
+    assert time.monotonic() - start >= 0.1 and len(waits) >= 10
+    assert max(waits) <= 0.05
+    waits.clear()
+    start = time.monotonic()
+    Ticker(None, duration=0.3, wait=early_poll).run_out()
+    assert 0.3 <= time.monotonic() - start < 0.5
+    assert max(waits) <= Ticker.LONGEST_WAIT and len(waits) >= 20
+
+
 def test_log2hist_arithmetic():
     a = Log2Hist([1, 2] + [0] * 30, count=3, sum=7)
     b = Log2Hist([0, 1] + [0] * 30, count=1, sum=2)

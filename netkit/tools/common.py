@@ -79,23 +79,38 @@ def tool_errors(tool: str):
 
 class Ticker:
     """Interval clock: yields the end of each interval until COUNT intervals or the duration have
-    passed. Deadlines are absolute, so intervals don't drift by the time spent rendering."""
+    passed. Deadlines are absolute, so intervals don't drift by the time spent rendering.
+    Without an interval it yields nothing and ends with the duration (or with Ctrl-C).
 
-    def __init__(self, interval: float, count: int | None = None, duration: float | None = None):
+    `wait(seconds)` passes the time between ticks: time.sleep, or for a tool that streams
+    ring-buffer events a poll that handles them and may return early (it is called again until
+    the tick is due)."""
+
+    LONGEST_WAIT = 0.5     # s; an endless wait is made of these
+
+    def __init__(self, interval: float | None, count: int | None = None,
+                 duration: float | None = None, wait=time.sleep):
         self.interval = interval
         self.count = count
         self.stop_at = None if duration is None else time.monotonic() + duration
+        self.wait = wait
 
     def __iter__(self):
         n, deadline = 0, time.monotonic()
         while self.count is None or n < self.count:
-            deadline += self.interval
+            deadline = deadline + self.interval if self.interval else float("inf")
             if self.stop_at is not None:
                 if time.monotonic() >= self.stop_at:
                     return
                 deadline = min(deadline, self.stop_at)
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            while (left := deadline - time.monotonic()) > 0:
+                self.wait(min(left, self.LONGEST_WAIT))
+            if not self.interval:
+                return
             n += 1
             yield time.time()
+
+    def run_out(self) -> None:
+        """Wait through every tick: for a tool that prints only at the end."""
+        for _ in self:
+            pass

@@ -8,6 +8,7 @@ gethostbyname() runs gethostbyname_r() inside and counts once. Like bcc's gethos
 from __future__ import annotations
 
 import errno
+import math
 import os
 import platform
 import re
@@ -21,7 +22,7 @@ import typer
 
 from netkit.engine.errors import NetkitError     # light: tools.common imports it too
 from netkit.tools.common import (CgroupOpt, Column, DurationOpt, JsonOpt, ManPage, NameOpt,
-                                 NoColorOpt, PidOpt, VerboseOpt, tool_errors)
+                                 NoColorOpt, PidOpt, Ticker, VerboseOpt, tool_errors)
 
 SUMMARY = "Latency of getaddrinfo/gethostbyname calls per process and host (libc uprobes)."
 
@@ -326,16 +327,17 @@ def trace(obj, view: LookupView, hist: bool, duration: float | None, banner: str
     pending: list = []
     ring = None if hist else obj.ring_buffer(
         "events", "lookup_event", lambda e: pending.append(type(e).from_buffer_copy(e)))
-    stop_at = None if duration is None else time.monotonic() + duration
+
+    def wait(seconds: float) -> None:
+        if ring:
+            ring.poll(math.ceil(seconds * 1000))
+            drain(pending, view)
+        else:
+            time.sleep(seconds)
+
     try:
         view.out.note(banner)
-        while stop_at is None or time.monotonic() < stop_at:
-            wait = 0.2 if stop_at is None else max(0.0, min(0.2, stop_at - time.monotonic()))
-            if ring:
-                ring.poll(int(wait * 1000))
-                drain(pending, view)
-            else:
-                time.sleep(wait)
+        Ticker(None, duration=duration, wait=wait).run_out()
     except KeyboardInterrupt:
         pass
     if ring:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import math
 import time
 from typing import Annotated, NamedTuple, Optional
 
@@ -16,8 +17,8 @@ import typer
 
 from netkit.export import ExportHub, export_options
 from netkit.tools.common import (CgroupOpt, Column, CountArg, DurationOpt, JsonOpt, ManPage,
-                                 MillisecondsOpt, NameOpt, NoColorOpt, PidOpt, VerboseOpt, fail,
-                                 tool_errors)
+                                 MillisecondsOpt, NameOpt, NoColorOpt, PidOpt, Ticker, VerboseOpt,
+                                 fail, tool_errors)
 
 SUMMARY = "Latency of IP connect() calls, blocking and non-blocking, with results (tracepoints)."
 
@@ -438,29 +439,15 @@ def _loop(ring, view, hists, exporters, interval, count, duration, by_dest, ms, 
     """Wait for the end (Ctrl-C, duration or COUNT intervals), printing every interval and
     streaming events meanwhile. Exporters get a snapshot every interval (every second when no
     interval is printed)."""
-    period = interval or (1.0 if exporters else None)
-    next_tick = started + period if period else None
-    stop_at = started + duration if duration is not None else None
-    ticks, last = 0, started
-    while True:
+    from netkit.render.output import clock_now
+    wait = (lambda seconds: ring.poll(math.ceil(seconds * 1000))) if ring else time.sleep
+    last = started
+    for ts in Ticker(interval or (1.0 if exporters else None), count if interval else None,
+                     duration, wait=wait):
         now = time.monotonic()
-        if stop_at is not None and now >= stop_at:
-            return
-        if next_tick is not None and now >= next_tick:
-            delta, totals = hists.read()
-            if interval:
-                from netkit.render.output import clock_now
-                view.histograms(delta, "interval", now - last, clock_now())
-                ticks += 1
-            if exporters:
-                exporters.publish(snapshot(time.time(), totals, by_dest, ms))
-            last = now
-            next_tick += period
-            if count is not None and ticks >= count:
-                return
-            continue
-        wait = min(t for t in (next_tick, stop_at, now + 0.5 if ring else now + 3600) if t) - now
-        if ring:
-            ring.poll(max(0, int(wait * 1000)))
-        else:
-            time.sleep(max(0.0, wait))
+        delta, totals = hists.read()
+        if interval:
+            view.histograms(delta, "interval", now - last, clock_now())
+        if exporters:
+            exporters.publish(snapshot(ts, totals, by_dest, ms))
+        last = now
