@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,27 +46,34 @@ def bpf_root():
     require_root_bpf()
 
 
+def read_until(proc: subprocess.Popen, stream, marker: str, timeout: float) -> tuple[bool, str]:
+    """Read `stream` of `proc` until `marker` shows or `timeout` s pass; (found, what was read).
+    It reads the pipe itself: readline() after select() would leave a second line that came in
+    the same chunk in Python's buffer, where select() cannot see it."""
+    fd, seen = stream.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    return marker.encode() in seen, seen.decode(errors="replace")
+
+
 class Traced:
     """A netkit tool running in a subprocess, for tests that make traffic while it traces."""
 
     def __init__(self, args: list[str], banner: str = "Tracing", timeout: float = 15.0):
         self.proc = subprocess.Popen([str(NETKIT), *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-        self._stderr: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 0.1)
-            if ready:
-                line = self.proc.stderr.readline()
-                if not line:
-                    break
-                self._stderr.append(line)
-                if banner in line:
-                    return
-            elif self.proc.poll() is not None:
-                break
-        out, err = self.finish()
-        raise AssertionError(f"netkit {' '.join(args)} did not start: {''.join(self._stderr)}{err}")
+        started, seen = read_until(self.proc, self.proc.stderr, banner, timeout)
+        self._stderr = [seen]
+        if not started:
+            out, err = self.finish()
+            raise AssertionError(f"netkit {' '.join(args)} did not start: {err}")
 
     def finish(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> tuple[str, str]:
         """Send `sig` (Ctrl-C by default), wait, return (stdout, stderr)."""
@@ -77,6 +85,41 @@ class Traced:
     def wait(self, timeout: float = 30.0) -> tuple[str, str]:
         out, err = self.proc.communicate(timeout=timeout)
         return out, "".join(self._stderr) + err
+
+
+class BpftracePeer:
+    """bpftrace running a script beside a netkit tool, as an independent check.
+
+    It counts as started when its BEGIN probe has printed: "Attaching N probes..." comes before
+    the probes are attached. It is stopped by Ctrl-C, repeated: bpftrace 0.17 leaves its event
+    loop only when a SIGINT interrupts its epoll_wait; one that lands anywhere else only sets a
+    flag that the loop never reads again, and it runs on (seen here: 10 of 10 runs interrupted
+    right after "Attaching" hung, and 1 in about 5 runs of the sockstat cross-check)."""
+
+    READY = "netkit-bpftrace-peer-ready"
+
+    def __init__(self, script: str, timeout: float = 30.0):
+        if not shutil.which("bpftrace"):
+            require_or_skip("bpftrace is not installed")
+        self.proc = subprocess.Popen(
+            ["bpftrace", "-e", f'BEGIN {{ printf("{self.READY}\\n"); }} {script}'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started, self._early = read_until(self.proc, self.proc.stdout, self.READY, timeout)
+        if not started:
+            self.proc.kill()
+            raise AssertionError(f"bpftrace did not start: {self.proc.communicate()[1]}")
+
+    def stop(self, timeout: float = 20.0) -> str:
+        """Ctrl-C until it ends; what it printed (its maps)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                return self._early + self.proc.communicate(timeout=1.0)[0]
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc.kill()
+        raise AssertionError(f"bpftrace ignored SIGINT for {timeout:g} s")
 
 
 def run_netkit(*args: str, timeout: float = 30.0, **kwargs) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import netkit
-from conftest import NETKIT, run_netkit
+from conftest import run_netkit
 from netkit.cli import build_app, tool_modules
 
 TOOLS = list(tool_modules())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (NETKIT, Traced, assert_one_line_error, require_or_skip, require_root_bpf,
-                      run_netkit)
+from conftest import (NETKIT, BpftracePeer, Traced, assert_one_line_error, require_or_skip,
+                      require_root_bpf, run_netkit)
 
 CONNECTIONS = 5
 MESSAGES = 4            # per connection, each way
@@ -149,19 +149,13 @@ def test_cgroup_filter():
 
 def test_tcp_state_changes_match_bpftrace(workload):
     """Independent check: bpftrace counts the same tracepoint for the same process."""
-    if not shutil.which("bpftrace"):
-        require_or_skip("bpftrace is not installed")
-    script = ("tracepoint:sock:inet_sock_set_state /pid == %d && args->protocol == 6/ "
-              "{ @changes = count(); }" % workload.pid)
-    peer = subprocess.Popen(["bpftrace", "-e", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert "Attaching" in peer.stdout.readline()
+    peer = BpftracePeer("tracepoint:sock:inet_sock_set_state /pid == %d && args->protocol == 6/ "
+                        "{ @changes = count(); }" % workload.pid)
     tool = Traced(["sockstat", "-p", str(workload.pid), "--json", "0.2"])
     workload.run()
     time.sleep(0.3)
     out, _ = tool.finish()
-    peer.send_signal(signal.SIGINT)
-    peer_out, _ = peer.communicate(timeout=20)
+    peer_out = peer.stop()
     counted = int(next(line for line in peer_out.splitlines() if "@changes" in line).split()[-1])
     summary = summary_of(out)
     # At least CLOSE->SYN_SENT per connect happens in the connecting task; bpftrace agrees exactly.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +21,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import (NETKIT, Traced, assert_one_line_error, require_or_skip, require_root_bpf,
-                      run_netkit)
+from conftest import (NETKIT, BpftracePeer, Traced, assert_one_line_error, require_or_skip,
+                      require_root_bpf, run_netkit)
 
 CLIENT_COMM = "nkconnlat"
 N = 8                 # connects per (family, mode) that succeed
@@ -314,19 +313,15 @@ def test_cgroup_filter(listeners):
 def test_blocking_latencies_match_bpftrace(client, listeners):
     """Independent check of blocking connects: bpftrace times the same syscalls (the original
     soconnlat.bt's method) for the same process; the two agree to some microseconds."""
-    if not shutil.which("bpftrace"):
-        require_or_skip("bpftrace is not installed")
     socks, closed = listeners
     # The peer stores each latency in a map (printed at exit): a printf per call would put
     # bpftrace's perf-buffer output inside soconnlat's window and widen the gap under test.
-    script = ("tracepoint:syscalls:sys_enter_connect /pid == %d/ { @start[tid] = nsecs; } "
-              "tracepoint:syscalls:sys_exit_connect /pid == %d && @start[tid]/ "
-              "{ @lat[@calls] = nsecs - @start[tid]; @calls = @calls + 1; delete(@start[tid]); }"
-              % (client.pid, client.pid))
-    peer = subprocess.Popen(["bpftrace", "-e", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    peer = BpftracePeer(
+        "tracepoint:syscalls:sys_enter_connect /pid == %d/ { @start[tid] = nsecs; } "
+        "tracepoint:syscalls:sys_exit_connect /pid == %d && @start[tid]/ "
+        "{ @lat[@calls] = nsecs - @start[tid]; @calls = @calls + 1; delete(@start[tid]); }"
+        % (client.pid, client.pid))
     try:
-        assert "Attaching" in peer.stdout.readline()
         planned = [p for f in (4, 6) for p in plan(*socks[f], f, N) + plan(socks[f][0], closed[f], f,
                                                                              REFUSED)
                    if p["mode"] == "blocking"]
@@ -334,8 +329,7 @@ def test_blocking_latencies_match_bpftrace(client, listeners):
         client.connect(planned)
         out, _ = tool.finish()
     finally:
-        peer.send_signal(signal.SIGINT)
-        peer_out, _ = peer.communicate(timeout=20)
+        peer_out = peer.stop()
     by_call = {int(line[5:line.index("]")]): int(line.split()[-1]) / 1e3
                for line in peer_out.splitlines() if line.startswith("@lat[")}
     theirs = [by_call[i] for i in sorted(by_call)]

@@ -169,7 +169,7 @@ class TestBed:
     def inside(self, ns: str):
         """Move the calling thread into namespace ns for the block (sockets made there stay
         there). Python 3.11 has no os.setns, hence libc."""
-        own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
         try:
             if _libc.setns(target, _CLONE_NEWNET) != 0:
