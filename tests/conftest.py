@@ -70,7 +70,7 @@ class Traced:
         self.proc = subprocess.Popen([str(NETKIT), *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         started, seen = read_until(self.proc, self.proc.stderr, banner, timeout)
-        self._stderr = [seen]
+        self._stderr = seen.splitlines(keepends=True)
         if not started:
             out, err = self.finish()
             raise AssertionError(f"netkit {' '.join(args)} did not start: {err}")
