@@ -283,7 +283,11 @@ class Carbon:
         file = self.whisper_dir / (path.replace(".", "/") + ".wsp")
         if not file.exists():
             return {}
-        (start, _end, step), values = whisper.fetch(str(file), int(since) - 1, int(time.time()))
+        try:
+            (start, _end, step), values = whisper.fetch(str(file), int(since) - 1,
+                                                        int(time.time()))
+        except whisper.CorruptWhisperFile:       # carbon is still writing its header
+            return {}
         return {start + i * step: v for i, v in enumerate(values) if v is not None}
 
 
