@@ -525,7 +525,13 @@ def test_timeout_and_unreachable_are_classified(bed, bed_client):
     tool = Traced(["soconnlat", "-e", "--json", "-p", str(bed_client.pid)])
     made = bed_client.connect(planned)
     out, _ = tool.finish()
-    events = records(out)["event"]
+    got = records(out)
+    events = got["event"]
+    # Which side lost a connect, if one is missing: the kernel's histograms or the event stream.
+    assert len(events) == len(planned), (
+        [(e["family"], e["mode"], e["result"]) for e in events],
+        [(h["family"], h["mode"], h["result"], h["count"]) for h in got.get("hist", [])
+         if h["scope"] == "run"], got.get("summary"))
     check_latencies(events, made, planned)
     print("timeout/unreachable: tool ms", [(e["result"], round(e["latency_us"] / 1e3, 2))
                                            for e in events])
