@@ -102,8 +102,11 @@ def test_fifo_serialisation_and_tail_drop():
             except TimeoutError:
                 pass
     assert [n for n, _ in got] == [0, 1, 2, 3, 4]
-    gaps_us = [(b_ - a) / 1e3 for (_, a), (_, b_) in zip(got, got[1:])]
-    assert all(abs(g - 4000) < 50 for g in gaps_us), gaps_us
+    # Each packet k arrives k * 4 ms after the first, give or take one late wake-up of the
+    # emulator's writer (one of 4 was 44 us late in a CI run); the mean spacing is exact.
+    offsets_us = [(t - got[0][1]) / 1e3 for _, t in got]
+    assert all(abs(o - 4000 * k) < 100 for k, o in enumerate(offsets_us)), offsets_us
+    assert abs(offsets_us[-1] / 4 - 4000) < 20, offsets_us
     drops = sum(int(l.split("drops=")[1].split()[0]) for l in b.emulator_stats if "a->b" in l)
     assert drops == 15, b.emulator_stats
 
