@@ -200,7 +200,11 @@ def test_tx_point_queue_includes_the_shaper_wait(bed):
         bed.run(bed.host, ["tc", "qdisc", "del", "dev", dev, "root"])
     for point, (replies, _, summary) in runs.items():
         assert sorted(r["seq"] for r in replies) == [1, 2, 3, 4, 5, 6], point
-        assert all(r["stack_rtt_us"] is not None for r in replies), (point, replies, summary)
+        missing = [r["seq"] for r in replies if r["stack_rtt_us"] is None]
+        assert not missing, (f"{point}: no in-stack RTT for seqs {missing}; BPF counted "
+                             f"unmatched={summary['unmatched_replies']} "
+                             f"lost={summary['lost_events']}; kernel RTTs "
+                             f"{[r['kernel_rtt_us'] for r in replies]}")
     runs = {point: replies for point, (replies, _, _) in runs.items()}
     growth_us = 1408 * 8 - 2000    # bits at 1 bit/us, less the gap: each waits ~9 ms longer
     for r in runs["xmit"]:

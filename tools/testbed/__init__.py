@@ -335,24 +335,27 @@ _RTT_RE = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 
 
 def ping_min_rtts(bed: TestBed, ns: str, addr: str, payloads: list[int], count: int = 150,
-                  interval: float = 0.003) -> list[float]:
-    """Smallest RTT in seconds for each ICMP payload size, one size after the other.
+                  interval: float = 0.003, rounds: int = 6) -> list[float]:
+    """Smallest RTT in seconds for each ICMP payload size, over `rounds` short pings per size
+    taken in turn, so that a slow or fast spell of the machine touches every size alike.
 
-    Not at the same time: two pings share the emulator's FIFO, and a small echo that sits
-    behind a large one (240 us each way at 50 Mbit/s) is late by that much. Different intervals
-    were meant to make the phases drift, but in about 1 measurement in 3 here every small echo
-    of the run met a large one, and a 50 Mbit/s link measured as 370-1200 Mbit/s. One size at a
-    time, `interval` apart, never queues behind anything but its own kind, which has left the
-    link long before (the interval exceeds a large packet's serialisation down to 4 Mbit/s)."""
-    rtts = []
-    for payload in payloads:
-        res = bed.run(ns, ["ping", "-n", "-q", "-c", str(count), "-i", f"{interval:.4f}",
-                           "-s", str(payload), addr], check=False, timeout=60)
-        m = _RTT_RE.search(res.stdout)
-        if not m:
-            raise TestBedError(f"cannot parse ping output: {res.stdout!r}")
-        rtts.append(float(m.group(1)) / 1000)
-    return rtts
+    Never two sizes at once: they would share the emulator's FIFO, and a small echo that sits
+    behind a large one (240 us each way at 50 Mbit/s) is late by that much. Side by side, in
+    about 1 measurement in 3 every small echo met a large one, and a 50 Mbit/s link measured
+    as 370-1200 Mbit/s; one whole size after the other, a quiet spell could favour one size
+    and the rate was off by 2-4%. Within a size, `interval` exceeds a large packet's
+    serialisation down to 4 Mbit/s, so an echo never queues behind its own kind."""
+    best = [float("inf")] * len(payloads)
+    per_round = max(1, -(-count // rounds))
+    for _ in range(rounds):
+        for k, payload in enumerate(payloads):
+            res = bed.run(ns, ["ping", "-n", "-q", "-c", str(per_round), "-i", f"{interval:.4f}",
+                               "-s", str(payload), addr], check=False, timeout=60)
+            m = _RTT_RE.search(res.stdout)
+            if not m:
+                raise TestBedError(f"cannot parse ping output: {res.stdout!r}")
+            best[k] = min(best[k], float(m.group(1)) / 1000)
+    return best
 
 
 def measure_link(bed: TestBed, i: int, family: int = 4, count: int = 150,
