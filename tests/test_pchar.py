@@ -1,7 +1,7 @@
 """netkit pchar: the estimator on synthetic paths, and the whole tool on the 3-hop test bed
 host -> r1 (100 Mbit/s, 1 ms) -> r2 (10 Mbit/s, 5 ms) -> target (50 Mbit/s, 2 ms), whose
 emulated links are the independent truth (their own error, tests/test_testbed.py: rate within
-~1-7% as ping sees it, latency +7..+18 us).
+~1-7% as ping sees it, latency +7..+25 us).
 """
 import json
 import os

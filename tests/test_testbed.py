@@ -6,7 +6,7 @@ Emulator error, as ping can see it: over one emulated link, pings of 100 and 150
 each, in alternating rounds) give the achieved rate to within 1% plus what ping's 1 us resolution
 and user-space send stamp allow, RTT_NOISE on the min-RTT difference (so ~7% at 100 Mbit/s,
 ~2% at 10 Mbit/s); the one-way latency exceeds the set delay by 0..LAT_EXTRA_MAX (measured
-+7..+18 us on an idle machine: ping's send path plus the emulator's wake-up).
++7..+25 us on an idle machine: ping's send path plus the emulator's wake-up).
 """
 import os
 import socket

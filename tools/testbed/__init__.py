@@ -17,8 +17,8 @@ Needs root, iproute2 and a C compiler (linkemu is built on demand when missing o
 The emulator's own error (`python -m tools.testbed measure 100e6:1ms 10e6:5ms 50e6:2ms`: min
 RTT of 150-300 pings at 100 and 1500 bytes, both sizes at once, on 2 shared cores): achieved
 rate within 1.4% at 100 Mbit/s, 0.9% at 50 Mbit/s, 0.2% at 10 Mbit/s (what ping's 1 us clock
-can resolve); one-way latency +7..+11 us above the setting with low_latency (PM QoS held),
-+20..+40 us without. linkemu's own lateness at the deadline (printed at exit): mean 0.04-8 us,
+can resolve); one-way latency +7..+25 us above the setting with low_latency (vCPUs kept from
+halting, see _hold_cpu_awake), +20..+40 us without. linkemu's own lateness at the deadline (printed at exit): mean 0.04-8 us,
 rare spikes of milliseconds when the VM loses its CPU; the min-RTT methods do not see those.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ LINKEMU_BIN = ROOT / "build" / "linkemu"
 PREFIX = "nk"
 _NAME_RE = re.compile(rf"^{PREFIX}(\d+)x\d+-")
 _counter = itertools.count()
+
+# Spins on one CPU at the lowest priority there is, and dies with the process that started it.
+_SPINNER = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)            # PR_SET_PDEATHSIG
+os.sched_setaffinity(0, {int(sys.argv[1])})
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+while True:
+    pass
+"""
 
 
 class TestBedError(RuntimeError):
@@ -115,6 +126,7 @@ class TestBed:
         self.lift_icmp_limits = lift_icmp_limits
         self.low_latency = low_latency
         self._qos_fd: int | None = None
+        self._spinners: list[subprocess.Popen] = []
         self.name = f"{PREFIX}{os.getpid()}x{next(_counter)}"
         n = len(self.links)
         self.nodes = ([f"{self.name}-h"] + [f"{self.name}-r{i}" for i in range(1, n)]
@@ -223,14 +235,21 @@ class TestBed:
             _ip(["-n", ns, "-batch", "-"], stdin=self._node_config(j))
 
     def _hold_cpu_awake(self) -> None:
-        """Ask for zero wake-up latency (PM QoS) while the bed is up: on a VM whose idle vCPUs
-        halt, waking costs 10-30 us per packet and varies; polling idle roughly halves the
-        emulator's added latency and its jitter. The request ends when the fd is closed."""
+        """Keep every vCPU out of halt while the bed is up: on a VM, waking a halted vCPU costs
+        10-30 us per packet and varies, which blurs every emulated hop. PM QoS (a zero
+        cpu_dma_latency request) makes a cpuidle driver such as haltpoll poll instead; where there
+        is none (cpuidle driver "none": idle is always HLT) only a runnable task keeps the vCPU
+        awake, so one SCHED_IDLE spinner per CPU does: any other task preempts it at once.
+        Measured with pchar on the 3-hop bed on such a VM: the 50 Mbit/s hop's 95% interval went
+        from +-15-50% to +-2-5%. Both end with the bed (the spinners also die with us)."""
         try:
             self._qos_fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
             os.write(self._qos_fd, (0).to_bytes(4, "little", signed=True))
         except OSError:
             self._qos_fd = None  # not fatal: only precision suffers
+        for cpu in sorted(os.sched_getaffinity(0)):
+            self._spinners.append(subprocess.Popen(
+                [sys.executable, "-c", _SPINNER, str(cpu)], stdin=subprocess.DEVNULL))
 
     def _sysctls(self, router: bool) -> list[str]:
         s = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
@@ -303,6 +322,10 @@ class TestBed:
         if self._qos_fd is not None:
             os.close(self._qos_fd)
             self._qos_fd = None
+        for p in self._spinners:
+            p.kill()
+            p.wait()
+        self._spinners.clear()
 
 
 def fixture_bed(links: list[Link], require_or_skip, **kw):
