@@ -164,6 +164,8 @@ class StackTimer:
         unused = {prog for point, prog in self.TX_PROGRAMS.items() if point != tx_point}
         self.obj = BPFObject("superping", Filters(pid, name), rodata=rodata, manual=unused)
         self.events: list = []
+        self.received = 0                       # events read off the ring
+        self.pending_rtts: dict[tuple[str, int], int] = {}   # (address, seq) -> in-stack RTT
 
     def __enter__(self) -> "StackTimer":
         self.obj.__enter__()
@@ -175,11 +177,30 @@ class StackTimer:
 
     def _keep(self, event) -> None:
         self.events.append(type(event).from_buffer_copy(event))   # the ring slot is reused
+        self.received += 1
 
     def poll(self, timeout_ms: int = 0) -> list:
         self.ring.poll(timeout_ms)
         taken, self.events = self.events, []
         return taken
+
+    def rtt_of(self, address: str, seq: int, patience_s: float = 0.2) -> int | None:
+        """The in-stack RTT of the reply (address, seq) that userspace has just received.
+
+        Its event was committed before the reply reached the socket, but a ring is read in
+        order: a record that another CPU reserved earlier and has not yet committed holds back
+        those behind it. So while the kernel has counted more matched replies than have reached
+        us (or been lost), wait for them, up to patience_s."""
+        give_up = time.monotonic() + patience_s
+        timeout_ms = 0
+        while True:
+            for e in self.poll(timeout_ms):
+                self.pending_rtts[(event_address(e), e.key.seq)] = e.rtt_ns
+            rtt = self.pending_rtts.pop((address, seq), None)
+            if rtt is not None or time.monotonic() >= give_up or \
+                    self.counts()["replies"] <= self.received + self.lost_events():
+                return rtt
+            timeout_ms = 10
 
     def hist_slots(self) -> list[int]:
         from netkit.engine.hist import Log2Hist
@@ -396,7 +417,6 @@ def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
     view.start(pinger, timer is not None)
     replies: list[tuple[Reply, int | None]] = []
     errors = 0
-    stack_by_seq: dict[int, int] = {}
     started = time.monotonic()
     try:
         for outcome in pinger.run(count, interval, timeout, deadline):
@@ -409,10 +429,7 @@ def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
                 continue
             stack_ns = None
             if timer is not None and not outcome.dup:
-                for e in timer.poll(0):          # the reply's event is in: it passed the RX point
-                    if event_address(e) == outcome.address:
-                        stack_by_seq[e.key.seq] = e.rtt_ns
-                stack_ns = stack_by_seq.pop(outcome.seq, None)
+                stack_ns = timer.rtt_of(outcome.address, outcome.seq)
             replies.append((outcome, stack_ns))
             view.reply(outcome, stack_ns)
     except KeyboardInterrupt:
