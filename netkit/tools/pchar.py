@@ -3,8 +3,8 @@
 For each hop (TTL) sends probes of several sizes, keeps the smallest RTT of each size (kernel
 timestamps), fits it against the bytes on the wire and reads each link's bandwidth from the
 difference of successive slopes and its latency from the difference of intercepts. By default
-it probes adaptively, stopping at each hop once the 95% intervals are tight; -R gives pchar's
-fixed plan of R repetitions per size.
+it probes adaptively, stopping at each hop once the 95% intervals are tight and the estimate
+steady; -R gives pchar's fixed plan of R repetitions per size.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ MAN = ManPage(
         "Adaptive mode (the default, without -R): 8 sizes spread from the smallest probe to the "
         "MTU, 4 rounds at least, then one round at a time on this hop or the previous one "
         "(whichever fit is less certain) until the bandwidth's 95% interval is within "
-        "--precision of the estimate and the latency's within 30 us, or 24 rounds. With -R, "
+        "--precision of the estimate, the latency's within 30 us and the last round moved the "
+        "estimate by at most half of --precision, or 24 rounds. With -R, "
         "pchar's fixed plan: R probes at every size from -I to -m in steps of -I.\n\n"
         "A link is shown as unreliable, never as a number, when the slope difference is negative "
         "or its interval includes zero (typically a fast link right behind a slow one) or the "
