@@ -31,11 +31,13 @@ def run(bed: TestBed, family: int, *args: str) -> dict:
                              bed.target_addr(family)], timeout=600)
     recs = [json.loads(l) for l in res.stdout.splitlines()]
     hops = [r for r in recs if r["type"] == "hop"]
-    bw_err = max(abs(h["bandwidth_bps"] / l.rate_bps - 1) if h["reliable"] else float("inf")
-                 for h, l in zip(hops, PATH))
+    bw_errs = [abs(h["bandwidth_bps"] / l.rate_bps - 1) if h["reliable"] else float("inf")
+               for h, l in zip(hops, PATH)]
+    bw_err = max(bw_errs)
     lat_err = max(abs(h["latency_us"] * 1e-6 - l.delay_s) for h, l in zip(hops, PATH))
     return {"probes": recs[-1]["probes"], "wall_s": recs[-1]["wall_s"], "bw_err": bw_err,
-            "lat_err_us": lat_err * 1e6}
+            "worst_hop": bw_errs.index(bw_err) + 1, "lat_err_us": lat_err * 1e6,
+            "per_hop": " ".join(f"{h['probes']}" for h in hops)}
 
 
 def main(bed: TestBed) -> int:
@@ -60,7 +62,8 @@ def main(bed: TestBed) -> int:
             worst_ratio = ratio if worst_ratio is None else min(worst_ratio, ratio)
             print(f"{f'netkit adaptive #{i + 1}':<28} {family:>3} {a['probes']:>7} "
                   f"{a['wall_s']:>8.1f} {100 * a['bw_err']:>11.2f} {a['lat_err_us']:>14.1f}"
-                  f"   {ratio:.1f}x fewer probes")
+                  f"   {ratio:.1f}x fewer probes; worst hop {a['worst_hop']}, "
+                  f"probes per hop {a['per_hop']}")
     print(f"worst probe ratio vs pchar's default plan: {worst_ratio:.1f}x (target >= 5x)")
     return 0 if worst_ratio >= 5 else 1
 
