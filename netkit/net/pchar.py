@@ -703,7 +703,8 @@ def walk(prober: Prober, plan: Plan, first: int = 1, last: int = 30, estimator: 
     Fixed plan (plan.reps): reps rounds per hop, as pchar. Adaptive: min_rounds on a new hop,
     then one round at a time on whichever of this hop and the previous one has the larger
     slope error (the link's interval depends on both fits) until the link's interval is tight
-    and the last round left the estimate steady, or both hops have had max_rounds. A silent hop's link is folded into the next one."""
+    and the last round left the estimate steady, or both hops have had max_rounds. A silent
+    hop's link is folded into the next one."""
     hops = [] if hops is None else hops     # the caller's list keeps what Ctrl-C interrupted
     for ttl in range(first, last + 1):
         hop = HopResult(ttl, gap_s=plan.gap_s)

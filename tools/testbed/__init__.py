@@ -18,8 +18,9 @@ The emulator's own error (`python -m tools.testbed measure 100e6:1ms 10e6:5ms 50
 RTT of 150-300 pings at 100 and 1500 bytes, both sizes at once, on 2 shared cores): achieved
 rate within 1.4% at 100 Mbit/s, 0.9% at 50 Mbit/s, 0.2% at 10 Mbit/s (what ping's 1 us clock
 can resolve); one-way latency +7..+25 us above the setting with low_latency (vCPUs kept from
-halting, see _hold_cpu_awake), +20..+40 us without. linkemu's own lateness at the deadline (printed at exit): mean 0.04-8 us,
-rare spikes of milliseconds when the VM loses its CPU; the min-RTT methods do not see those.
+halting, see _hold_cpu_awake), +20..+40 us without. linkemu's own lateness at the deadline
+(printed at exit): mean 0.04-8 us, rare spikes of milliseconds when the VM loses its CPU; the
+min-RTT methods do not see those.
 """
 from __future__ import annotations
 
