@@ -571,7 +571,7 @@ class Plan:
     reps: int | None = None
     gap_s: float = 0.0
     min_rounds: int = 4
-    max_rounds: int = 24
+    max_rounds: int = 36        # 288 probes of 8 sizes: still 5.1x fewer than pchar's 1472 a hop
     precision: float = 0.05
     latency_precision_s: float = 30e-6
 
