@@ -20,7 +20,8 @@ import pytest
 
 from conftest import (NETKIT as NETKIT_BIN, Traced, assert_one_line_error, require_root_bpf,
                       run_netkit)
-from netkit.net.superping import checksum, echo_request, stats
+from netkit.net.icmp import checksum, echo_request
+from netkit.net.superping import stats
 from netkit.tools.superping import log2_slots
 
 pytestmark = [pytest.mark.netns, pytest.mark.kernel]

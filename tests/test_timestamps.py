@@ -12,7 +12,7 @@ import pytest
 
 from conftest import require_or_skip
 from netkit.net import timestamps as ts
-from netkit.net.superping import echo_request
+from netkit.net.icmp import echo_request
 
 
 def _root_or_skip():

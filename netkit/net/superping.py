@@ -22,57 +22,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from netkit.net import timestamps
+from netkit.engine.errors import NetkitError
+from netkit.net import icmp, timestamps
+from netkit.net.icmp import (ECHO, ICMP6_ECHO, ICMP6_ECHOREPLY, ICMP6_ERRORS,
+                             ICMP_ECHO, ICMP_ECHOREPLY, ICMP_ERRORS, echo_request, resolve)
 
-ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
-ICMP6_ECHO, ICMP6_ECHOREPLY = 128, 129
 IP_RECVTTL = 12            # IPv4 TTL of received datagrams as a control message (IP_TTL type)
 IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 ICMP6_FILTER = 1           # raw ICMPv6 socket option: a 256-bit "block this type" mask
 
-_ECHO = struct.Struct("!BBHHH")   # type, code, checksum, id, sequence
 
-
-class PingError(Exception):
+class PingError(NetkitError):
     """A problem the user can fix (bad address, no permission, no such interface)."""
-
-
-def checksum(data: bytes) -> int:
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total >> 16) + (total & 0xFFFF)
-    return ~total & 0xFFFF
-
-
-def echo_request(ident: int, seq: int, size: int, v6: bool) -> bytes:
-    """An echo request with `size` payload bytes (the kernel checksums ICMPv6 and ping sockets)."""
-    payload = bytes((i + 0x10) & 0xFF for i in range(size))
-    packet = _ECHO.pack(ICMP6_ECHO if v6 else ICMP_ECHO, 0, 0, ident, seq) + payload
-    if v6:
-        return packet
-    return packet[:2] + struct.pack("!H", checksum(packet)) + packet[4:]
-
-
-def resolve(dest: str, family: int | None) -> tuple[int, str]:
-    """(family, numeric address) of `dest`; a literal address is used as given."""
-    try:
-        addr = ipaddress.ip_address(dest.split("%")[0])
-        fam = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
-        if family not in (None, fam):
-            raise PingError(f"{dest} is not an IPv{4 if family == socket.AF_INET else 6} address")
-        return fam, dest
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(dest, None, family or socket.AF_UNSPEC, socket.SOCK_RAW)
-    except socket.gaierror as exc:
-        raise PingError(f"{dest}: {exc.strerror}") from None
-    fam, *_rest, sockaddr = infos[0]
-    return fam, sockaddr[0]
 
 
 @dataclass
@@ -106,29 +68,11 @@ class IcmpError:
 
     @property
     def text(self) -> str:
-        return ERROR_TEXT.get((self.v6, self.type, self.code)) or \
-            ERROR_TEXT.get((self.v6, self.type, None)) or f"ICMP type {self.type} code {self.code}"
+        return icmp.error_text(self.v6, self.type, self.code)
 
     @property
     def v6(self) -> bool:
         return ":" in self.address
-
-
-# (is IPv6, type, code or None for any code) -> ping's wording
-ERROR_TEXT = {
-    (False, 3, 0): "Destination Net Unreachable", (False, 3, 1): "Destination Host Unreachable",
-    (False, 3, 2): "Destination Protocol Unreachable",
-    (False, 3, 3): "Destination Port Unreachable",
-    (False, 3, 4): "Frag needed", (False, 3, 13): "Communication prohibited by filter",
-    (False, 3, None): "Destination Unreachable", (False, 11, None): "Time to live exceeded",
-    (True, 1, 0): "Destination unreachable: No route",
-    (True, 1, 1): "Destination unreachable: Administratively prohibited",
-    (True, 1, 3): "Destination unreachable: Address unreachable",
-    (True, 1, None): "Destination unreachable", (True, 2, None): "Packet too big",
-    (True, 3, None): "Time exceeded: Hop limit",
-}
-ICMP_ERRORS = {3, 11}          # IPv4 types that quote our request
-ICMP6_ERRORS = {1, 2, 3}
 
 
 @dataclass
@@ -312,8 +256,8 @@ class Pinger:
         sockets only) quote our echo header and are yielded."""
         for rec in timestamps.read_error_queue(self._sock):
             if rec.origin in (timestamps.ORIGIN_ICMP, timestamps.ORIGIN_ICMP6):
-                if len(rec.payload) >= _ECHO.size:
-                    seq = _ECHO.unpack_from(rec.payload)[4]
+                if len(rec.payload) >= ECHO.size:
+                    seq = ECHO.unpack_from(rec.payload)[4]
                     if pending.pop(seq, None) is not None:
                         yield IcmpError(seq, self.ident, rec.offender or "?", rec.type, rec.code)
                 continue
@@ -367,9 +311,9 @@ class Pinger:
             if (level, ctype) in ((socket.SOL_IP, socket.IP_TTL),
                                   (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and len(cdata) >= 4:
                 ttl = struct.unpack("=i", cdata[:4])[0]
-        if len(data) < _ECHO.size:
+        if len(data) < ECHO.size:
             return None
-        rtype, code, _sum, rid, rseq = _ECHO.unpack_from(data)
+        rtype, code, _sum, rid, rseq = ECHO.unpack_from(data)
         src = got.address[0].split("%")[0]
         if self.kind == "raw" and rtype in (ICMP6_ERRORS if self.v6 else ICMP_ERRORS):
             seq = self._quoted_seq(data[8:])
@@ -393,7 +337,7 @@ class Pinger:
                 return None
             dst, echo = socket.inet_ntop(socket.AF_INET, quote[16:20]), quote[ihl:ihl + 8]
             want = ICMP_ECHO
-        qtype, _c, _s, qid, qseq = _ECHO.unpack(echo)
+        qtype, _c, _s, qid, qseq = ECHO.unpack(echo)
         if qtype != want or qid != self.ident or dst != self._peer():
             return None
         return qseq

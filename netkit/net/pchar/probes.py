@@ -1,38 +1,22 @@
-"""pchar's backend: per-hop probes with kernel timestamps, and the pathchar estimator.
-
-The method (Van Jacobson's pathchar, Bruce Mah's pchar): for each TTL send probes of many sizes;
-the smallest RTT seen at each size is the one that met empty queues, and it grows linearly with
-the bytes on the wire, with slope = the sum over the links crossed of 8 / bandwidth. The
-difference of the slopes of hop k and hop k-1 gives link k's bandwidth, the difference of the
-intercepts (halved) its one-way latency, and the spread above the minimum its queueing.
-
-One refinement over pchar: the x of the fit is the bytes of the probe *plus* the bytes of its
-answer. Linux routers quote up to 576 bytes of the probe in an ICMPv4 error (1280 in ICMPv6),
-so answers grow with the probe; pchar's "answers are small and constant" does not hold and
-would bias every slope. With x = probe + answer, the fit stays exact for links of the same rate
-both ways (pathchar's assumption anyway).
-
-Timing is from kernel software stamps (netkit.net.timestamps): TX when the driver takes the
-probe, RX when the answer enters the stack. Answers are matched to probes exactly: a UDP probe
-carries its sequence number in its payload (quoted back in the ICMP error), an echo carries it
-as the ICMP sequence, a SYN as its TCP sequence number.
-"""
+"""pchar's probes: one probe at a time with a TTL and a size (UDP, ICMP echo or TCP SYN), its
+answer matched exactly and timed by kernel timestamps (netkit.net.timestamps): TX when the driver
+takes the probe, RX when the answer enters the stack. A UDP probe carries its sequence number
+in its payload (quoted back in the ICMP error), an echo as the ICMP sequence, a SYN as its TCP
+sequence number."""
 from __future__ import annotations
 
 import errno
-import math
 import os
 import random
 import select
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
-from statistics import median
+from dataclasses import dataclass
 
 from netkit.engine.errors import NetkitError
 from netkit.net import timestamps
-from netkit.net.superping import PingError, checksum, resolve
+from netkit.net.icmp import answer_kind, checksum, resolve
 
 MAGIC = b"NKpc"
 IP_RECVERR, IPV6_RECVERR = 11, 25
@@ -72,23 +56,6 @@ class Sample:
                              "too-big")
 
 
-# ICMP type/code -> kind, for IPv4 and IPv6 answers
-_V4_KINDS = {(11, 0): "time-exceeded", (3, 3): "port-unreachable", (3, 0): "net-unreachable",
-             (3, 1): "host-unreachable", (3, 13): "prohibited", (3, 10): "prohibited",
-             (3, 9): "prohibited", (3, 4): "too-big"}
-_V6_KINDS = {(3, 0): "time-exceeded", (1, 4): "port-unreachable", (1, 0): "net-unreachable",
-             (1, 3): "host-unreachable", (1, 1): "prohibited"}
-
-
-def _kind(v6: bool, itype: int, code: int) -> str:
-    kinds = _V6_KINDS if v6 else _V4_KINDS
-    if (itype, code) in kinds:
-        return kinds[(itype, code)]
-    if v6 and itype == 2:
-        return "too-big"
-    return "unreachable" if itype == (1 if v6 else 3) else f"icmp-{itype}/{code}"
-
-
 class Prober:
     """Sends one probe at a time towards `dest` with a given TTL and size, and returns its
     Sample. Subclasses build the probe and recognise its answer."""
@@ -97,10 +64,7 @@ class Prober:
 
     def __init__(self, dest: str, family: int | None = None, port: int | None = None,
                  timeout: float = 3.0, source: str | None = None):
-        try:
-            self.family, self.address = resolve(dest, family)
-        except PingError as exc:
-            raise PcharError(str(exc)) from None
+        self.family, self.address = resolve(dest, family)
         self.v6 = self.family == socket.AF_INET6
         self.port = port
         self.timeout = timeout
@@ -291,7 +255,7 @@ class Prober:
                 proto, transport = inner[9], inner[(inner[0] & 0x0F) * 4:]
             if proto != self._proto or not quoted_match(transport, echo=False):
                 return False
-            sample.kind = _kind(self.v6, itype, code)
+            sample.kind = answer_kind(self.v6, itype, code)
             sample.mtu = struct.unpack_from("!I", icmp, 4)[0] if self.v6 else \
                 struct.unpack_from("!H", icmp, 6)[0]
         else:
@@ -329,7 +293,7 @@ class UdpProber(Prober):
         ip = IP6_HDR if self.v6 else IP_HDR
         sample.reply_size = ip + ICMP_HDR + self.header + len(rec.payload)
         sample.responder = rec.offender
-        sample.kind = _kind(self.v6, rec.type, rec.code)
+        sample.kind = answer_kind(self.v6, rec.type, rec.code)
         sample.mtu = rec.info if sample.kind == "too-big" else 0
         return True
 
@@ -416,321 +380,3 @@ class TcpProber(Prober):
 
 
 PROBERS = {"udp": UdpProber, "icmp": IcmpProber, "tcp": TcpProber}
-
-
-# -- the estimator --------------------------------------------------------------------------------
-
-_T95 = [(1, 12.71), (2, 4.30), (3, 3.18), (4, 2.78), (5, 2.57), (6, 2.45), (7, 2.36), (8, 2.31),
-        (9, 2.26), (10, 2.23), (12, 2.18), (15, 2.13), (20, 2.09), (30, 2.04), (60, 2.00)]
-
-
-def t95(df: int) -> float:
-    """Two-sided 95% quantile of Student's t (conservative: the entry at or below df)."""
-    q = 1.96
-    for d, t in reversed(_T95):
-        if df >= d:
-            return q if d == 60 else t
-        q = t
-    return _T95[0][1]
-
-
-@dataclass
-class Fit:
-    """The line min-RTT = intercept + slope * bytes of one hop, with standard errors."""
-    slope: float                    # seconds per byte (probe + answer)
-    intercept: float                # seconds
-    se_slope: float
-    se_intercept: float
-    r2: float
-    n: int                          # points (distinct sizes)
-    points: list[tuple[float, float]] = field(default_factory=list)
-
-
-def min_rtt_points(samples: list[Sample]) -> list[tuple[float, float]]:
-    """(probe + answer bytes, smallest RTT in s) for every probe size that was answered."""
-    best: dict[int, Sample] = {}
-    for s in samples:
-        if s.rtt_ns is not None and (s.size not in best or s.rtt_ns < best[s.size].rtt_ns):
-            best[s.size] = s
-    return sorted((s.size + s.reply_size, s.rtt_ns / 1e9) for s in best.values())
-
-
-def _line_stats(points, slope: float, intercept: float) -> Fit:
-    """Standard errors and r² of a given line through `points`, from its residuals."""
-    n = len(points)
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    ssr = sum((y - intercept - slope * x) ** 2 for x, y in points)
-    s2 = ssr / (n - 2) if n > 2 else 0.0
-    se_slope = math.sqrt(s2 / sxx) if sxx > 0 else math.inf
-    se_int = math.sqrt(s2 * (1 / n + mx * mx / sxx)) if sxx > 0 else math.inf
-    r2 = 1 - ssr / syy if syy > 0 else 0.0
-    return Fit(slope, intercept, se_slope, se_int, r2, n, list(points))
-
-
-def fit_lsq(points) -> Fit:
-    """Ordinary least squares (pchar's default)."""
-    n = len(points)
-    mx = sum(p[0] for p in points) / n
-    my = sum(p[1] for p in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
-    return _line_stats(points, slope, my - slope * mx)
-
-
-def fit_kendall(points) -> Fit:
-    """Theil-Sen: the median of pairwise slopes (the estimator tied to Kendall's tau)."""
-    slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points)
-              for x2, y2 in points[i + 1:] if x2 != x1]
-    slope = median(slopes) if slopes else 0.0
-    return _line_stats(points, slope, median(y - slope * x for x, y in points))
-
-
-def fit_lms(points) -> Fit:
-    """Least median of squares: the line through two points with the smallest median squared
-    residual (exhaustive; the point sets here are small)."""
-    best = None
-    for i, (x1, y1) in enumerate(points):
-        for x2, y2 in points[i + 1:]:
-            if x2 == x1:
-                continue
-            b = (y2 - y1) / (x2 - x1)
-            a = y1 - b * x1
-            m = median((y - a - b * x) ** 2 for x, y in points)
-            if best is None or m < best[0]:
-                best = (m, b, a)
-    if best is None:
-        return fit_lsq(points)
-    return _line_stats(points, best[1], best[2])
-
-
-ESTIMATORS = {"lsq": fit_lsq, "kendall": fit_kendall, "lms": fit_lms}
-
-
-def fit_hop(samples: list[Sample], estimator: str = "lsq") -> Fit | None:
-    points = min_rtt_points(samples)
-    if len(points) < 3:
-        return None
-    return ESTIMATORS[estimator](points)
-
-
-@dataclass
-class LinkEstimate:
-    """Link k (between hop k-1 and hop k) from the fits of the two hops."""
-    bandwidth_bps: float | None     # None when unreliable
-    bandwidth_low_bps: float | None  # 95% interval (high None: unbounded)
-    bandwidth_high_bps: float | None
-    latency_s: float | None         # one way
-    latency_ci_s: float | None      # half-width of its 95% interval
-    reliable: bool
-    reason: str = ""                # why it is not reliable
-
-    @property
-    def rel_halfwidth(self) -> float:
-        """Half the relative width of the bandwidth interval (inf when unbounded)."""
-        if not self.reliable or self.bandwidth_high_bps is None:
-            return math.inf
-        return (self.bandwidth_high_bps - self.bandwidth_low_bps) / 2 / self.bandwidth_bps
-
-
-def estimate_link(fit: Fit | None, prev: Fit | None, min_r2: float = 0.9) -> LinkEstimate:
-    """Bandwidth = 8 / (slope_k - slope_{k-1}); latency = (intercept_k - intercept_{k-1}) / 2.
-    Unreliable (no number shown) when the slope difference is not clearly above zero at 95%,
-    when the fit explains the data poorly, or when there are too few answered sizes."""
-    if fit is None:
-        return LinkEstimate(None, None, None, None, None, False, "too few answers")
-    ps, pse, pi, pise = (prev.slope, prev.se_slope, prev.intercept, prev.se_intercept) \
-        if prev else (0.0, 0.0, 0.0, 0.0)
-    t = t95(min(fit.n, prev.n if prev else fit.n) - 2)
-    d = fit.slope - ps
-    se = math.hypot(fit.se_slope, pse)
-    lat = (fit.intercept - pi) / 2
-    lat_ci = t * math.hypot(fit.se_intercept, pise) / 2
-    if d <= 0:
-        return LinkEstimate(None, None, None, lat, lat_ci, False, "negative slope difference")
-    if fit.r2 < min_r2:
-        return LinkEstimate(None, None, None, lat, lat_ci, False, f"poor fit (r2 {fit.r2:.2f})")
-    if d - t * se <= 0:
-        return LinkEstimate(None, 8 / (d + t * se), None, lat, lat_ci, False,
-                            "interval spans zero slope difference")
-    return LinkEstimate(8 / d, 8 / (d + t * se), 8 / (d - t * se), lat, lat_ci, True)
-
-
-# -- probing a path -------------------------------------------------------------------------------
-
-@dataclass
-class Plan:
-    """How much to probe. reps=None is adaptive: rounds over `sizes` until the bandwidth
-    interval is within `precision` (relative half-width), the latency interval within
-    `latency_precision_s` and the last round moved the estimate by at most precision/2,
-    between min_rounds and max_rounds rounds."""
-    sizes: list[int]
-    reps: int | None = None
-    gap_s: float = 0.0
-    min_rounds: int = 4
-    max_rounds: int = 36        # 288 probes of 8 sizes: still 5.1x fewer than pchar's 1472 a hop
-    precision: float = 0.05
-    latency_precision_s: float = 30e-6
-
-    @property
-    def probes_per_hop_max(self) -> int:
-        return len(self.sizes) * (self.reps or self.max_rounds)
-
-
-def sizes_from(smallest: int, mtu: int, increment: int) -> list[int]:
-    """pchar's sizes: multiples of `increment` from the first that fits a probe up to `mtu`."""
-    start = max(increment, math.ceil(smallest / increment) * increment)
-    return list(range(start, mtu + 1, increment))
-
-
-def spread_sizes(smallest: int, mtu: int, count: int = 8) -> list[int]:
-    """`count` sizes evenly spread from the smallest probe to the MTU (the adaptive default:
-    the slope's precision comes from the spread of sizes, not from how many there are)."""
-    return sorted({round(smallest + (mtu - smallest) * i / (count - 1)) for i in range(count)})
-
-
-@dataclass
-class HopResult:
-    ttl: int
-    samples: list[Sample] = field(default_factory=list)
-    fit: Fit | None = None
-    link: LinkEstimate | None = None
-    gap_s: float = 0.0
-    rate_limited: bool = False
-    silent: bool = False
-    rounds: int = 0
-    losses_in_row: int = 0
-    queue_s: float | None = None   # queueing added at this hop (vs the previous one), >= 0
-
-    @property
-    def answered(self) -> list[Sample]:
-        return [s for s in self.samples if s.rtt_ns is not None]
-
-    @property
-    def responder(self) -> str | None:
-        got = [s.responder for s in self.answered]
-        return max(set(got), key=got.count) if got else None
-
-    @property
-    def answer_kind(self) -> str | None:
-        """What answered most often: time-exceeded, port-unreachable, echo-reply, tcp-reset..."""
-        got = [s.kind for s in self.answered]
-        return max(set(got), key=got.count) if got else None
-
-    @property
-    def reached(self) -> bool:
-        return any(s.reached for s in self.answered)
-
-    @property
-    def fatal(self) -> Sample | None:
-        return next((s for s in self.answered if s.fatal), None)
-
-    @property
-    def loss(self) -> float:
-        return 1 - len(self.answered) / len(self.samples) if self.samples else 1.0
-
-    def queueing_s(self) -> float | None:
-        """Mean time answered probes spent above the minimum RTT of their size."""
-        best: dict[int, int] = {}
-        for s in self.answered:
-            best[s.size] = min(best.get(s.size, s.rtt_ns), s.rtt_ns)
-        got = self.answered
-        return sum(s.rtt_ns - best[s.size] for s in got) / len(got) / 1e9 if got else None
-
-
-SILENT_AFTER = 3          # a hop whose first this-many probes all go unanswered is shown as *
-RATE_LIMIT_RUN = 4        # this many losses in a row after answers: suspect a rate limit
-
-
-def probe_rounds(prober: Prober, hop: HopResult, plan: Plan, rounds: int, on_probe=None) -> None:
-    """Run `rounds` more rounds (one probe per size, in random order) on `hop`."""
-    for _ in range(rounds):
-        sizes = plan.sizes[:]
-        random.shuffle(sizes)          # spread slow spells of the machine over all sizes
-        for size in sizes:
-            s = prober.probe(hop.ttl, size, into=hop.samples)
-            if on_probe:
-                on_probe(hop)
-            if s.rtt_ns is None:
-                hop.losses_in_row += 1
-                if not hop.answered and len(hop.samples) >= SILENT_AFTER:
-                    hop.silent = True          # shown as `*`
-                    return
-                if hop.answered and hop.losses_in_row >= RATE_LIMIT_RUN:
-                    hop.rate_limited = True    # answers stopped in a burst: back off
-                    hop.gap_s = min(max(hop.gap_s * 2, 0.1), 2.0)
-                    hop.losses_in_row = 0
-            else:
-                hop.losses_in_row = 0
-                if s.fatal:
-                    return
-            if hop.gap_s:
-                time.sleep(random.uniform(0.5, 1.5) * hop.gap_s)   # pchar: mean gap, jittered
-        hop.rounds += 1
-
-
-def _tight(link: LinkEstimate, plan: Plan) -> bool:
-    return (link.reliable and link.rel_halfwidth <= plan.precision
-            and link.latency_ci_s <= plan.latency_precision_s)
-
-
-def _steady(link: LinkEstimate, before: float | None, plan: Plan) -> bool:
-    """The last round moved the estimate by at most half the precision. An interval from 8
-    points can be tight by luck; replaying 30 recorded runs of the 3-hop bed, asking for this
-    too cut the worst bandwidth error from 6.2% to 4.6% for 17% more probes (median)."""
-    return before is not None and abs(link.bandwidth_bps / before - 1) <= plan.precision / 2
-
-
-def refit(hops: list[HopResult], estimator: str = "lsq") -> None:
-    """Fit every hop and estimate each link against the last answering hop before it."""
-    prev, prev_queue = None, 0.0
-    for hop in hops:
-        hop.fit = fit_hop(hop.samples, estimator)
-        hop.link = estimate_link(hop.fit, prev)
-        queue = hop.queueing_s()
-        hop.queue_s = None if queue is None else max(0.0, queue - prev_queue)
-        if hop.fit is not None:
-            prev, prev_queue = hop.fit, queue or 0.0
-
-
-def walk(prober: Prober, plan: Plan, first: int = 1, last: int = 30, estimator: str = "lsq",
-         on_probe=None, on_hop=None, hops: list[HopResult] | None = None) -> list[HopResult]:
-    """Probe hops first..last until the destination answers.
-
-    Fixed plan (plan.reps): reps rounds per hop, as pchar. Adaptive: min_rounds on a new hop,
-    then one round at a time on whichever of this hop and the previous one has the larger
-    slope error (the link's interval depends on both fits) until the link's interval is tight
-    and the last round left the estimate steady, or both hops have had max_rounds. A silent
-    hop's link is folded into the next one."""
-    hops = [] if hops is None else hops     # the caller's list keeps what Ctrl-C interrupted
-    for ttl in range(first, last + 1):
-        hop = HopResult(ttl, gap_s=plan.gap_s)
-        hops.append(hop)
-        probe_rounds(prober, hop, plan, plan.reps or plan.min_rounds, on_probe)
-        prev = next((h for h in reversed(hops[:-1]) if h.fit is not None), None)
-        refit(hops, estimator)
-        before = None                       # the estimate before the last round
-        while plan.reps is None and not hop.silent and not hop.fatal and \
-                not (_tight(hop.link, plan) and _steady(hop.link, before, plan)):
-            before = hop.link.bandwidth_bps
-            candidates = [h for h in (prev, hop) if h is not None and h.rounds < plan.max_rounds
-                          and h.fit is not None]
-            if not candidates:
-                break
-            worst = max(candidates, key=lambda h: h.fit.se_slope)
-            probe_rounds(prober, worst, plan, 1, on_probe)
-            refit(hops, estimator)
-        if on_hop:
-            on_hop(hop)
-        if hop.reached or hop.fatal:
-            break
-    return hops
-
-
-def pchar_default_probes(hops: int, mtu: int = 1500, increment: int = 32, reps: int = 32) -> int:
-    """Probes pchar 1.5 sends with its defaults: `reps` per size, sizes 32..mtu step 32, per hop."""
-    return hops * reps * len(range(increment, mtu + 1, increment))
-
