@@ -10,9 +10,12 @@ BPF_OBJS  := $(patsubst bpf_programs/%.bpf.c,netkit/bpf/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS  := $(wildcard bpf_programs/*.h)
 VMLINUX   := build/vmlinux.h
 LINKEMU   := $(if $(wildcard tools/testbed/linkemu.c),build/linkemu)
+# tests/test_engine.py builds its test programs with these flags too (make -s bpf-cflags).
+BPF_CFLAGS := -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Wno-unused-function \
+	-Ibuild -Ibpf_programs
 RUN_ARGS  ?= 1 5
 
-.PHONY: all bpf venv run test man bench clean
+.PHONY: all bpf bpf-cflags venv run test man bench clean
 all: venv bpf $(LINKEMU)
 
 $(VMLINUX):
@@ -21,10 +24,12 @@ $(VMLINUX):
 
 netkit/bpf/%.bpf.o: bpf_programs/%.bpf.c $(BPF_HDRS) $(VMLINUX)
 	@mkdir -p netkit/bpf
-	$(CLANG) -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Wno-unused-function \
-		-Ibuild -Ibpf_programs -c $< -o $@
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 bpf: $(BPF_OBJS)
+
+bpf-cflags:
+	@echo $(BPF_CFLAGS)
 
 build/linkemu: tools/testbed/linkemu.c
 	@mkdir -p build

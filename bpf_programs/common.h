@@ -1,12 +1,16 @@
-/* What every netkit BPF program shares: the process filters userspace sets through .rodata
- * before load, the log2 histogram slot, and a ring buffer whose failed reservations are counted
- * (so a tool can say how many events it lost). Include after vmlinux.h and the libbpf headers. */
+/* What every netkit BPF program shares: the process and port filters userspace sets through
+ * .rodata before load (netkit/engine/bpfobject.py's Filters), lookup-or-init for map entries,
+ * the log2 histogram, and the count of events a ring buffer could not take (so a tool can say
+ * how many it lost). Include after vmlinux.h and the libbpf headers. */
 #ifndef NETKIT_COMMON_H
 #define NETKIT_COMMON_H
 
 #define TASK_COMM_LEN 16
-#define MAX_SLOTS 32
+#define MAX_SLOTS 32		/* netkit/engine/hist.py's MAX_SLOTS */
+#define MAX_PORTS 8		/* netkit/cli/options.py's MAX_PORTS */
 #define MSG_PEEK 2		/* uapi socket.h: macros are not in vmlinux.h */
+#define AF_INET 2
+#define AF_INET6 10
 
 /* Filters, written by netkit/engine before the object is loaded; 0/empty means "no filter". */
 const volatile __u32 filter_tgid = 0;
@@ -45,6 +49,48 @@ static __always_inline bool task_selected(void)
 	if (filter_cgroup && !bpf_current_task_under_cgroup(&cgroup_filter, 0))
 		return false;
 	return comm_matches();
+}
+
+/* -D/-L: up to MAX_PORTS remote and local ports, in host order; none given passes all. */
+const volatile __u16 filter_dports[MAX_PORTS] = {};
+const volatile __u32 n_dports = 0;
+const volatile __u16 filter_lports[MAX_PORTS] = {};
+const volatile __u32 n_lports = 0;
+
+static __always_inline bool port_listed(const volatile __u16 *ports, __u32 n, __u16 port)
+{
+	if (!n)
+		return true;
+#pragma unroll
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (i < n && ports[i] == port)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool dport_selected(__u16 dport)
+{
+	return port_listed(filter_dports, n_dports, dport);
+}
+
+/* True when a connection's ports pass -D and -L (host order). */
+static __always_inline bool ports_selected(__u16 lport, __u16 dport)
+{
+	return port_listed(filter_dports, n_dports, dport) &&
+	       port_listed(filter_lports, n_lports, lport);
+}
+
+/* The map's entry for key, created from init when there is none (BPF_NOEXIST: when two CPUs
+ * race to create it, both then use the one that won). NULL only when the map is full. */
+static __always_inline void *lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *value = bpf_map_lookup_elem(map, key);
+
+	if (value)
+		return value;
+	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
 }
 
 /* log2 slot: slot 0 holds 0 and 1, slot i holds [2^i, 2^(i+1) - 1]. */

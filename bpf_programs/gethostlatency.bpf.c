@@ -41,9 +41,11 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-/* The ring buffer map carries no value type: this puts struct lookup_event into the BTF that
- * netkit reads the event layout from. */
+/* The ring buffer map carries no value type: these put struct lookup_event, and the enums
+ * netkit reads names and values from, into the object's BTF. */
 const struct lookup_event *event_type_anchor __attribute__((unused));
+const enum lookup_func *lookup_func_anchor __attribute__((unused));
+const enum herrno_value *herrno_value_anchor __attribute__((unused));
 
 /* A scratch lookup_call (too big for the 512-byte BPF stack together with the rest). */
 struct {
@@ -174,14 +176,8 @@ int BPF_KRETPROBE(lookup_return, long ret)
 		bpf_probe_read_user_str(call->host, sizeof(call->host), (void *)call->host_ptr);
 
 	if (hist_mode) {
-		struct log2_hist *h = bpf_map_lookup_elem(&host_hist, call->host);
+		struct log2_hist empty = {}, *h = lookup_or_init(&host_hist, call->host, &empty);
 
-		if (!h) {
-			struct log2_hist empty = {};
-
-			bpf_map_update_elem(&host_hist, call->host, &empty, BPF_NOEXIST);
-			h = bpf_map_lookup_elem(&host_hist, call->host);
-		}
 		if (h)
 			hist_record(h, latency / (hist_ms ? 1000000 : 1000));
 		bpf_map_delete_elem(&calls, &tid);

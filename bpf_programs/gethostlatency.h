@@ -4,7 +4,8 @@
 
 #define HOST_LEN 256		/* a DNS name is at most 253 characters */
 
-/* The libc functions probed; the values index FUNCTIONS in netkit/tools/gethostlatency.py. */
+/* The libc functions probed, each with its entry program enter_<name>; netkit reads the names
+ * from BTF (FN_GETADDRINFO: getaddrinfo). */
 enum lookup_func {
 	FN_GETADDRINFO = 0,
 	FN_GETHOSTBYNAME = 1,
@@ -13,7 +14,9 @@ enum lookup_func {
 	FN_GETHOSTBYNAME2_R = 4,
 };
 
-#define HERRNO_UNKNOWN (-1000)	/* h_errno could not be read */
+enum herrno_value {
+	HERRNO_UNKNOWN = -1000,	/* h_errno could not be read */
+};
 
 /* One thread's lookup in progress, from the outermost entry to its return. */
 struct lookup_call {

@@ -13,6 +13,8 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "syscalls.h"
+#include "sockfd.h"
 #include "ieee80211scan.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -20,19 +22,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* The nl80211 family id, which nlctrl assigns at run time; userspace sets it before load. */
 const volatile __u16 nl80211_family = 0;
 
-#if defined(__TARGET_ARCH_x86)
-enum { NR_sendto = 44, NR_sendmsg = 46 };
-#elif defined(__TARGET_ARCH_arm64)
-enum { NR_sendto = 206, NR_sendmsg = 211 };
-#else
-#error "ieee80211scan: add this architecture's sendto/sendmsg syscall numbers"
-#endif
-
 /* uapi values (macros, so not in vmlinux.h) */
 #define AF_NETLINK 16
 #define NETLINK_GENERIC 16
-#define S_IFMT 0170000
-#define S_IFSOCK 0140000
 #define NLM_F_REQUEST 1
 #define NL80211_CMD_TRIGGER_SCAN 33
 #define NL80211_ATTR_IFINDEX 3
@@ -48,25 +40,11 @@ struct {
 /* Keeps struct scan_request in the object's BTF, where netkit reads its layout. */
 const struct scan_request *request_type_anchor __attribute__((unused));
 
-/* The fd is a NETLINK_GENERIC socket: task->files->fdt->fd[fd] is a socket inode whose sk is
- * AF_NETLINK with protocol NETLINK_GENERIC. */
+/* The fd is a socket of family AF_NETLINK and protocol NETLINK_GENERIC. */
 static __always_inline bool is_genl_socket(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds, *file;
-	struct socket *sock;
-	struct sock *sk;
+	struct sock *sk = sock_of_fd(fd);
 
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
-		return false;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return false;
-	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return false;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
 	return sk && BPF_CORE_READ(sk, __sk_common.skc_family) == AF_NETLINK &&
 	       BPF_CORE_READ(sk, sk_protocol) == NETLINK_GENERIC;
 }

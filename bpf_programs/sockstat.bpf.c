@@ -12,6 +12,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "common.h"
+#include "syscalls.h"
 #include "sockstat.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -22,19 +23,6 @@ struct {
 	__type(key, __u32);			/* tgid */
 	__type(value, struct sockstat_counts);
 } counts SEC(".maps");
-
-/* Syscall numbers differ per architecture (no kernel headers here, so they are spelled out). */
-#if defined(__TARGET_ARCH_x86)
-enum { NR_socket = 41, NR_connect = 42, NR_accept = 43, NR_sendto = 44, NR_recvfrom = 45,
-       NR_sendmsg = 46, NR_recvmsg = 47, NR_bind = 49, NR_listen = 50, NR_socketpair = 53,
-       NR_accept4 = 288, NR_recvmmsg = 299, NR_sendmmsg = 307 };
-#elif defined(__TARGET_ARCH_arm64)
-enum { NR_socket = 198, NR_socketpair = 199, NR_bind = 200, NR_listen = 201, NR_accept = 202,
-       NR_connect = 203, NR_sendto = 206, NR_recvfrom = 207, NR_sendmsg = 211, NR_recvmsg = 212,
-       NR_accept4 = 242, NR_recvmmsg = 243, NR_sendmmsg = 269 };
-#else
-#error "sockstat: add this architecture's socket syscall numbers"
-#endif
 
 static __always_inline struct sockstat_counts *my_counts(void)
 {
@@ -47,8 +35,7 @@ static __always_inline struct sockstat_counts *my_counts(void)
 	if (c)
 		return c;
 	bpf_get_current_comm(zero.comm, sizeof(zero.comm));
-	bpf_map_update_elem(&counts, &tgid, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&counts, &tgid);
+	return lookup_or_init(&counts, &tgid, &zero);
 }
 
 SEC("tp_btf/sys_enter")

@@ -24,37 +24,18 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "common.h"
+#include "syscalls.h"
+#include "sockfd.h"
 #include "soconnlat.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
 #define EINPROGRESS 115
 #define ERESTARTSYS 512
 #define ERESTART_RESTARTBLOCK 516
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
-#define O_NONBLOCK 04000
-#define MAX_DPORTS 8
-
-/* sys_exit runs for every syscall: the number is read with a direct (BTF, CO-RE relocated)
- * load from the trusted regs pointer, not a probe-read helper call. */
-#if defined(__TARGET_ARCH_x86)
-#define NR_connect 42
-#define SYSCALL_NR(regs) ((regs)->orig_ax)
-#elif defined(__TARGET_ARCH_arm64)
-#define NR_connect 203
-struct pt_regs___arm64 { __s32 syscallno; } __attribute__((preserve_access_index));
-#define SYSCALL_NR(regs) (((struct pt_regs___arm64 *)(regs))->syscallno)
-#else
-#error "soconnlat: add this architecture's connect syscall number"
-#endif
 
 /* Set by userspace before load. */
 const volatile __u8 filter_family = 0;		/* 0, 4 or 6 */
-const volatile __u16 filter_dports[MAX_DPORTS] = {};
-const volatile __u32 n_dports = 0;
 const volatile bool by_dest = false;
 const volatile bool emit_events = false;
 const volatile bool include_udp = false;
@@ -104,44 +85,13 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
-/* Puts struct soconnlat_event into the object's BTF, where netkit reads its layout. */
+/* Puts struct soconnlat_event and enum soconnlat_result into the object's BTF, where netkit
+ * reads them. */
 const struct soconnlat_event *event_btf_anchor __attribute__((unused));
+const enum soconnlat_result *result_btf_anchor __attribute__((unused));
 
 /* Too big for the stack next to the rest: a zeroed value to insert new keys with. */
 struct soconnlat_value zero_value = {};
-
-static __always_inline bool dport_selected(__u16 dport)
-{
-	if (!n_dports)
-		return true;
-#pragma unroll
-	for (int i = 0; i < MAX_DPORTS; i++) {
-		if (i < n_dports && filter_dports[i] == dport)
-			return true;
-	}
-	return false;
-}
-
-/* The struct socket behind a file descriptor of the current task, or NULL; *nonblock tells
- * whether the file is O_NONBLOCK. */
-static __always_inline struct socket *socket_of_fd(int fd, bool *nonblock)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds, *file = NULL;
-	umode_t mode;
-
-	if (fd < 0 || !fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return NULL;
-	mode = BPF_CORE_READ(file, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
-	*nonblock = BPF_CORE_READ(file, f_flags) & O_NONBLOCK;
-	return BPF_CORE_READ(file, private_data);
-}
 
 /* Read the destination from the user's sockaddr; false for anything but IPv4/IPv6 or a
  * sockaddr too short to be one (the kernel rejects those with EINVAL). */
@@ -183,7 +133,7 @@ int BPF_PROG(connect_enter, struct pt_regs *regs, long id)
 	struct socket *sock;
 	struct sock *sk;
 	__u64 *busy, skaddr, pid_tgid;
-	bool nonblock = false;
+	unsigned int f_flags = 0;
 	__u16 proto;
 	__u32 tid;
 
@@ -192,7 +142,7 @@ int BPF_PROG(connect_enter, struct pt_regs *regs, long id)
 	pid_tgid = bpf_get_current_pid_tgid();
 	tid = (__u32)pid_tgid;
 	__builtin_memset(&p, 0, sizeof(p));
-	sock = socket_of_fd((int)PT_REGS_PARM1_CORE_SYSCALL(regs), &nonblock);
+	sock = socket_of_fd((int)PT_REGS_PARM1_CORE_SYSCALL(regs), &f_flags);
 	if (!sock)
 		return 0;
 	sk = BPF_CORE_READ(sock, sk);
@@ -222,7 +172,7 @@ int BPF_PROG(connect_enter, struct pt_regs *regs, long id)
 		return 0;
 	p.tgid = pid_tgid >> 32;
 	p.tid = tid;
-	p.mode = nonblock ? MODE_NONBLOCKING : MODE_BLOCKING;
+	p.mode = (f_flags & O_NONBLOCK) ? MODE_NONBLOCKING : MODE_BLOCKING;
 	bpf_get_current_comm(p.comm, sizeof(p.comm));
 	p.start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&pending, &skaddr, &p, BPF_ANY);
@@ -247,11 +197,7 @@ static __always_inline void finalize(const struct pending *p, __u64 end_ns, __u3
 		key.tgid = p->tgid;
 		__builtin_memcpy(key.comm, p->comm, sizeof(key.comm));
 	}
-	v = bpf_map_lookup_elem(&hists, &key);
-	if (!v) {
-		bpf_map_update_elem(&hists, &key, &zero_value, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&hists, &key);
-	}
+	v = lookup_or_init(&hists, &key, &zero_value);
 	if (v) {
 		hist_record(&v->lat, lat / unit_ns);
 		__sync_fetch_and_add(&v->sum_ns, lat);

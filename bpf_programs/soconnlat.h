@@ -12,8 +12,10 @@ enum soconnlat_mode {
 };
 
 /* Result codes are errno numbers (0: connected), plus one that no errno uses: the socket was
- * closed (by its owner) while the handshake was still under way. */
-#define RESULT_CLOSED 4096
+ * closed (by its owner) while the handshake was still under way. netkit reads it from BTF. */
+enum soconnlat_result {
+	RESULT_CLOSED = 4096,
+};
 
 /* One log2 histogram per key. With by_dest set the kernel fills daddr/dport and leaves
  * tgid/comm zero; otherwise the reverse. family, mode and result are always part of the key. */

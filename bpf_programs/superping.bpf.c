@@ -16,8 +16,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IP_OFFSET_MASK 0x1FFF	/* fragment offset bits of iphdr.frag_off */

@@ -24,16 +24,12 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define TCP_NAGLE_OFF 1
 #define TCP_NAGLE_CORK 2
 
 /* Set by userspace before load. */
-const volatile __u16 filter_dport = 0;	/* host order, 0 = any */
-const volatile __u16 filter_lport = 0;
 const volatile bool per_socket = false;	/* keep struct tcpnagle_sock totals (--by sock) */
 
 struct {
@@ -64,6 +60,9 @@ struct {
 	__type(key, __u64);			/* socket cookie */
 	__type(value, struct tcpnagle_sock);
 } sockets SEC(".maps");
+
+/* Puts enum hold_cause into the object's BTF, where netkit reads the causes' names. */
+const enum hold_cause *hold_cause_anchor __attribute__((unused));
 
 static __always_inline struct tcpnagle_counts *my_counts(void)
 {
@@ -111,6 +110,7 @@ static __always_inline void note_socket(struct sock *sk, __u64 cookie, bool held
 
 	s = bpf_map_lookup_elem(&sockets, &cookie);
 	if (!s) {
+		/* The first send names the socket's owner: the task that sent on it. */
 		fresh.tgid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
 		fresh.family = sk->__sk_common.skc_family;
@@ -123,8 +123,7 @@ static __always_inline void note_socket(struct sock *sk, __u64 cookie, bool held
 			BPF_CORE_READ_INTO(&fresh.saddr, sk, __sk_common.skc_rcv_saddr);
 			BPF_CORE_READ_INTO(&fresh.daddr, sk, __sk_common.skc_daddr);
 		}
-		bpf_map_update_elem(&sockets, &cookie, &fresh, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&sockets, &cookie);
+		s = lookup_or_init(&sockets, &cookie, &fresh);
 		if (!s)
 			return;
 	}
@@ -140,15 +139,11 @@ static __always_inline void add_hold(struct sock *sk, __u64 cookie, __u32 end_se
 	struct pending *p, fresh = {};
 	__u32 tail;
 
-	p = bpf_map_lookup_elem(&pending, &key);
-	if (!p) {
-		fresh.cookie = cookie;
-		bpf_map_update_elem(&pending, &key, &fresh, BPF_NOEXIST);
-		p = bpf_map_lookup_elem(&pending, &key);
-		if (!p) {		/* map full */
-			c->dropped++;
-			return;
-		}
+	fresh.cookie = cookie;
+	p = lookup_or_init(&pending, &key, &fresh);
+	if (!p) {			/* map full */
+		c->dropped++;
+		return;
 	}
 	tail = p->tail;
 	if (tail - p->head >= HOLD_RING) {
@@ -177,9 +172,7 @@ int BPF_PROG(on_send, struct sock *sk, int ret, int flags)
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
-	if (filter_dport && bpf_ntohs(sk->__sk_common.skc_dport) != filter_dport)
-		return 0;
-	if (filter_lport && sk->__sk_common.skc_num != filter_lport)
+	if (!ports_selected(sk->__sk_common.skc_num, bpf_ntohs(sk->__sk_common.skc_dport)))
 		return 0;
 	if (!task_selected())
 		return 0;

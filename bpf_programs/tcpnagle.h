@@ -6,7 +6,7 @@
 #define HOLD_RING 8		/* holds a socket can have pending at once */
 
 /* Why a send left bytes in the send queue, inferred from the socket right after the send.
- * The order here is the order of the tests in classify(). */
+ * The order here is the order of the tests in classify(); netkit reads the names from BTF. */
 enum hold_cause {
 	CAUSE_CORK,		/* TCP_CORK set: partial segments wait for uncork or a full MSS */
 	CAUSE_RWND,		/* the receiver's window has no room for the next segment */
@@ -15,8 +15,8 @@ enum hold_cause {
 	CAUSE_NAGLE,		/* Nagle: sub-MSS segment while data is unacknowledged */
 	CAUSE_MORE,		/* nothing in flight, no cork: a MSG_MORE (or splice) send */
 	CAUSE_OTHER,		/* anything else (TSO deferral, pacing) */
-	N_CAUSES,
 };
+#define N_CAUSES (CAUSE_OTHER + 1)
 
 /* Run totals, one per CPU (index 0 of a per-CPU array); userspace sums and differences them. */
 struct tcpnagle_counts {

@@ -1,3 +1,3 @@
-from netkit.cli import main
+from netkit.entry import main
 
 main()

@@ -134,3 +134,30 @@ def assert_one_line_error(result: subprocess.CompletedProcess, tool: str, code: 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"netkit {tool}: "), result.stderr
     return lines[0]
+
+
+def slots_of(buckets: list[dict], nslots: int = 32) -> list[int]:
+    """A histogram's JSON buckets ({"low", "high", "count"}, [low, high) with high a power of
+    two) back as counts per log2 slot."""
+    slots = [0] * nslots
+    for b in buckets:
+        assert b["high"] == (2 if b["low"] == 0 else 2 * b["low"]), b
+        slots[max(0, b["low"].bit_length() - 1)] += b["count"]
+    return slots
+
+
+def object_types(tool: str):
+    """The BTF types of a built BPF object, read without loading it (no privilege needed)."""
+    from netkit.engine.btf import object_types as read
+    path = ROOT / "netkit" / "bpf" / f"{tool}.bpf.o"
+    if not path.exists():
+        require_or_skip(f"netkit/bpf/{tool}.bpf.o is not built (make bpf)")
+    return read(path)
+
+
+def unused_pid() -> int:
+    """A PID no process has (within the kernel's PID range, so it passes -p's range check)."""
+    pid = 4_194_303
+    while Path(f"/proc/{pid}").exists():
+        pid -= 1
+    return pid

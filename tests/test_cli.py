@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import typer.main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -81,6 +82,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+@pytest.mark.kernel          # as root, a draw that parses starts the tool for real
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(tool=st.sampled_from(TOOLS), data=st.data())
 def test_random_arguments_never_raise_a_traceback(tool, data):

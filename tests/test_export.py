@@ -391,6 +391,7 @@ def served_port(tool: Traced) -> int:
     return int(line.rsplit(":", 1)[1].split("/")[0])
 
 
+@pytest.mark.kernel
 def test_sockstat_feeds_prometheus_graphite_and_textfile(prometheus_scraping, carbon, tmp_path):
     """The real `netkit sockstat` with all three exporters while a child makes known traffic."""
     require_root_bpf()
@@ -445,6 +446,7 @@ def test_prometheus_port_taken_is_exit_1():
 
 # --- netkit export ----------------------------------------------------------------------------
 
+@pytest.mark.kernel
 def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
     require_root_bpf()
     from test_sockstat import EXPECTED, Workload
@@ -477,6 +479,7 @@ def test_netkit_export_usage_errors(args, message):
     assert message in assert_one_line_error(run_netkit("export", *args), "export", 2)
 
 
+@pytest.mark.kernel
 def test_a_fleet_view_histograms_and_several_tools_in_one_prometheus(prometheus_scraping):
     """One Prometheus scrapes two netkit processes watching the same child: soconnlat with its
     latency histogram, and `netkit export` running sockstat and tcpnagle together."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (ROOT, Traced, assert_one_line_error, require_or_skip, require_root_bpf,
-                      run_netkit)
+                      run_netkit, unused_pid)
 
 SLOW = "slow.netkit.test"          # answered after SLOW_DELAY
 MISSING = "no-such-name-here.netkit.test"   # NXDOMAIN after MISSING_DELAY; longer than SLOW
@@ -189,6 +189,8 @@ def trace(args: list[str], calls) -> tuple[list[dict], str]:
     return timings, out
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_each_call_once_with_name_pid_latency_and_result(resolver):
     timings, out = trace(["-p", str(resolver.pid), "--json"],
                          [(resolver, function, name) for function, name, _ in PLAN])
@@ -209,6 +211,8 @@ def test_each_call_once_with_name_pid_latency_and_result(resolver):
     assert asked == {SLOW, MISSING}
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_concurrent_lookups_on_threads_are_kept_apart(resolver):
     """A thread pool resolving at once (what event loops do): one event per thread, each with
     the whole delay, none mixed up with another thread's call."""
@@ -222,6 +226,8 @@ def test_concurrent_lookups_on_threads_are_kept_apart(resolver):
         assert SLOW_DELAY <= r["latency_ms"] / 1e3 <= resolver.last["elapsed"] + 0.0005
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_name_filter_sees_only_that_command(resolver, tmp_path):
     other = Resolver(tmp_path, comm="nkother")
     try:
@@ -258,6 +264,8 @@ def cgroup_holding(pid: int):
                 time.sleep(0.05)
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_cgroup_filter(resolver, tmp_path):
     other = Resolver(tmp_path, comm="nkother")
     try:
@@ -272,6 +280,8 @@ def test_cgroup_filter(resolver, tmp_path):
         [(resolver.pid, "gethostbyname", "OK"), (resolver.pid, "getaddrinfo", "EAI_NONAME")]
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_hist_counts_per_host_in_the_kernel(resolver):
     # The shorter name before and after the longer one, on one CPU: the key must hold the name
     # alone, not what a longer name left behind in a reused buffer.
@@ -279,17 +289,21 @@ def test_hist_counts_per_host_in_the_kernel(resolver):
     _, out = trace(["-p", str(resolver.pid), "--hist", "--json"],
                    [(resolver, "getaddrinfo", SLOW), (resolver, "gethostbyname", MISSING)] * 2 +
                    [(resolver, "getaddrinfo", SLOW)])
-    hists = {r["host"]: r for r in map(json.loads, out.splitlines())}
+    records = [json.loads(line) for line in out.splitlines()]
+    hists = {r["host"]: r for r in records if r["type"] == "hist"}
     assert set(hists) == {SLOW, MISSING}
+    assert records[-1] == {"ts": records[-1]["ts"], "type": "summary", "lost_events": 0}
     for host, count, delay in ((SLOW, 3, SLOW_DELAY), (MISSING, 2, MISSING_DELAY)):
         h = hists[host]
         assert h["type"] == "hist" and h["unit"] == "us" and h["count"] == count
-        assert sum(s["count"] for s in h["slots"]) == count
+        assert sum(s["count"] for s in h["latency_us"]) == count
         assert delay * 1e6 * count <= h["sum"] <= (delay + TOLERANCE) * 1e6 * count
         # Every lookup lies in a slot whose upper end is at least the delay.
-        assert all(s["high"] >= delay * 1e6 for s in h["slots"]), h
+        assert all(s["high"] > delay * 1e6 for s in h["latency_us"]), h
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_plain_output_columns(resolver):
     _, out = trace(["-p", str(resolver.pid)], [(resolver, "getaddrinfo", "-"),
                                                (resolver, "getaddrinfo", MISSING)])
@@ -326,6 +340,7 @@ def _sleeper(tmp_path: Path, compiler: str, *flags: str) -> subprocess.Popen:
     ("gcc", ["-static"], "has no shared libc mapped (statically linked"),
     ("musl-gcc", [], "uses musl libc"),
 ])
+@pytest.mark.kernel
 def test_target_without_glibc_is_one_line(tmp_path, compiler, flags, text):
     require_root_bpf("gethostlatency")
     proc = _sleeper(tmp_path, compiler, *flags)
@@ -339,12 +354,13 @@ def test_target_without_glibc_is_one_line(tmp_path, compiler, flags, text):
 
 
 @pytest.mark.parametrize("args,text", [
-    (["-p", "999999999"], "no process with PID 999999999"),
+    (["-p", str(unused_pid())], "no process with PID"),
     (["--libc", "/no/such/libc.so.6"], "no such file"),
     (["--libc", __file__], "not an ELF file"),
     (["--libc", "/bin/true"], "has no function getaddrinfo"),
     (["-c", "no/such/group"], "no cgroup v2 directory"),
 ])
+@pytest.mark.kernel
 def test_bad_input_is_one_line(args, text):
     require_root_bpf("gethostlatency")
     assert text in assert_one_line_error(run_netkit("gethostlatency", *args, "-d", "0"),
@@ -357,6 +373,7 @@ def test_usage_errors_exit_2():
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.kernel
 def test_attach_then_exit_with_duration_zero():
     require_root_bpf("gethostlatency")
     result = run_netkit("gethostlatency", "-d", "0")
@@ -365,17 +382,18 @@ def test_attach_then_exit_with_duration_zero():
 
 def test_result_names():
     from netkit.tools.gethostlatency import describe_result
-    assert describe_result(0, 0, -1000, False) == (True, "OK", 0)
-    assert describe_result(0, -2, -1000, False) == (False, "EAI_NONAME", -2)
-    assert describe_result(0, -3, -1000, False) == (False, "EAI_AGAIN", -3)
-    assert describe_result(1, 0x7F00DEAD, 0, False) == (True, "OK", 0)
-    assert describe_result(1, 0, 2, False) == (False, "TRY_AGAIN", 2)
-    assert describe_result(2, 0, -1000, False) == (False, "FAILED", -1)
-    assert describe_result(3, 0, 0, False) == (True, "OK", 0)
-    assert describe_result(3, 0, 1, True) == (False, "HOST_NOT_FOUND", 1)
-    assert describe_result(4, 34, 0, True) == (False, "ERANGE", 34)
+    assert describe_result("getaddrinfo", 0, -1000, False) == (True, "OK", 0)
+    assert describe_result("getaddrinfo", -2, -1000, False) == (False, "EAI_NONAME", -2)
+    assert describe_result("getaddrinfo", -3, -1000, False) == (False, "EAI_AGAIN", -3)
+    assert describe_result("gethostbyname", 0x7F00DEAD, 0, False) == (True, "OK", 0)
+    assert describe_result("gethostbyname", 0, 2, False) == (False, "TRY_AGAIN", 2)
+    assert describe_result("gethostbyname2", 0, -1000, False) == (False, "FAILED", -1)
+    assert describe_result("gethostbyname_r", 0, 0, False) == (True, "OK", 0)
+    assert describe_result("gethostbyname_r", 0, 1, True) == (False, "HOST_NOT_FOUND", 1)
+    assert describe_result("gethostbyname2_r", 34, 0, True) == (False, "ERANGE", 34)
 
 
+@pytest.mark.kernel
 def test_sigterm_ends_like_ctrl_c():
     require_root_bpf("gethostlatency")
     tracer = Traced(["gethostlatency", "--json"])
@@ -383,6 +401,8 @@ def test_sigterm_ends_like_ctrl_c():
     assert tracer.proc.returncode == 0 and "Traceback" not in err, err
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_closed_pipe_ends_quietly(resolver):
     """`netkit gethostlatency | head -1`: the reader goes away, netkit exits 0 without a word."""
     tracer = Traced(["gethostlatency", "-p", str(resolver.pid), "--json"])
@@ -492,6 +512,8 @@ def container(tmp_path):
     c.close()
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_container_libc_is_found_through_the_process(container):
     plan = [(container, "getaddrinfo", SLOW), (container, "getaddrinfo", MISSING)]
     # The host's libc is another file: tracing it does not see the container's calls...

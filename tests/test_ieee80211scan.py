@@ -262,6 +262,7 @@ def test_nlctrl_resolves_itself_and_dumps_families():
         genl.close()
 
 
+@pytest.mark.kernel
 def test_multicast_subscription_receives_kernel_events():
     """The subscribe/receive path nl80211's scan group uses, on a genl family this kernel has:
     the netdev family announces a new interface on its "mgmt" group."""
@@ -295,12 +296,13 @@ def unused_family_id() -> int:
     return next(i for i in range(0x7ff0, 0x7000, -1) if i not in taken)
 
 
+@pytest.mark.kernel
 def test_bpf_sees_who_sends_trigger_scan_and_the_tracker_credits_them():
     """The requester backend for real: ieee80211scan.bpf.o watches this process send
     TRIGGER_SCAN requests (to an unused family id standing in for nl80211) by sendto() and
     sendmsg(); other commands, families and non-netlink sockets are ignored."""
     require_root_bpf("ieee80211scan")
-    from netkit.tools.ieee80211scan import Requesters
+    from netkit.tools.ieee80211scan import Requesters, requester_object
     family = unused_family_id()
     wiphy = u32(1, 0)
     ssids = nested(45, attr(1, b""), attr(2, b"homenet"))
@@ -313,10 +315,10 @@ def test_bpf_sees_who_sends_trigger_scan_and_the_tracker_credits_them():
     not_a_request = message(TRIGGER, u32(3, 45), family=family)
 
     tracker = nl.ScanTracker(name_of=names)
-    requesters = Requesters(family, tracker)
     genl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_GENERIC)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    with requester_object(family) as obj, genl, udp:
+        requesters = Requesters(obj, tracker)
         genl.bind((0, 0))
         sent_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         genl.sendto(trigger_if, (0, 0))
@@ -326,10 +328,6 @@ def test_bpf_sees_who_sends_trigger_scan_and_the_tracker_credits_them():
         genl.sendto(not_a_request, (0, 0))
         udp.sendto(trigger_if, ("127.0.0.1", 9))
         requesters.poll()
-    finally:
-        requesters.close()
-        genl.close()
-        udp.close()
     comm = Path("/proc/self/comm").read_text().strip()
     got = [(r.ifindex, r.wdev, r.pid, r.comm) for r in tracker.requests]
     assert got == [(42, 0, os.getpid(), comm), (0, 0x300000004, os.getpid(), comm)]
@@ -391,7 +389,7 @@ def rendered(json_mode: bool) -> tuple[str, list]:
     view = ScanView(Output(json_mode=json_mode, stream=stream))
     for r in records:
         view.scan(r)
-    view.summary()
+    view.summary(0)
     return stream.getvalue(), records
 
 
@@ -437,7 +435,8 @@ def test_json_view_has_stable_keys_and_units():
     assert summaries["wlan0"] == {"ts": summaries["wlan0"]["ts"], "type": "summary",
                                   "interface": "wlan0", "scans": 2, "done": 1, "aborted": 1,
                                   "unfinished": 0, "avg_duration_ms": 700.0,
-                                  "max_duration_ms": 1200.0, "bss_found_max": None}
+                                  "max_duration_ms": 1200.0, "bss_found_max": None,
+                                  "lost_events": 0}
 
 
 # --- the command, through typer's runner and as the installed program ---
@@ -465,6 +464,7 @@ def test_interface_must_exist_and_be_wireless():
             == "netkit ieee80211scan: lo is not a wireless interface")
 
 
+@pytest.mark.kernel
 def test_list_shows_backends_and_why():
     require_root_bpf("ieee80211scan")
     proc = scan_cmd("--list")
@@ -506,6 +506,7 @@ def hwsim_interfaces() -> list[str]:
                   and "hwsim" in os.path.realpath(i / "phy80211")) if net.exists() else []
 
 
+@pytest.mark.kernel
 def test_hwsim_scan_trigger_is_traced():
     ifaces = hwsim_interfaces()
     if not ifaces:

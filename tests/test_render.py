@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netkit.engine.hist import Log2Hist
-from netkit.render.hist import format_linear, format_log2, log2_label
+from netkit.render.hist import format_log2, hist_json, log2_label
 from netkit.render.output import Column, Output, StreamTable
-from netkit.tools.common import Ticker
+from netkit.cli.loop import Ticker
 
 
 def test_log2_labels_follow_the_slot_definition():
@@ -31,9 +31,19 @@ def test_log2_histogram_is_trimmed_and_scaled():
     assert format_log2([0] * 8) == []
 
 
-def test_linear_histogram():
-    rows = format_linear([0, 3, 1], low=0, step=10)
-    assert rows[0][:2] == ("[10, 20)", 3) and rows[1][:2] == ("[20, 30)", 1)
+def test_histogram_json_buckets_are_half_open_log2_ranges():
+    slots = [2, 3, 1] + [0] * 6 + [1, 1] + [0] * 21
+    assert hist_json(slots) == [{"low": 0, "high": 2, "count": 2}, {"low": 2, "high": 4, "count": 3},
+                                {"low": 4, "high": 8, "count": 1},
+                                {"low": 512, "high": 1024, "count": 1},
+                                {"low": 1024, "high": 2048, "count": 1}]
+
+
+def test_log2_slots_in_python_follow_common_h():
+    hist = Log2Hist.of_values([0, 1, 2, 3, 4, 1023, 1024, 2])
+    assert hist.slots[:3] == [2, 3, 1] and hist.slots[9] == 1 and hist.slots[10] == 1
+    assert (hist.count, hist.sum) == (8, 2059)
+    assert hist_json(hist.slots) == hist_json([2, 3, 1] + [0] * 6 + [1, 1] + [0] * 21)
 
 
 @given(st.lists(st.integers(0, 10**6), min_size=1, max_size=32))
@@ -111,11 +121,57 @@ def test_ticker_waits_with_the_given_poll_until_each_tick():
     assert max(waits) <= Ticker.LONGEST_WAIT and len(waits) >= 20
 
 
+def test_ticker_skips_the_ticks_a_stopped_process_missed():
+    """After a stop longer than the interval (SIGSTOP, here a wait that oversleeps once) the
+    late tick comes once, and the clock starts afresh: no burst of catch-up ticks."""
+    slept = []
+
+    def stopped_once(seconds):
+        time.sleep(0.35 if not slept else seconds)
+        slept.append(seconds)
+
+    stamps = [time.monotonic() for _ in Ticker(0.05, count=4, wait=stopped_once)]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert len(stamps) == 4 and min(gaps) >= 0.045, gaps
+
+
 def test_log2hist_arithmetic():
     a = Log2Hist([1, 2] + [0] * 30, count=3, sum=7)
     b = Log2Hist([0, 1] + [0] * 30, count=1, sum=2)
-    a.add(b)
-    assert a.slots[:2] == [1, 3] and a.count == 4 and a.sum == 9
-    delta = a.minus(b)
+    total = a + b
+    assert total.slots[:2] == [1, 3] and total.count == 4 and total.sum == 9
+    delta = total - b
     assert delta.slots[:2] == [1, 2] and delta.count == 3 and delta.sum == 7
-    assert a.mean == pytest.approx(2.25)
+    assert total.mean == pytest.approx(2.25)
+    assert not Log2Hist() and delta
+
+
+class _Map:
+    """A BPF hash map as CumulativeMap sees it: items() and delete()."""
+
+    def __init__(self, entries):
+        self.entries = entries
+
+    def items(self):
+        return list(self.entries.items())
+
+    def delete(self, key):
+        del self.entries[key]
+
+
+def test_cumulative_map_gives_changes_and_totals_and_retires_the_gone():
+    from netkit.engine.counters import Counts, CumulativeMap
+    gone = set()
+    bpf_map = _Map({1: 5, 2: 7})
+    reader = CumulativeMap(bpf_map, lambda k, v: (k, Counts({"n": v})),
+                           retire=lambda k, v: k in gone)
+    assert {k: v["n"] for k, v in reader.read().items()} == {1: 5, 2: 7}
+    bpf_map.entries.update({1: 9, 3: 1})       # 1 grew by 4, 2 did not move, 3 is new
+    gone.add(2)
+    assert {k: v["n"] for k, v in reader.read().items()} == {1: 4, 3: 1}
+    assert 2 not in bpf_map.entries             # retired: its last values were taken
+    assert {k: v["n"] for k, v in reader.totals().items()} == {1: 9, 2: 7, 3: 1}
+    bpf_map.entries[2] = 3                      # the key came back (a reused PID)
+    gone.clear()
+    assert {k: v["n"] for k, v in reader.read().items()} == {2: 3}
+    assert reader.totals()[2]["n"] == 10

@@ -33,9 +33,9 @@ import time
 
 import pytest
 
-from conftest import Traced, assert_one_line_error, require_or_skip, require_root_bpf, run_netkit
+from conftest import (Traced, assert_one_line_error, require_or_skip, require_root_bpf, run_netkit,
+                      slots_of, unused_pid)
 
-pytestmark = pytest.mark.netns
 
 DELAY_S = 0.02
 BURSTS = 4
@@ -244,9 +244,9 @@ def check_accounting(summary, expect_held: dict[str, int]):
     held = {k: v for k, v in summary["held"].items() if v}
     assert held == expect_held
     assert summary["holds"] == {c: expect_held.get(c, 0) for c in summary["holds"]}
-    assert sum(summary["hist_us"]) == sum(expect_held.values())
-    for cause, slots in summary["hist_us_by_cause"].items():
-        assert sum(slots) == summary["holds"][cause]
+    assert sum(b["count"] for b in summary["hist_us"]) == sum(expect_held.values())
+    for cause, buckets in summary["hist_us_by_cause"].items():
+        assert sum(b["count"] for b in buckets) == summary["holds"][cause]
     assert (summary["overflow"], summary["missed"], summary["dropped"]) == (0, 0, 0)
 
 
@@ -256,6 +256,8 @@ def delayed_link():
     return [Link(delay_s=DELAY_S)]
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_nagle_holds_small_writes_until_the_ack_and_tcpdump_agrees():
     run = Run("nagle", delayed_link(), tcpdump=True)
     s = run.summary
@@ -279,10 +281,12 @@ def test_nagle_holds_small_writes_until_the_ack_and_tcpdump_agrees():
     assert len(expected) == held
     assert abs(s["hold_us_sum"]["nagle"] - sum(expected)) <= NAGLE_TOL_US * held, \
         (s["hold_us_sum"]["nagle"], sum(expected))
-    assert sorted(i for i, c in enumerate(s["hist_us"]) for _ in range(c)) == \
+    assert sorted(i for i, c in enumerate(slots_of(s["hist_us"])) for _ in range(c)) == \
         pytest.approx(sorted(slot(int(e)) for e in expected), abs=1)
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_nodelay_holds_nothing():
     run = Run("nodelay", delayed_link())
     s = run.summary
@@ -292,6 +296,8 @@ def test_nodelay_holds_nothing():
     check_accounting(s, {})
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_cork_holds_every_write_until_uncork():
     run = Run("cork", delayed_link())
     s = run.summary
@@ -309,12 +315,14 @@ def test_cork_holds_every_write_until_uncork():
     assert low - n <= s["hold_us_sum"]["cork"] <= high, (low, s["hold_us_sum"]["cork"], high)
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_more_than_eight_pending_holds_are_counted_not_timed():
     """A socket keeps 8 pending holds: 12 corked writes give 12 held sends, 8 timed holds."""
     run = Run("cork", delayed_link(), bursts=1, writes=12)
     s = run.summary
     assert s["held"]["cork"] == 12 and s["holds"]["cork"] == 8 and s["overflow"] == 4
-    assert sum(s["hist_us"]) == 8 and (s["missed"], s["dropped"]) == (0, 0)
+    assert sum(b["count"] for b in s["hist_us"]) == 8 and (s["missed"], s["dropped"]) == (0, 0)
     # The timed ones are the first eight writes, each up to the uncork.
     u0, u1 = run.client["releases"][0]
     low = sum(u0 - w1 for _, w1 in run.client["writes"][:8]) / 1000
@@ -322,6 +330,8 @@ def test_more_than_eight_pending_holds_are_counted_not_timed():
     assert low - 8 <= s["hold_us_sum"]["cork"] <= high
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_msg_more_is_held_until_the_next_send():
     run = Run("more", delayed_link(), writes=2)
     s = run.summary
@@ -335,6 +345,8 @@ def test_msg_more_is_held_until_the_next_send():
     assert low - BURSTS <= s["hold_us_sum"]["more"] <= high
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_a_paused_reader_with_a_small_buffer_holds_sends_for_its_window():
     """The reader takes one byte, then sleeps 0.3 s with an 8 KB receive buffer: the 4000-byte
     writes after the first find the window full and wait for the reader (rwnd), not Nagle."""
@@ -352,6 +364,8 @@ def test_a_paused_reader_with_a_small_buffer_holds_sends_for_its_window():
 SHAPER = ["tbf", "rate", "400kbit", "burst", "1600", "latency", "2s"]
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_autocork_behind_a_shaper_is_not_nagle():
     from tools.testbed import Link
     run = Run("autocork", [Link()], bursts=1, writes=6, backlog=6000, shaper=SHAPER)
@@ -362,6 +376,8 @@ def test_autocork_behind_a_shaper_is_not_nagle():
     check_accounting(s, {"autocork": s["held"]["autocork"]})
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_no_autocork_holds_when_the_sysctl_is_off():
     """The same writes behind the same shaper with net.ipv4.tcp_autocorking=0 leave at once."""
     from tools.testbed import Link
@@ -374,6 +390,8 @@ def test_no_autocork_holds_when_the_sysctl_is_off():
 
 
 # -- the tool's interface ------------------------------------------------------------------------
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_by_sock_names_the_connection_and_intervals_add_up():
     run = Run("cork", delayed_link(), tool_args=["--by", "sock", "0.2"], settle=0.5)
     n = BURSTS * WRITES
@@ -389,7 +407,8 @@ def test_by_sock_names_the_connection_and_intervals_add_up():
     intervals = [r for r in run.records if r["type"] == "interval"]
     assert len(intervals) >= 2
     assert sum(r["sends"]["total"] for r in intervals) == n
-    assert [sum(x) for x in zip(*(r["hist_us"] for r in intervals))] == run.summary["hist_us"]
+    assert [sum(x) for x in zip(*(slots_of(r["hist_us"]) for r in intervals))] == \
+        slots_of(run.summary["hist_us"])
     assert sum(r["hold_us_sum"]["cork"] for r in intervals) == run.summary["hold_us_sum"]["cork"]
     assert sum(s["held"] for r in intervals for s in r["sockets"]) == n
 
@@ -413,6 +432,7 @@ sys.stdin.readline()
 """
 
 
+@pytest.mark.kernel
 def test_closed_sockets_keep_only_the_top_ones():
     require_root_bpf("tcpnagle")
     n, top = 12, 4
@@ -439,6 +459,8 @@ def test_closed_sockets_keep_only_the_top_ones():
     assert [s["held_us"] for s in socks] == sorted((s["held_us"] for s in socks), reverse=True)
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_ipv6_connection_by_sock():
     run = Run("cork", delayed_link(), tool_args=["--by", "sock"], family=6, bursts=1)
     (sock,) = run.summary["sockets"]
@@ -453,6 +475,8 @@ def test_ipv6_connection_by_sock():
     (["-n", COMM, "-D", str(PORT + 1)], False),
     (["-n", "nkNoSuchComm"], False),
 ])
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_name_and_port_filters(args, counted):
     run = Run("cork", delayed_link(), bursts=1, tool_args=args, pid_filter=False)
     s = run.summary
@@ -460,6 +484,8 @@ def test_name_and_port_filters(args, counted):
     check_accounting(s, {"cork": WRITES} if counted else {})
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_textfile_export_carries_the_run(tmp_path):
     """Through the real exporter: node_exporter's textfile holds the counts and the histogram."""
     run = Run("cork", delayed_link(), bursts=1, tool_args=["--textfile", str(tmp_path), "0.2"],
@@ -478,6 +504,8 @@ def _is_cgroup2(path) -> bool:
 
 
 @pytest.mark.parametrize("joins", [True, False])
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_cgroup_filter(joins):
     from pathlib import Path
     roots = [Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")]
@@ -501,6 +529,8 @@ def test_cgroup_filter(joins):
                 time.sleep(0.05)
 
 
+@pytest.mark.kernel
+@pytest.mark.netns
 def test_text_output_is_aligned_columns():
     run = Run("cork", delayed_link(), json_out=False)
     n = BURSTS * WRITES
@@ -516,6 +546,7 @@ def test_text_output_is_aligned_columns():
     assert "\x1b" not in run.stdout and "│" not in run.stdout
 
 
+@pytest.mark.kernel
 def test_text_summary_like_the_original():
     require_root_bpf("tcpnagle")
     tool = Traced(["tcpnagle", "-n", "nkNoSuchComm"])
@@ -525,14 +556,14 @@ def test_text_summary_like_the_original():
     assert out.startswith("Total over ")
 
 
-def test_cause_names_mirror_the_c_enum():
-    """netkit/tools/tcpnagle.py names the causes by index: same order as enum hold_cause."""
-    from conftest import ROOT
-    from netkit.tools.tcpnagle import CAUSES
+def test_cause_names_come_from_the_c_enum():
+    """The causes are read from the object's BTF (enum hold_cause), in the header's order."""
+    from conftest import ROOT, object_types
     header = (ROOT / "bpf_programs" / "tcpnagle.h").read_text()
     body = re.search(r"enum hold_cause \{(.*?)\};", header, re.S)[1]
     names = re.findall(r"^\s*CAUSE_(\w+),", body, re.M)
-    assert [n.lower() for n in names] == CAUSES
+    causes = object_types("tcpnagle").enum("hold_cause")
+    assert list(causes) == [n.lower() for n in names] and list(causes.values()) == list(range(7))
 
 
 def test_snapshot_feeds_the_prometheus_exposition():
@@ -540,10 +571,11 @@ def test_snapshot_feeds_the_prometheus_exposition():
     microseconds with their exact sum; run through the real exposition writer."""
     from netkit.engine.hist import Log2Hist
     from netkit.export.prometheus import exposition
-    from netkit.tools.tcpnagle import CAUSES, Totals, export_snapshot
+    from netkit.tools.tcpnagle import Totals, export_snapshot
+    CAUSES = ["cork", "rwnd", "cwnd", "autocork", "nagle", "more", "other"]
     hists = [Log2Hist() for _ in CAUSES]
     hists[CAUSES.index("nagle")] = Log2Hist([0] * 15 + [3] + [0] * 16, 3, 99000)
-    totals = Totals(sends=[5, 2, 1] + [0] * 13, held=[1 if c == "nagle" else 0 for c in CAUSES],
+    totals = Totals(CAUSES, sends=[5, 2, 1] + [0] * 13, held=[1 if c == "nagle" else 0 for c in CAUSES],
                     hists=hists)
     snap = export_snapshot(1700000000.0, totals)
     values = {(c.name, tuple(c.labels.items())): c.value for c in snap.counters}
@@ -557,6 +589,7 @@ def test_snapshot_feeds_the_prometheus_exposition():
     assert 'tcpnagle_hold_seconds_sum{cause="nagle"} 0.099' in text
 
 
+@pytest.mark.kernel
 def test_interval_count_and_attach_only():
     require_root_bpf("tcpnagle")
     result = run_netkit("tcpnagle", "--json", "0.05", "3")
@@ -570,8 +603,9 @@ def test_interval_count_and_attach_only():
 
 @pytest.mark.parametrize("args,code,message", [
     (["-c", "/no/such/cgroup"], 1, "no cgroup v2 directory"),
-    (["-p", "999999999"], 1, "no process with PID"),
+    (["-p", str(unused_pid())], 1, "no process with PID"),
 ])
+@pytest.mark.kernel
 def test_bad_input_is_one_line(args, code, message):
     require_root_bpf("tcpnagle")
     line = assert_one_line_error(run_netkit("tcpnagle", *args, "-d", "0"), "tcpnagle", code)

@@ -21,7 +21,6 @@ from netkit.net import timestamps
 from tools.testbed import Link, TestBed, fixture_bed, measure_link, remove_stale
 from tools.testbed.__main__ import parse_link
 
-pytestmark = pytest.mark.netns
 
 RATE_TOL = 0.01
 RTT_NOISE = 15e-6
@@ -40,6 +39,7 @@ def _netns_names() -> set[str]:
 
 
 @pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.netns
 def test_target_reachable_through_all_hops(bed, family):
     res = bed.run(bed.host, ["ping", f"-{family}", "-n", "-c", "3", "-i", "0.05", "-W", "2",
                              bed.target_addr(family)])
@@ -50,6 +50,7 @@ def test_target_reachable_through_all_hops(bed, family):
 
 
 @pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.netns
 def test_ttl_walk_sees_each_router(bed, family):
     hops = bed.hop_addrs(family)
     assert len(hops) == 3 and hops[-1] == bed.target_addr(family)
@@ -65,6 +66,7 @@ def test_ttl_walk_sees_each_router(bed, family):
 
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("link", [0, 1, 2])
+@pytest.mark.netns
 def test_emulated_rate_and_latency(bed, link, family):
     r = measure_link(bed, link, family, count=250)
     want = PATH[link]
@@ -74,6 +76,7 @@ def test_emulated_rate_and_latency(bed, link, family):
     assert 0 <= extra < LAT_EXTRA_MAX, r
 
 
+@pytest.mark.netns
 def test_fifo_serialisation_and_tail_drop():
     """A burst of 20 datagrams of 1000 IP bytes into a 2 Mbit/s link with a 5-packet queue:
     exactly the first 5 come out, in order, spaced by 1000*8/2e6 = 4 ms (kernel RX stamps of
@@ -111,6 +114,7 @@ def test_fifo_serialisation_and_tail_drop():
     assert drops == 15, b.emulator_stats
 
 
+@pytest.mark.netns
 def test_plain_veth_link_and_unique_names(bed):
     """A second bed beside the first: its own names, a veth link, no emulator, works at once."""
     with TestBed([Link(), Link()]) as other:
@@ -123,6 +127,7 @@ def test_plain_veth_link_and_unique_names(bed):
     assert not names & _netns_names()
 
 
+@pytest.mark.netns
 def test_teardown_on_sigterm_leaves_nothing():
     if os.geteuid() != 0:
         require_or_skip("the test bed needs root")
@@ -144,6 +149,7 @@ def test_teardown_on_sigterm_leaves_nothing():
     assert not os.path.exists(f"/proc/{emulators[0]}")
 
 
+@pytest.mark.netns
 def test_remove_stale_only_touches_dead_owners(bed):
     dead = subprocess.Popen(["true"])
     dead.wait()                                  # a pid whose owner is gone

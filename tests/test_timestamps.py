@@ -122,6 +122,7 @@ def test_icmp_error_arrives_with_offender_and_rx_stamp():
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+@pytest.mark.kernel
 def test_raw_icmp_echo_stamps(family):
     _root_or_skip()
     v6 = family == socket.AF_INET6

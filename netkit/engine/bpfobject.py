@@ -10,19 +10,17 @@ exit, also on Ctrl-C and SIGTERM (netkit.cli turns SIGTERM into KeyboardInterrup
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
 import re
-import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from netkit.engine import checks
+from netkit.engine import checks, signals
 from netkit.engine import libbpf as L
-from netkit.engine.btf import BtfTypes, VarSecinfo, records, vlen_of
+from netkit.engine.btf import BtfTypes
 from netkit.engine.errors import NetkitError
 
 OBJECT_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -71,10 +69,13 @@ def verifier_summary(log_lines: list[str]) -> str:
 
 @dataclass
 class Filters:
-    """The process filters every tracing tool offers: -p PID, -n COMM, -c CGROUP."""
+    """The filters the kernel applies before anything is counted: -p PID, -n COMM, -c CGROUP
+    (every tracing tool) and -D/-L ports (tools that see connections; common.h's MAX_PORTS)."""
     pid: int | None = None
     name: str | None = None
     cgroup: str | None = None
+    dports: list[int] = field(default_factory=list)
+    lports: list[int] = field(default_factory=list)
 
     def rodata(self) -> dict:
         values = {}
@@ -84,15 +85,24 @@ class Filters:
             values["filter_comm"] = self.name.encode()[:15]
         if self.cgroup:
             values["filter_cgroup"] = True
+        for side, ports in (("d", self.dports), ("l", self.lports)):
+            if ports:
+                values[f"filter_{side}ports"] = b"".join(p.to_bytes(2, "little") for p in ports)
+                values[f"n_{side}ports"] = len(ports)
         return values
 
     def cgroup_path(self) -> Path | None:
         if not self.cgroup:
             return None
         given = Path(self.cgroup)
+        if given.is_absolute() and not given.is_relative_to("/sys"):
+            given = given.relative_to("/")          # "/" and "/system.slice" as systemd writes them
         candidates = [given] if given.is_absolute() else [root / given for root in CGROUP_ROOTS]
         for path in candidates:
             if path.is_dir() and (path / "cgroup.procs").exists():
+                if not (path / "cgroup.controllers").exists():
+                    raise NetkitError(f"{self.cgroup} is a cgroup v1 directory; -c takes a "
+                                      f"cgroup v2 path (under {CGROUP_ROOTS[-1]})")
                 return path
         raise NetkitError(f"no cgroup v2 directory {self.cgroup} (give a path under "
                           f"{' or '.join(map(str, CGROUP_ROOTS))})")
@@ -161,31 +171,6 @@ class Map:
                 yield key, value
 
 
-@contextlib.contextmanager
-def _interrupts_held():
-    """Hold Ctrl-C and SIGTERM while C code runs Python callbacks.
-
-    Python raises a signal's KeyboardInterrupt wherever it happens to be; inside a ring-buffer
-    callback ctypes would print and drop it (even at the callback's first line, before any try),
-    losing both the stop and the event. While held, a signal only wakes epoll_wait (EINTR) and is
-    raised once the poll has returned. Signals a caller ignores stay ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    held = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if callable(signal.getsignal(signum)):
-            held[signum] = signal.signal(signum, lambda num, frame: caught.append(num))
-    try:
-        yield
-    finally:
-        for signum, handler in held.items():
-            signal.signal(signum, handler)
-    if caught:
-        raise KeyboardInterrupt
-
-
 class RingBuffer:
     """Events from a BPF ring buffer, each handed to `handler` as the BTF-typed struct."""
 
@@ -216,7 +201,7 @@ class RingBuffer:
         The ring is read directly first: epoll learns of a submitted event only from a deferred
         irq_work, so a poll alone can miss an event the kernel committed a moment ago (e.g. the
         stamp of a reply that userspace has already received)."""
-        with _interrupts_held():
+        with signals.held():
             n = L.ring_buffer__consume(self.handle)
             if n == 0 and timeout_ms != 0 and self._raised is None:
                 n = L.ring_buffer__poll(self.handle, timeout_ms)
@@ -244,14 +229,13 @@ class BPFObject:
 
     def __init__(self, tool: str, filters: Filters | None = None, rodata: dict | None = None,
                  optional: set[str] = frozenset(), manual: set[str] = frozenset(),
-                 max_entries: dict[str, int] | None = None, path: Path | None = None):
+                 path: Path | None = None):
         self.tool = tool
         self.path = path or OBJECT_DIR / f"{tool}.bpf.o"
         self.filters = filters or Filters()
         self.rodata = {**self.filters.rodata(), **(rodata or {})}
         self.optional = optional
         self.manual = manual
-        self.max_entries = max_entries or {}
         self.missing: list[str] = []
         self.obj = None
         self.links: list[int] = []
@@ -264,9 +248,10 @@ class BPFObject:
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self):
         try:
-            self.open()
-            self.load()
-            self.attach_all()
+            with signals.held():
+                self.open()
+                self.load()
+                self.attach_all()
         except BaseException:
             self.close()
             raise
@@ -291,8 +276,6 @@ class BPFObject:
         self._check_tracepoints()
         self._prefer_uprobe_multi()
         self._write_rodata()
-        for name, entries in self.max_entries.items():
-            L.bpf_map__set_max_entries(self._map_handle(name), entries)
 
     def load(self) -> None:
         _libbpf_log.clear()
@@ -326,6 +309,11 @@ class BPFObject:
                        retprobe: bool = False, pid: int = -1) -> None:
         """One program on the entries (or returns) of several functions of one binary: a single
         uprobe_multi link where the kernel has them, else one perf-event uprobe per function."""
+        with signals.held():
+            self._attach_uprobes(program, binary, functions, retprobe, pid)
+
+    def _attach_uprobes(self, program: str, binary: str, functions: list[str], retprobe: bool,
+                        pid: int) -> None:
         if not self.uprobe_multi:
             for function in functions:
                 self._attach_perf_uprobe(program, binary, function, retprobe, pid)
@@ -362,6 +350,10 @@ class BPFObject:
         self.links.append(link)
 
     def close(self) -> None:
+        with signals.held():       # a second Ctrl-C must not cut the detach short
+            self._close()
+
+    def _close(self) -> None:
         for ring in self.rings:
             ring.free()
         self.rings.clear()
@@ -385,19 +377,16 @@ class BPFObject:
             self._maps[name] = Map(self._map_handle(name), self.types)
         return self._maps[name]
 
-    def data_section(self, section: str = ".bss") -> Map:
-        """A global data section as a one-entry map whose value has every variable as a field."""
-        for handle in self._all_maps():
-            name = L.bpf_map__name(handle).decode()
-            if name.endswith(section):
-                return self.map(name)
-        raise NetkitError(f"{self.tool}.bpf.o has no {section} section")
+    def enum(self, name: str) -> dict[str, int]:
+        """The values of a C enum of the object (names without a prefix they all share)."""
+        return self.types.enum(name)
 
     def struct(self, name: str) -> type:
         return self.types.find_struct(name)
 
     def ring_buffer(self, map_name: str, event_struct: str, handler) -> RingBuffer:
-        ring = RingBuffer(self.map(map_name), self.struct(event_struct), handler)
+        with signals.held():
+            ring = RingBuffer(self.map(map_name), self.struct(event_struct), handler)
         self.rings.append(ring)
         return ring
 
@@ -465,7 +454,7 @@ class BPFObject:
             raise NetkitError(f"{self.tool}.bpf.o has no .rodata to configure")
         size = ctypes.c_size_t()
         base = L.bpf_map__initial_value(handle, ctypes.byref(size))
-        layout = self._datasec(".rodata")
+        layout = self.types.variables(".rodata")
         for name, value in self.rodata.items():
             if name not in layout:
                 raise NetkitError(f"{self.tool}.bpf.o has no setting {name}")
@@ -473,15 +462,6 @@ class BPFObject:
             raw = value if isinstance(value, bytes) else int(value).to_bytes(var_size, "little",
                                                                                signed=value < 0)
             ctypes.memmove(base + offset, raw[:var_size], min(len(raw), var_size))
-
-    def _datasec(self, section: str) -> dict[str, tuple[int, int]]:
-        """name -> (offset, size) of the variables in a data section, from BTF."""
-        sec_id = L.btf__find_by_name_kind(self.types.btf, section.encode(), L.BTF_KIND_DATASEC)
-        sec = self.types.type(sec_id)
-        layout = {}
-        for info in records(sec, VarSecinfo, vlen_of(sec)):
-            layout[self.types.name(self.types.type(info.type))] = (info.offset, info.size)
-        return layout
 
     def _all_maps(self):
         handle = L.bpf_object__next_map(self.obj, None)

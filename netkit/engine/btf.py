@@ -6,6 +6,7 @@ object's BTF at open time and turned into a ctypes.Structure with the same field
 from __future__ import annotations
 
 import ctypes
+import os
 
 from netkit.engine import libbpf as L
 from netkit.engine.errors import NetkitError
@@ -40,6 +41,14 @@ class _Array(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("index_type", ctypes.c_uint32), ("nelems", ctypes.c_uint32)]
 
 
+class _Enum(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("val", ctypes.c_int32)]
+
+
+class _Enum64(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("lo32", ctypes.c_uint32), ("hi32", ctypes.c_uint32)]
+
+
 class VarSecinfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
 
@@ -68,6 +77,33 @@ class BtfTypes:
         if type_id < 0:
             raise NetkitError(f"struct {name} is not in the BPF object's BTF")
         return self.ctype(type_id)
+
+    def enum(self, name: str) -> dict[str, int]:
+        """name -> value of each constant of `enum <name>`, in lower case and without the prefix
+        all of them share up to an underscore (CAUSE_ of CAUSE_CORK, CAUSE_RWND; RESULT_ of a
+        lone RESULT_CLOSED)."""
+        type_id = L.btf__find_by_name_kind(self.btf, name.encode(), L.BTF_KIND_ENUM)
+        if type_id < 0:
+            type_id = L.btf__find_by_name_kind(self.btf, name.encode(), L.BTF_KIND_ENUM64)
+        if type_id < 0:
+            raise NetkitError(f"enum {name} is not in the BPF object's BTF")
+        t = self.type(type_id)
+        if kind_of(t) == L.BTF_KIND_ENUM:
+            pairs = [(self.name(e), e.val) for e in records(t, _Enum, vlen_of(t))]
+        else:
+            pairs = [(self.name(e), e.hi32 << 32 | e.lo32) for e in records(t, _Enum64, vlen_of(t))]
+        common = os.path.commonprefix([n for n, _ in pairs])
+        prefix = common[:common.rfind("_") + 1]
+        return {n[len(prefix):].lower(): v for n, v in pairs}
+
+    def variables(self, section: str) -> dict[str, tuple[int, int]]:
+        """name -> (offset, size) of the variables of a data section (".rodata", ".bss")."""
+        sec_id = L.btf__find_by_name_kind(self.btf, section.encode(), L.BTF_KIND_DATASEC)
+        if sec_id < 0:
+            return {}
+        sec = self.type(sec_id)
+        return {self.name(self.type(info.type)): (info.offset, info.size)
+                for info in records(sec, VarSecinfo, vlen_of(sec))}
 
     def ctype(self, type_id: int) -> type:
         type_id = self.strip(type_id)
@@ -132,3 +168,12 @@ class BtfTypes:
         if t.size_or_type > pos:
             fields.append((f"_pad{pad}", ctypes.c_uint8 * (t.size_or_type - pos)))
         return type(self.name(t).lstrip("."), (ctypes.Structure,), {"_pack_": 1, "_fields_": fields})
+
+
+def object_types(path) -> BtfTypes:
+    """The BTF of a BPF object file, parsed without opening the object (no privilege needed):
+    for checks that Python and C agree."""
+    btf = L.btf__parse(str(path).encode(), None)
+    if not btf:
+        raise NetkitError(f"cannot read the BTF of {path}")
+    return BtfTypes(btf)

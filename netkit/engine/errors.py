@@ -1,5 +1,13 @@
-"""The one exception type netkit turns into `netkit <tool>: <message>` and exit status 1."""
+"""The errors netkit turns into `netkit <tool>: <message>` on stderr (see netkit.cli.tool)."""
 
 
 class NetkitError(Exception):
-    """A failure the user can act on; its message is one line, without a traceback."""
+    """A failure the user can act on; its message is one line, without a traceback. Exit 1."""
+
+
+class UsageError(NetkitError):
+    """A bad combination of options, found by the tool rather than by click. Exit 2."""
+
+
+class OutputError(NetkitError):
+    """Standard output cannot be written (a full disk, a closed or broken descriptor). Exit 1."""

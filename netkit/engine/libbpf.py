@@ -6,7 +6,7 @@ returned by libbpf is kept as a plain int (c_void_p) so nothing here owns memory
 from __future__ import annotations
 
 import ctypes
-from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_longlong, c_size_t, c_uint,
+from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint,
                     c_uint32, c_uint64, c_void_p)
 
 from netkit.engine.errors import NetkitError
@@ -67,8 +67,6 @@ bpf_map__fd = _proto("bpf_map__fd", c_int, c_void_p)
 bpf_map__type = _proto("bpf_map__type", c_int, c_void_p)
 bpf_map__key_size = _proto("bpf_map__key_size", c_uint32, c_void_p)
 bpf_map__value_size = _proto("bpf_map__value_size", c_uint32, c_void_p)
-bpf_map__max_entries = _proto("bpf_map__max_entries", c_uint32, c_void_p)
-bpf_map__set_max_entries = _proto("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
 bpf_map__btf_key_type_id = _proto("bpf_map__btf_key_type_id", c_uint32, c_void_p)
 bpf_map__btf_value_type_id = _proto("bpf_map__btf_value_type_id", c_uint32, c_void_p)
 bpf_map__initial_value = _proto("bpf_map__initial_value", c_void_p, c_void_p, POINTER(c_size_t))
@@ -81,8 +79,8 @@ bpf_map_get_next_key = _proto("bpf_map_get_next_key", c_int, c_int, c_void_p, c_
 btf__find_by_name_kind = _proto("btf__find_by_name_kind", c_int, c_void_p, c_char_p, c_uint)
 btf__type_by_id = _proto("btf__type_by_id", POINTER(BtfType), c_void_p, c_uint32)
 btf__name_by_offset = _proto("btf__name_by_offset", c_char_p, c_void_p, c_uint32)
-btf__resolve_size = _proto("btf__resolve_size", c_longlong, c_void_p, c_uint32)
 btf__load_vmlinux_btf = _proto("btf__load_vmlinux_btf", c_void_p)
+btf__parse = _proto("btf__parse", c_void_p, c_char_p, c_void_p)
 btf__free = _proto("btf__free", None, c_void_p)
 
 ring_buffer__new = _proto("ring_buffer__new", c_void_p, c_int, RINGBUF_SAMPLE_FN, c_void_p, c_void_p)

@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Optional, Protocol
 
 import typer
 
-from netkit.engine.errors import NetkitError
+from netkit.engine.errors import NetkitError, UsageError
 from netkit.metrics import Snapshot
 
 
@@ -28,7 +28,7 @@ class ExportError(NetkitError):
     """An exporter could not start (port taken, directory missing): one line for the user."""
 
 
-class ExportUsageError(ExportError):
+class ExportUsageError(ExportError, UsageError):
     """An export option is malformed: one line, and exit status 2 like other usage errors."""
 
 
@@ -87,15 +87,44 @@ def stderr_notice(tool: str) -> Callable[[str], None]:
     return notice
 
 
-class ExportHub:
-    """The exporters of one run; publish() hands a Snapshot to each, close() stops them all."""
+class HeldNotices:
+    """Exporter notices kept back until the tool is measuring: a bad PID or a missing privilege
+    found while the probes attach is then the only line the user sees, not the second one after
+    a "serving at" notice."""
 
-    def __init__(self, exporters: list[Exporter] | None = None):
+    def __init__(self, tool: str):
+        self.say = stderr_notice(tool)
+        self.held: list[str] | None = []
+
+    def __call__(self, message: str) -> None:
+        if self.held is None:
+            self.say(message)
+        else:
+            self.held.append(message)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for message in held:
+            self.say(message)
+
+
+class ExportHub:
+    """The exporters of one run; publish() hands a Snapshot to each, close() stops them all.
+    start() says the run has begun (netkit.cli.loop.Loop calls it once the probes are
+    attached): notices held back until then are printed."""
+
+    def __init__(self, exporters: list[Exporter] | None = None,
+                 notices: HeldNotices | None = None):
         self.exporters: list[Exporter] = list(exporters or [])
+        self.notices = notices
 
     def __bool__(self) -> bool:
         # Lets a tool skip building Snapshots when nobody exports.
         return bool(self.exporters)
+
+    def start(self) -> None:
+        if self.notices is not None:
+            self.notices.release()
 
     def add(self, exporter: Exporter) -> None:
         self.exporters.append(exporter)
@@ -120,10 +149,12 @@ class ExportHub:
                      textfile: str | None = None, graphite: str | None = None,
                      prefix: str | None = None,
                      notice: Callable[[str], None] | None = None) -> ExportHub:
-        """Start the exporters the options ask for; on failure stop those already started."""
+        """Start the exporters the options ask for; on failure stop those already started.
+        Their notices are held until start() unless a `notice` function is given."""
         # Imported here so that a tool run without exporters never imports prometheus_client.
-        notice = notice or stderr_notice(_tool_name(tools))
-        hub = cls()
+        held = None if notice else HeldNotices(_tool_name(tools))
+        notice = notice or held
+        hub = cls(notices=held)
         try:
             if prometheus is not None:
                 from netkit.export.prometheus import PrometheusServer
@@ -165,10 +196,12 @@ def export_options(*tools: str, validate: Callable[[dict], None] | None = None):
     """Decorate a typer command so it takes the export options and receives `exporters`.
 
     The command must accept a keyword parameter `exporters` (an ExportHub); the exporters are
-    started before the command runs and stopped after it returns or raises. An exporter that
-    cannot start raises ExportError, a NetkitError, so put this decorator under tool_errors:
+    started before the command runs (their notices held until it calls hub.start(), as
+    netkit.cli.loop.Loop does once the probes are attached) and stopped after it returns or
+    raises. An exporter that
+    cannot start raises ExportError, a NetkitError (ExportUsageError for a malformed option),
+    which the tool's error boundary (netkit.cli.tool) turns into one line:
 
-        @tool_errors("sockstat")
         @export_options("sockstat")
         def command(..., exporters: ExportHub = None): ...
 
@@ -187,14 +220,9 @@ def export_options(*tools: str, validate: Callable[[dict], None] | None = None):
         @functools.wraps(command)
         def run_with_exporters(*args, **kwargs):
             options = {name: kwargs.pop(name, None) for name in _OPTION_PARAMETERS}
-            try:
-                if validate:        # the command's own checks, before any server starts
-                    validate({**kwargs, **options})
-                hub = ExportHub.from_options(list(tools), **options)
-            except ExportUsageError as error:
-                print(f"netkit {_tool_name(tools)}: {error}", file=sys.stderr)
-                raise typer.Exit(2) from None
-            with hub:
+            if validate:        # the command's own checks, before any server starts
+                validate({**kwargs, **options})
+            with ExportHub.from_options(list(tools), **options) as hub:
                 return command(*args, exporters=hub, **kwargs)
 
         run_with_exporters.__signature__ = signature.replace(parameters=kept + added)

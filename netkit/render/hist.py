@@ -1,4 +1,5 @@
-"""Histogram text in the form of bpftrace's hist() and lhist(): a range, a count and a bar.
+"""log2 histograms as text in the form of bpftrace's hist() (a range, a count and a bar), and as
+JSON.
 
 log2 slot i holds values in [2^i, 2^(i+1) - 1], slot 0 holds 0 and 1 (see bpf_programs/common.h),
 so slot i is labelled [2^i, 2^(i+1)) and slot 0 [0, 2).
@@ -38,12 +39,9 @@ def format_log2(slots: Sequence[int]) -> list[tuple[str, int, str]]:
     return [(log2_label(i), c, bar) for i, c, bar in zip(span, counts, _bars(counts))]
 
 
-def format_linear(buckets: Sequence[int], low: int, step: int) -> list[tuple[str, int, str]]:
-    """lhist(): bucket i holds [low + i*step, low + (i+1)*step)."""
-    used = [i for i, c in enumerate(buckets) if c]
-    if not used:
-        return []
-    span = range(used[0], used[-1] + 1)
-    counts = [buckets[i] for i in span]
-    return [(f"[{low + i * step}, {low + (i + 1) * step})", c, bar)
-            for i, c, bar in zip(span, counts, _bars(counts))]
+def hist_json(slots: Sequence[int]) -> list[dict]:
+    """A log2 histogram in JSON, the same shape in every tool: the non-empty buckets as objects
+    {"low", "high", "count"}, bucket [low, high). The unit is in the name of the key holding
+    the list (latency_us, hist_us)."""
+    return [{"low": 0 if i == 0 else 1 << i, "high": 1 << (i + 1), "count": c}
+            for i, c in enumerate(slots) if c]

@@ -6,23 +6,28 @@ written here by hand; rich is imported only when it is used (it costs start-up t
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Callable, Sequence
 
+from netkit.render.fields import iso
 from netkit.render.hist import format_log2
 
 
-def iso_now() -> str:
-    """The `ts` of every JSON record: local time, ISO 8601 with its UTC offset."""
-    return datetime.now().astimezone().isoformat(timespec="milliseconds")
-
-
-def clock_now() -> str:
-    return datetime.now().strftime("%H:%M:%S")
+def _writes(method):
+    """A failed write to stdout becomes one line (a full disk, a closed descriptor) or, for a
+    closed pipe, a quiet exit: see netkit.cli.tool."""
+    @functools.wraps(method)
+    def write(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            from netkit.cli.tool import output_failed
+            raise output_failed(exc) from None
+    return write
 
 
 @dataclass
@@ -54,17 +59,29 @@ class Output:
 
     # -- messages for people (stderr, so stdout stays data) -------------------------------------
     def note(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        try:
+            print(text, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass            # stderr is gone: nobody to tell
+
+    def lost(self, tool: str, count: int, what: str = "events",
+             why: str = "the ring buffer was full") -> None:
+        """Say that `count` events never reached netkit. JSON output carries the same number
+        in its summary record."""
+        if count and self.mode != "json":
+            self.note(f"netkit {tool}: {count} {what} lost ({why})")
 
     # -- JSON ------------------------------------------------------------------------------------
+    @_writes
     def record(self, obj: dict) -> None:
         """One NDJSON line; `ts` first when the caller gave none."""
         if "ts" not in obj:
-            obj = {"ts": iso_now(), **obj}
+            obj = {"ts": iso(), **obj}
         self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self.stream.flush()
 
     # -- text ------------------------------------------------------------------------------------
+    @_writes
     def line(self, text: str = "", style: str = "") -> None:
         if self.mode == "rich" and style:
             # One line stays one line (a StreamTable header wider than the terminal would
@@ -75,6 +92,7 @@ class Output:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    @_writes
     def table(self, columns: Sequence[Column], rows: Sequence[Sequence[Any]], title: str = "") -> None:
         """A whole table at once (summaries, top-N views)."""
         if self.mode == "rich":
@@ -97,6 +115,7 @@ class Output:
         for r in text_rows:
             self.line(_join(columns, r, widths))
 
+    @_writes
     def hist(self, title: str, slots: Sequence[int], unit: str = "") -> None:
         """A log2 histogram in the form of bpftrace's hist()."""
         self.line(f"{title}:" if not unit else f"{title} ({unit}):",
@@ -123,6 +142,7 @@ class StreamTable:
         self.widths = [max(c.width, len(c.header)) for c in columns]
         self._header_done = False
 
+    @_writes
     def row(self, values: Sequence[Any]) -> None:
         if not self._header_done:
             self.out.line(_join(self.columns, [c.header for c in self.columns], self.widths),

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from typing import Annotated, Optional
 
 import typer
 
+from netkit.cli.loop import Loop
+from netkit.cli.options import CgroupOpt, DurationOpt, NameOpt, PidOpt, VerboseOpt, seconds
+from netkit.cli.tool import ManPage
 from netkit.export import ExportHub, ExportUsageError, export_options
-from netkit.tools.common import (CgroupOpt, DurationOpt, ManPage, NameOpt, PidOpt, Ticker,
-                                 VerboseOpt, tool_errors)
 
 SUMMARY = "Run chosen interval tools together and export them to Prometheus or Graphite."
 
@@ -54,7 +54,7 @@ ToolsArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="TOOL...", show_default=False,
     help="Tools to run (default: every tool that can export).")]
 IntervalOpt = Annotated[float, typer.Option(
-    "-i", "--interval", min=0.1, metavar="SECONDS",
+    "-i", "--interval", click_type=seconds(0.1), metavar="SECONDS",
     help="Seconds between two reads of the kernel's counters.")]
 
 
@@ -79,7 +79,6 @@ def check_arguments(arguments: dict) -> None:
                                f"(exportable: {', '.join(exportable_tools())})")
 
 
-@tool_errors("export")
 @export_options("export", validate=check_arguments)
 def command(
     tools: ToolsArg = None,
@@ -102,17 +101,17 @@ def command(
                     for tool in chosen]
         if duration == 0:
             return
-        print(f"Tracing for export: {', '.join(chosen)} every {interval:g} s... "
-              "Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         intervals = 0
-        try:
-            for ts in Ticker(interval, None, duration):
-                for sample in samplers:
-                    exporters.publish(sample(ts))
-                intervals += 1
-        except KeyboardInterrupt:
-            # The last partial interval too, so the final totals reach the exporters.
-            for sample in samplers:
-                exporters.publish(sample(time.time()))
+
+        def tick(ts: float, seconds: float, show: bool):
+            nonlocal intervals
+            intervals += show
+            return [sample(ts) for sample in samplers]
+
+        from netkit.render.output import Output
+        notes = Output(stream=sys.stderr)       # export has no view, only notices on stderr
+        Loop(notes, interval=interval, duration=duration, exporters=exporters).run(
+            tick, f"Tracing for export: {', '.join(chosen)} every {interval:g} s... "
+                  "Hit Ctrl-C to end.")
         print(f"Exported {intervals} intervals of {', '.join(chosen)}.", file=sys.stderr,
               flush=True)

@@ -8,35 +8,27 @@ gethostbyname() runs gethostbyname_r() inside and counts once. Like bcc's gethos
 from __future__ import annotations
 
 import errno
-import math
 import os
 import platform
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from netkit.engine.errors import NetkitError     # light: tools.common imports it too
-from netkit.tools.common import (CgroupOpt, Column, DurationOpt, JsonOpt, ManPage, NameOpt,
-                                 NoColorOpt, PidOpt, Ticker, VerboseOpt, tool_errors)
+from netkit.cli.loop import Loop
+from netkit.cli.options import (CgroupOpt, DurationOpt, JsonOpt, MillisecondsOpt, NameOpt,
+                                NoColorOpt, PidOpt, VerboseOpt)
+from netkit.cli.tool import ManPage, open_output
+from netkit.engine.errors import NetkitError
+from netkit.render.output import Column
 
 SUMMARY = "Latency of getaddrinfo/gethostbyname calls per process and host (libc uprobes)."
 
-# enum lookup_func in bpf_programs/gethostlatency.h: (libc symbol, entry program).
-FUNCTIONS = [
-    ("getaddrinfo", "enter_getaddrinfo"),
-    ("gethostbyname", "enter_gethostbyname"),
-    ("gethostbyname2", "enter_gethostbyname2"),
-    ("gethostbyname_r", "enter_gethostbyname_r"),
-    ("gethostbyname2_r", "enter_gethostbyname2_r"),
-]
-RETURN_PROGRAM = "lookup_return"
-GETADDRINFO, GETHOSTBYNAME, GETHOSTBYNAME2 = 0, 1, 2
-HERRNO_UNKNOWN = -1000          # gethostlatency.h
+RETURN_PROGRAM = "lookup_return"     # the uretprobe program, attached to every function
+HERRNO_UNKNOWN = -1000          # gethostlatency.h's enum herrno_value (tests/test_engine.py ties it)
 
 # glibc's <netdb.h> values (musl numbers some differently; musl is not probed).
 EAI_NAMES = {-1: "EAI_BADFLAGS", -2: "EAI_NONAME", -3: "EAI_AGAIN", -4: "EAI_FAIL",
@@ -95,17 +87,16 @@ MAN = ManPage(
         "With --hist: one histogram per host, slots of powers of two microseconds (-m: "
         "milliseconds) as bpftrace prints them, busiest host first, each with its count and mean. "
         "JSON: one object per host with type (\"hist\"), host, unit (\"us\" or \"ms\"), count, "
-        "sum (in the unit) and slots (a list of objects with low, high, count).\n\n"
-        "Lookups the ring buffer could not take are counted and reported on stderr at the end."),
+        "sum (in the unit) and latency_us (latency_ms with -m): a list of objects with low, high "
+        "and count for the bucket [low, high).\n\n"
+        "At the end, JSON has one object with type \"summary\" and lost_events, the lookups the "
+        "ring buffer could not take (text output reports them on stderr)."),
     see_also=["gethostlatency(8) (bcc)", "getaddrinfo(3)", "gethostbyname(3)", "resolv.conf(5)",
               "nsswitch.conf(5)"],
 )
 
 HistOpt = Annotated[bool, typer.Option("--hist", help="Per-host log2 latency histograms kept in "
                                                       "the kernel, printed at the end.")]
-HistMsOpt = Annotated[bool, typer.Option("-m", "--milliseconds",
-                                         help="With --hist: slots in milliseconds, not "
-                                              "microseconds.")]
 LibcOpt = Annotated[Optional[Path], typer.Option("--libc", metavar="PATH", show_default=False,
                                                  help="Probe this libc instead of the one found.")]
 
@@ -231,13 +222,14 @@ def choose_libcs(libc: Path | None, pid: int | None, cgroup: Path | None) -> lis
 
 
 # -- results -------------------------------------------------------------------------------------
-def describe_result(func: int, ret: int, herrno: int, result_null: bool) -> tuple[bool, str, int]:
+def describe_result(function: str, ret: int, herrno: int,
+                    result_null: bool) -> tuple[bool, str, int]:
     """(ok, name, code) of one call, from what the uretprobe saw."""
-    if func == GETADDRINFO:
+    if function == "getaddrinfo":
         if ret == 0:
             return True, "OK", 0
         return False, EAI_NAMES.get(ret, f"EAI_{ret}"), ret
-    if func in (GETHOSTBYNAME, GETHOSTBYNAME2):          # returns struct hostent *
+    if function in ("gethostbyname", "gethostbyname2"):  # returns struct hostent *
         if ret != 0:
             return True, "OK", 0
     else:                                                # _r: returns 0 or an errno
@@ -250,50 +242,54 @@ def describe_result(func: int, ret: int, herrno: int, result_null: bool) -> tupl
     return False, HERRNO_NAMES.get(herrno, f"h_errno {herrno}"), herrno
 
 
-def hist_slots_json(slots: list[int]) -> list[dict]:
-    return [{"low": 0 if i == 0 else 1 << i, "high": (1 << (i + 1)) - 1, "count": c}
-            for i, c in enumerate(slots) if c]
-
-
 class LookupView:
-    def __init__(self, out):
+    def __init__(self, out, functions: list[str]):
         from netkit.render.output import StreamTable
         self.out = out
+        self.functions = functions          # enum lookup_func's names, by value
         self.stream = StreamTable(out, [
             Column("TIME", 8, "<", style="dim"), Column("PID", 7), Column("COMM", 15, "<"),
             Column("LATms", 10, fmt=lambda v: f"{v:.3f}", style="bold"),
             Column("HOST", 28, "<", style="cyan"), Column("RESULT", 6, "<")])  # 79 wide
 
     def event(self, e) -> None:
-        from netkit.render.output import clock_now
-        ok, result, code = describe_result(e.func, e.ret, e.herrno, bool(e.result_null))
-        comm = e.comm.decode(errors="replace")
-        host = e.host.decode(errors="replace")
+        from netkit.render.fields import clock, comm
+        function = self.functions[e.func]
+        ok, result, code = describe_result(function, e.ret, e.herrno, bool(e.result_null))
+        host = comm(e.host)
         latency_ms = e.latency_ns / 1e6
         if self.out.mode == "json":
-            self.out.record({"type": "lookup", "pid": e.pid, "tid": e.tid, "comm": comm,
-                             "function": FUNCTIONS[e.func][0], "host": host,
+            self.out.record({"type": "lookup", "pid": e.pid, "tid": e.tid, "comm": comm(e.comm),
+                             "function": function, "host": host,
                              "latency_ms": round(latency_ms, 3), "ok": ok, "result": result,
                              "code": code})
         else:
-            self.stream.row([clock_now(), e.pid, comm, latency_ms, host or "-", result])
+            self.stream.row([clock(), e.pid, comm(e.comm), latency_ms, host or "-", result])
 
     def histograms(self, hists: dict[str, object], unit: str) -> None:
+        from netkit.render.hist import hist_json
         ranked = sorted(hists.items(), key=lambda kv: (-kv[1].count, kv[0]))
         for n, (host, hist) in enumerate(ranked):
             if self.out.mode == "json":
                 self.out.record({"type": "hist", "host": host, "unit": unit, "count": hist.count,
-                                 "sum": hist.sum, "slots": hist_slots_json(hist.slots)})
+                                 "sum": hist.sum, f"latency_{unit}": hist_json(hist.slots)})
                 continue
             if n:
                 self.out.line()
             self.out.hist(f"{host or '(no name)'}: {hist.count} lookups, mean {hist.mean:.0f} "
                           f"{unit}", hist.slots, f"{unit}ecs")
 
+    def summary(self, lost: int) -> None:
+        if self.out.mode == "json":
+            self.out.record({"type": "summary", "lost_events": lost})
+        self.out.lost("gethostlatency", lost, "lookups")
 
-def drain(pending: list, view: LookupView) -> None:
-    while pending:
-        view.event(pending.pop(0))
+
+def functions_of(obj) -> list[str]:
+    """The libc functions probed, by their enum lookup_func value; each has its entry program
+    enter_<name>."""
+    values = obj.enum("lookup_func")
+    return sorted(values, key=values.get)
 
 
 def attach(obj, libcs: list[Libc], pid: int | None, out, verbose: bool) -> list[str]:
@@ -301,12 +297,12 @@ def attach(obj, libcs: list[Libc], pid: int | None, out, verbose: bool) -> list[
     without getaddrinfo is an error; a missing gethostbyname* is skipped (said with -v)."""
     probed = []
     for lib in libcs:
-        for function, program in FUNCTIONS:
+        for function in functions_of(obj):
             try:
                 # Return first: a call already under way then leaves no entry without a return.
                 obj.attach_uprobe(RETURN_PROGRAM, lib.path, function, retprobe=True,
                                   pid=pid or -1)
-                obj.attach_uprobe(program, lib.path, function, pid=pid or -1)
+                obj.attach_uprobe(f"enter_{function}", lib.path, function, pid=pid or -1)
             except NetkitError as exc:
                 if function != "getaddrinfo":
                     if verbose:
@@ -320,74 +316,38 @@ def attach(obj, libcs: list[Libc], pid: int | None, out, verbose: bool) -> list[
     return list(dict.fromkeys(probed))
 
 
-def trace(obj, view: LookupView, hist: bool, duration: float | None, banner: str) -> None:
-    """Stream events (or let the kernel fill the histograms) until Ctrl-C or the duration."""
-    # The ring's callback only queues: an exception inside a ctypes callback would be printed
-    # and lost (a closed pipe among them), so events are rendered after each poll.
-    pending: list = []
-    ring = None if hist else obj.ring_buffer(
-        "events", "lookup_event", lambda e: pending.append(type(e).from_buffer_copy(e)))
-
-    def wait(seconds: float) -> None:
-        if ring:
-            ring.poll(math.ceil(seconds * 1000))
-            drain(pending, view)
-        else:
-            time.sleep(seconds)
-
-    try:
-        view.out.note(banner)
-        Ticker(None, duration=duration, wait=wait).run_out()
-    except KeyboardInterrupt:
-        pass
-    if ring:
-        ring.poll(0)                     # what returned just before the end
-        drain(pending, view)
-
-
-@tool_errors("gethostlatency")
 def command(
     pid: PidOpt = None,
     name: NameOpt = None,
     cgroup: CgroupOpt = None,
     libc: LibcOpt = None,
     hist: HistOpt = False,
-    milliseconds: HistMsOpt = False,
+    milliseconds: MillisecondsOpt = False,
     duration: DurationOpt = None,
     json: JsonOpt = False,
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
 ):
-    import signal
-
-    from netkit.engine.bpfobject import BPFObject, Filters, set_verbose
+    from netkit.engine.bpfobject import BPFObject, Filters
     from netkit.engine.hist import Log2Hist
-    from netkit.render.output import Output
+    from netkit.render.fields import comm
 
-    set_verbose(verbose)
-    out = Output(json_mode=json, no_color=no_color)
+    out = open_output(json, no_color, verbose)
     filters = Filters(pid, name, cgroup)
     libcs = choose_libcs(libc, pid, filters.cgroup_path())
     rodata = {"hist_mode": hist, "hist_ms": hist and milliseconds}
-    manual = {program for _, program in FUNCTIONS} | {RETURN_PROGRAM}
-    try:
-        with BPFObject("gethostlatency", filters, rodata=rodata, manual=manual) as obj:
-            probed = attach(obj, libcs, pid, out, verbose)
-            if duration == 0:
-                return
-            view = LookupView(out)
-            trace(obj, view, hist, duration,
-                  f"Tracing host name lookups in {', '.join(lib.shown for lib in libcs)} "
-                  f"({', '.join(probed)}). Hit Ctrl-C to end.")
-            if hist:
-                view.histograms({key.host.decode(errors="replace"): Log2Hist.from_value(value)
-                                 for key, value in obj.map("host_hist").items()},
-                                "ms" if milliseconds else "us")
-            lost = obj.lost_events()
-            if lost:
-                out.note(f"netkit gethostlatency: {lost} lookups lost (ring buffer full)")
-            # Detaching waits for RCU grace periods (~0.1 s with uprobe_multi links, ~1 s with
-            # perf-event uprobes on kernels before 6.6): a second Ctrl-C must not cut it short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except KeyboardInterrupt:
-        pass                             # Ctrl-C while attaching: nothing traced, nothing to say
+    with BPFObject("gethostlatency", filters, rodata=rodata) as obj:
+        probed = attach(obj, libcs, pid, out, verbose)
+        if duration == 0:
+            return
+        view = LookupView(out, functions_of(obj))
+        ring = None if hist else obj.ring_buffer("events", "lookup_event", view.event)
+        Loop(out, duration=duration, rings=[ring]).run(
+            lambda ts, seconds, show: None,
+            f"Tracing host name lookups in {', '.join(lib.shown for lib in libcs)} "
+            f"({', '.join(probed)}). Hit Ctrl-C to end.")
+        if hist:
+            view.histograms({comm(key.host): Log2Hist.from_value(value)
+                             for key, value in obj.map("host_hist").items()},
+                            "ms" if milliseconds else "us")
+        view.summary(obj.lost_events())

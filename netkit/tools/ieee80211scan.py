@@ -8,19 +8,20 @@ the tool says so and exits 1; --list shows each backend and why it can or cannot
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from netkit.cli.options import DurationOpt, JsonOpt, NoColorOpt
+from netkit.cli.tool import ManPage
 from netkit.engine import checks
 from netkit.engine.errors import NetkitError
 from netkit.net import nl80211
-from netkit.render.output import Output, StreamTable
-from netkit.tools.common import Column, DurationOpt, JsonOpt, ManPage, NoColorOpt, tool_errors
+from netkit.render.output import Column, Output, StreamTable
 
 TOOL = "ieee80211scan"
 SUMMARY = "Wi-Fi scans: start, interface, type, duration, done/aborted, BSSes found."
@@ -63,7 +64,8 @@ MAN = ManPage(
         "interface, ifindex, wiphy, pid, comm, scan_type (full, partial or null), ssids (list; \"\" is the wildcard), "
         "freq_count, freqs_mhz, flags (NL80211_SCAN_FLAG names), duration_ms, result, "
         "bss_found, bss_total. On exit one object per interface: type=\"summary\", interface, "
-        "scans, done, aborted, unfinished, avg_duration_ms, max_duration_ms, bss_found_max. "
+        "scans, done, aborted, unfinished, avg_duration_ms, max_duration_ms, bss_found_max, "
+        "lost_events (times the kernel dropped scan events: the socket buffer was full). "
         "With --list: type=\"backend\", backend, available, reason."),
     see_also=["iw(8)", "wpa_supplicant(8)"],
 )
@@ -89,33 +91,29 @@ SUMMARY_COLUMNS = [
 
 # -- backends -------------------------------------------------------------------------------------
 
-class Requesters:
-    """Who asks for scans: ieee80211scan.bpf.o reports each NL80211_CMD_TRIGGER_SCAN a process
-    sends (sendto/sendmsg on a generic-netlink socket); they go to the tracker as ScanRequests."""
+def requester_object(family: int):
+    """ieee80211scan.bpf.o: reports each NL80211_CMD_TRIGGER_SCAN a process sends
+    (sendto/sendmsg on a generic-netlink socket to nl80211 `family`)."""
+    from netkit.engine.bpfobject import BPFObject   # libbpf only when it is used
+    return BPFObject(TOOL, rodata={"nl80211_family": family})
 
-    def __init__(self, family: int, tracker: nl80211.ScanTracker):
-        from netkit.engine.bpfobject import BPFObject   # libbpf only when it is used
+
+class Requesters:
+    """Who asks for scans: the requests the BPF object reports go to the tracker as
+    ScanRequests."""
+
+    def __init__(self, obj, tracker: nl80211.ScanTracker):
         self.tracker = tracker
-        self.obj = BPFObject(TOOL, rodata={"nl80211_family": family})
-        try:
-            self.obj.open()
-            self.obj.load()
-            self.obj.attach_all()
-            self.ring = self.obj.ring_buffer("requests", "scan_request", self._on_request)
-        except BaseException:
-            self.obj.close()
-            raise
+        self.ring = obj.ring_buffer("requests", "scan_request", self._on_request)
 
     def _on_request(self, event) -> None:
+        from netkit.render.fields import comm
         self.tracker.requested(nl80211.ScanRequest(
             ifindex=event.ifindex, wdev=event.wdev, boot_ns=event.boot_ns,
-            pid=event.tgid, comm=bytes(event.comm).split(b"\0")[0].decode(errors="replace")))
+            pid=event.tgid, comm=comm(event.comm)))
 
     def poll(self) -> None:
         self.ring.poll(0)
-
-    def close(self) -> None:
-        self.obj.close()
 
 
 def backends() -> list[tuple[str, bool, str]]:
@@ -129,7 +127,8 @@ def backends() -> list[tuple[str, bool, str]]:
     except NetkitError as exc:
         out.append(("nl80211", False, str(exc)))
     try:
-        Requesters(0, nl80211.ScanTracker()).close()   # a real load and attach, then detach
+        with requester_object(0):            # a real load and attach, then detach
+            pass
         out.append(("requester", True, "tp_btf/sys_enter sees each TRIGGER_SCAN request a process "
                                        "sends: PID and COMM of who asked (with nl80211)"))
     except NetkitError as exc:
@@ -190,9 +189,9 @@ class ScanView:
 
     def scan(self, r: nl80211.ScanRecord) -> None:
         self.by_interface[r.interface].append(r)
+        from netkit.render.fields import clock_ms, iso
         if self.out.mode == "json":
-            start = (datetime.fromtimestamp(r.start_wall).astimezone()
-                     .isoformat(timespec="milliseconds") if r.start_wall is not None else None)
+            start = iso(r.start_wall) if r.start_wall is not None else None
             self.out.record({
                 "type": "scan", "ts": start, "interface": r.interface, "ifindex": r.ifindex,
                 "wiphy": r.wiphy, "pid": r.pid, "comm": r.comm, "scan_type": scan_type(r),
@@ -201,8 +200,7 @@ class ScanView:
                 "duration_ms": ms(r.duration_s), "result": r.result,
                 "bss_found": r.bss_found, "bss_total": r.bss_total})
             return
-        start = (datetime.fromtimestamp(r.start_wall).strftime("%H:%M:%S.%f")[:12]
-                 if r.start_wall is not None else "-")
+        start = clock_ms(r.start_wall) if r.start_wall is not None else "-"
         ssids = ",".join(ssid_text(s) or "*" for s in r.ssids) or "-"
         bss = ("-" if r.bss_total is None else
                f"{'-' if r.bss_found is None else r.bss_found}/{r.bss_total}")
@@ -211,7 +209,7 @@ class ScanView:
                         scan_type(r) or "?", len(r.freqs),
                         "-" if duration is None else f"{duration:.1f}", r.result, bss, ssids])
 
-    def summary_rows(self) -> list[dict]:
+    def summary_rows(self, lost: int) -> list[dict]:
         rows = []
         for name in sorted(self.by_interface):
             scans = self.by_interface[name]
@@ -224,11 +222,13 @@ class ScanView:
                 "unfinished": sum(s.result == "unfinished" for s in scans),
                 "avg_duration_ms": ms(sum(timed) / len(timed)) if timed else None,
                 "max_duration_ms": ms(max(timed)) if timed else None,
-                "bss_found_max": max(found) if found else None})
+                "bss_found_max": max(found) if found else None, "lost_events": lost})
         return rows
 
-    def summary(self) -> None:
-        rows = self.summary_rows()
+    def summary(self, lost: int) -> None:
+        """Per interface; `lost`: times the kernel dropped scan events (socket buffer full)."""
+        self.out.lost(TOOL, lost, "scan event batches", "the netlink socket's buffer was full")
+        rows = self.summary_rows(lost)
         if self.out.mode == "json":
             for row in rows:
                 self.out.record({"type": "summary", **row})
@@ -237,13 +237,13 @@ class ScanView:
             self.out.note("No scans seen.")
             return
         self.out.line()
-        self.out.table(SUMMARY_COLUMNS, [[cell(v) for v in row.values()] for row in rows],
+        self.out.table(SUMMARY_COLUMNS, [[cell(v) for k, v in row.items() if k != "lost_events"]
+                                         for row in rows],
                        title="Scans per interface:")
 
 
 # -- command --------------------------------------------------------------------------------------
 
-@tool_errors(TOOL)
 def command(interface: InterfaceOpt = None, duration: DurationOpt = None, json: JsonOpt = False,
             no_color: NoColorOpt = False, list_: ListOpt = False):
     out = Output(json_mode=json, no_color=no_color)
@@ -276,10 +276,11 @@ def open_backend() -> nl80211.Nl80211:
                           "generic-netlink family, no cfg80211 tracepoints); see --list") from None
 
 
-def open_requesters(family: int, tracker: nl80211.ScanTracker, out: Output) -> Requesters | None:
+def open_requesters(stack: contextlib.ExitStack, family: int, tracker: nl80211.ScanTracker,
+                    out: Output) -> Requesters | None:
     """The BPF side is a bonus: without it (not root, object not built) PID and COMM show '-'."""
     try:
-        return Requesters(family, tracker)
+        return Requesters(stack.enter_context(requester_object(family)), tracker)
     except NetkitError as exc:
         out.note(f"netkit {TOOL}: requesting processes unknown: {exc}")
         return None
@@ -294,8 +295,14 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
     except OSError:
         channels = {}   # full/partial becomes "?"
     tracker = nl80211.ScanTracker()
-    requesters = open_requesters(nl.family, tracker, out)
-    view = ScanView(out)
+    with contextlib.ExitStack() as stack:
+        requesters = open_requesters(stack, nl.family, tracker, out)
+        view = ScanView(out)
+        follow(nl, out, view, tracker, requesters, channels, interface, duration)
+
+
+def follow(nl, out, view, tracker, requesters, channels, interface, duration) -> None:
+    """Print each scan as it ends, until Ctrl-C or the duration, then the summary."""
     out.note("Tracing ieee80211 SSID scans. Hit Ctrl-C to end.")   # the original's banner
     stop_at = None if duration is None else time.monotonic() + duration
     try:
@@ -316,13 +323,8 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
             view.scan(record)
     except KeyboardInterrupt:
         pass
-    finally:
-        if requesters:
-            requesters.close()
     for record in tracker.unfinished():
         if not interface or record.interface == interface:
             nl80211.mark_full(record, channels)
             view.scan(record)
-    if nl.lost:
-        out.note(f"{nl.lost} times the kernel dropped scan events (socket buffer full).")
-    view.summary()
+    view.summary(nl.lost)

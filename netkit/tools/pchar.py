@@ -8,6 +8,7 @@ steady; -R gives pchar's fixed plan of R repetitions per size.
 """
 from __future__ import annotations
 
+import enum
 import math
 import socket
 import time
@@ -15,8 +16,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from netkit.cli.options import Ipv4Opt, Ipv6Opt, JsonOpt, NoColorOpt, Number, family_of, seconds
+from netkit.cli.tool import ManPage
+from netkit.engine.errors import NetkitError, UsageError
 from netkit.net import pchar as pc
-from netkit.tools.common import Column, JsonOpt, ManPage, NoColorOpt, fail, tool_errors
+from netkit.render.output import Column
 
 SUMMARY = "per-hop link bandwidth, latency and queueing along a path (pathchar's method)."
 
@@ -79,6 +83,9 @@ MAN = ManPage(
     see_also=["pchar(8)", "traceroute(8)", "netkit-superping(8)"],
 )
 
+Protocol = enum.Enum("Protocol", {name: name for name in pc.PROBERS}, type=str)
+Estimator = enum.Enum("Estimator", {name: name for name in pc.ESTIMATORS}, type=str)
+
 DestArg = Annotated[str, typer.Argument(metavar="DESTINATION", show_default=False,
                                         help="Host at the end of the path.")]
 RepsOpt = Annotated[Optional[int], typer.Option("-R", "--reps", min=1, show_default=False,
@@ -89,31 +96,30 @@ MtuOpt = Annotated[int, typer.Option("-m", "--mtu", min=64, max=65535,
 IncOpt = Annotated[Optional[int], typer.Option("-I", "--increment", min=1, show_default=False,
                                                help="Step between probe sizes (pchar: 32); "
                                                     "default: 8 sizes when adaptive.")]
-GapOpt = Annotated[Optional[float], typer.Option("-g", "--gap", min=0, show_default=False,
+GapOpt = Annotated[Optional[float], typer.Option("-g", "--gap", click_type=seconds(0, 60),
+                                                 show_default=False,
                                                  help="Mean seconds between probes (default "
                                                       "0.25 with -R, as pchar; 0.02 adaptive).")]
 LastOpt = Annotated[int, typer.Option("-H", "--hops", min=1, max=255,
                                       help="Last hop to probe.")]
 FirstOpt = Annotated[int, typer.Option("-s", "--first", min=1, max=255,
                                        help="First hop to probe.")]
-ProtoOpt = Annotated[str, typer.Option("-p", "--protocol", metavar="udp|icmp|tcp",
-                                       help="Probe kind.")]
+ProtoOpt = Annotated[Protocol, typer.Option("-p", "--protocol", help="Probe kind.")]
 PortOpt = Annotated[Optional[int], typer.Option("-P", "--port", min=1, max=65535,
                                                 show_default=False,
                                                 help="Destination port (udp: 32768, tcp: 80).")]
-TimeoutOpt = Annotated[float, typer.Option("-t", "--timeout", min=0.001,
+TimeoutOpt = Annotated[float, typer.Option("-t", "--timeout", click_type=seconds(0.001, 3600),
                                            help="Seconds to wait for each answer.")]
 NoNamesOpt = Annotated[bool, typer.Option("-n", "--numeric", help="No reverse name lookups.")]
-EstOpt = Annotated[str, typer.Option("-a", "--estimator", metavar="lsq|kendall|lms",
-                                     help="Line fit: least squares, Theil-Sen (Kendall's tau) "
-                                          "or least median of squares.")]
-PrecOpt = Annotated[float, typer.Option("--precision", min=0.001, max=1.0,
+EstOpt = Annotated[Estimator, typer.Option("-a", "--estimator",
+                                           help="Line fit: least squares, Theil-Sen (Kendall's "
+                                                "tau) or least median of squares.")]
+PrecOpt = Annotated[float, typer.Option("--precision", click_type=Number(0.001, 1.0,
+                                                                        name="fraction"),
                                         help="Adaptive stop: half-width of the bandwidth's 95% "
                                              "interval, relative to the estimate.")]
 SourceOpt = Annotated[Optional[str], typer.Option("--source", metavar="ADDR", show_default=False,
                                                   help="Send from this local address.")]
-V4Opt = Annotated[bool, typer.Option("-4", help="IPv4 only.")]
-V6Opt = Annotated[bool, typer.Option("-6", help="IPv6 only.")]
 
 
 def fmt_bps(bps: float | None) -> str:
@@ -252,7 +258,6 @@ class PcharView:
                       f"these {info['hops']} hops)")
 
 
-@tool_errors("pchar")
 def command(
     destination: DestArg,
     reps: RepsOpt = None,
@@ -261,40 +266,35 @@ def command(
     gap: GapOpt = None,
     last: LastOpt = 30,
     first: FirstOpt = 1,
-    protocol: ProtoOpt = "udp",
+    protocol: ProtoOpt = Protocol.udp,
     port: PortOpt = None,
     timeout: TimeoutOpt = 3.0,
     numeric: NoNamesOpt = False,
-    estimator: EstOpt = "lsq",
+    estimator: EstOpt = Estimator.lsq,
     precision: PrecOpt = 0.05,
     source: SourceOpt = None,
-    ipv4: V4Opt = False,
-    ipv6: V6Opt = False,
+    ipv4: Ipv4Opt = False,
+    ipv6: Ipv6Opt = False,
     json: JsonOpt = False,
     no_color: NoColorOpt = False,
 ):
     from netkit.render.output import Output
 
-    if protocol not in pc.PROBERS:
-        fail("pchar", f"unknown protocol {protocol!r} (udp, icmp or tcp)", 2)
-    if estimator not in pc.ESTIMATORS:
-        fail("pchar", f"unknown estimator {estimator!r} (lsq, kendall or lms)", 2)
-    if ipv4 and ipv6:
-        fail("pchar", "-4 and -6 exclude each other", 2)
+    family = {0: None, 4: socket.AF_INET, 6: socket.AF_INET6}[family_of(ipv4, ipv6)]
     if first > last:
-        fail("pchar", f"first hop {first} is beyond the last hop {last}", 2)
-    family = socket.AF_INET if ipv4 else socket.AF_INET6 if ipv6 else None
+        raise UsageError(f"first hop {first} is beyond the last hop {last}")
+    protocol, estimator = protocol.value, estimator.value
     out = Output(json_mode=json, no_color=no_color)
     with pc.PROBERS[protocol](destination, family, port, timeout, source) as prober:
         if mtu < prober.min_size + 2 * (increment or 1):
-            fail("pchar", f"-m {mtu} leaves no room for probes of several sizes "
-                          f"(the smallest is {prober.min_size} bytes)", 2)
+            raise UsageError(f"-m {mtu} leaves no room for probes of several sizes "
+                             f"(the smallest is {prober.min_size} bytes)")
         if increment or reps:
             sizes = pc.sizes_from(prober.min_size, mtu, increment or 32)
         else:
             sizes = pc.spread_sizes(prober.min_size, mtu)
         if len(sizes) < 3:
-            fail("pchar", f"-I {increment} leaves fewer than 3 sizes up to -m {mtu}", 2)
+            raise UsageError(f"-I {increment} leaves fewer than 3 sizes up to -m {mtu}")
         plan = pc.Plan(sizes, reps, gap if gap is not None else (0.25 if reps else 0.02),
                        precision=precision)
         view = PcharView(out, numeric)
@@ -322,10 +322,10 @@ def command(
         return
     fatal = hops[-1].fatal if hops else None
     if fatal and fatal.kind == "too-big":
-        fail("pchar", f"hop {fatal.ttl} ({fatal.responder}) cannot forward {fatal.size}-byte "
-                      f"probes (MTU {fatal.mtu}): lower -m")
+        raise NetkitError(f"hop {fatal.ttl} ({fatal.responder}) cannot forward {fatal.size}-byte "
+                          f"probes (MTU {fatal.mtu}): lower -m")
     if fatal:
-        fail("pchar", f"hop {fatal.ttl} ({fatal.responder}) answered {fatal.kind}: "
-                      f"{destination} is unreachable")
+        raise NetkitError(f"hop {fatal.ttl} ({fatal.responder}) answered {fatal.kind}: "
+                          f"{destination} is unreachable")
     if not reached:
-        fail("pchar", f"{destination} did not answer within {last} hops")
+        raise NetkitError(f"{destination} did not answer within {last} hops")

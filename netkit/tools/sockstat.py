@@ -8,17 +8,15 @@ cgroup. Like bcc's tools: an optional [INTERVAL [COUNT]], Ctrl-C for a summary.
 from __future__ import annotations
 
 import contextlib
-import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import NamedTuple
 
-import typer
-
+from netkit.cli.loop import Loop
+from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
+                                NoColorOpt, PidOpt, TopOpt, VerboseOpt)
+from netkit.cli.tool import ManPage, open_output
 from netkit.export import ExportHub, export_options
 from netkit.metrics import Counter, Snapshot
-from netkit.tools.common import (CgroupOpt, Column, CountArg, DurationOpt, IntervalArg, JsonOpt,
-                                 ManPage, NameOpt, NoColorOpt, PidOpt, Ticker, VerboseOpt,
-                                 tool_errors)
+from netkit.render.output import Column
 
 SUMMARY = "Socket syscalls, TCP state changes and bytes per interval (tracepoints)."
 
@@ -82,82 +80,64 @@ MAN = ManPage(
     see_also=["ss(8)", "netstat(8)", "bpftrace(8)", "sockstat.bt (BPF Performance Tools, ch. 10)"],
 )
 
-TopOpt = Annotated[Optional[int], typer.Option("-T", "--top", metavar="N", min=1, show_default=False,
-                                               help="Show the N busiest processes each interval.")]
+class Proc(NamedTuple):
+    pid: int
+    comm: str
 
 
-def _sum_cpus(per_cpu) -> tuple[dict[str, int], str]:
-    totals = {name: sum(getattr(v, name) for v in per_cpu) for name in COUNTERS}
-    comm = next((v.comm.decode(errors="replace") for v in per_cpu if v.comm), "")
-    return totals, comm
+def process_counts(counts_map):
+    """The per-process counters (map tgid -> per-CPU struct sockstat_counts), read per interval;
+    processes that exited are retired from the map."""
+    from netkit.engine.counters import Counts, CumulativeMap, alive
+    from netkit.render.fields import comm
 
-
-class ProcessCounts:
-    """Cumulative per-process counters read from the BPF map, and what changed since last read."""
-
-    def __init__(self, counts_map):
-        self.map = counts_map
-        self.last: dict[int, dict[str, int]] = {}
-        self.comms: dict[int, str] = {}
-        self.run_totals: dict[int, dict[str, int]] = {}
-
-    def read_delta(self) -> dict[int, dict[str, int]]:
-        delta = {}
-        for key, per_cpu in self.map.items():
-            tgid = key.value
-            now, comm = _sum_cpus(per_cpu)
-            before = self.last.get(tgid, dict.fromkeys(COUNTERS, 0))
-            change = {name: now[name] - before[name] for name in COUNTERS}
-            if any(change.values()):
-                delta[tgid] = change
-                run = self.run_totals.setdefault(tgid, dict.fromkeys(COUNTERS, 0))
-                for name in COUNTERS:
-                    run[name] += change[name]
-            self.last[tgid], self.comms[tgid] = now, comm or self.comms.get(tgid, "")
-        self._forget_exited()
-        return delta
-
-    def _forget_exited(self) -> None:
-        """Drop map entries of processes that have exited (their counts are already taken)."""
-        for tgid in list(self.last):
-            if not Path(f"/proc/{tgid}").exists():
-                self.map.delete(tgid)
-                del self.last[tgid]
+    def decode(key, per_cpu):
+        name = next((comm(v.comm) for v in per_cpu if v.comm), "")
+        return Proc(key.value, name), Counts.of(per_cpu, COUNTERS)
+    return CumulativeMap(counts_map, decode, retire=lambda proc, _: not alive(proc.pid))
 
 
 EXPORT_HELP = {"tcp_state": "TCP state transitions", "tx_bytes": "Bytes sent through sockets",
                "rx_bytes": "Bytes received through sockets"}
 
 
-def export_snapshot(ts: float, run_totals: dict[int, dict[str, int]], unavailable) -> Snapshot:
+def export_snapshot(ts: float, totals: dict, unavailable) -> Snapshot:
     """System-wide totals since the start, for --prometheus/--textfile/--graphite."""
-    totals = _totals(run_totals)
+    system = _system_wide(totals)
     return Snapshot("sockstat", ts, counters=[
         Counter(f"sockstat_{key}" if name in EXPORT_HELP else f"sockstat_{key}_calls",
                 EXPORT_HELP.get(name, f"Calls of the {name}() family, counted at syscall entry"),
-                totals[name])
+                system[name])
         for name, _, key, _ in FIELDS if name not in unavailable])
+
+
+def _open(pid, name, cgroup):
+    from netkit.engine.bpfobject import BPFObject, Filters
+    return BPFObject("sockstat", Filters(pid, name, cgroup), optional=OPTIONAL_TRACEPOINTS)
+
+
+def _unavailable(missing: list[str]) -> set[str]:
+    return {f[0] for f in FIELDS if f[3] in missing}
 
 
 @contextlib.contextmanager
 def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
     """For `netkit export`: attach sockstat's probes, yield a function ts -> Snapshot."""
-    from netkit.engine.bpfobject import BPFObject, Filters
-    with BPFObject("sockstat", Filters(pid, name, cgroup), optional=OPTIONAL_TRACEPOINTS) as obj:
-        counts = ProcessCounts(obj.map("counts"))
-        unavailable = {f[0] for f in FIELDS if f[3] in obj.missing}
+    with _open(pid, name, cgroup) as obj:
+        counts = process_counts(obj.map("counts"))
 
         def sample(ts: float) -> Snapshot:
-            counts.read_delta()
-            return export_snapshot(ts, counts.run_totals, unavailable)
+            counts.read()
+            return export_snapshot(ts, counts.totals(), _unavailable(obj.missing))
         yield sample
 
 
-def _totals(per_process: dict[int, dict[str, int]]) -> dict[str, int]:
+def _system_wide(per_process: dict) -> dict[str, int]:
     return {name: sum(c[name] for c in per_process.values()) for name in COUNTERS}
 
 
-def _busiest(per_process: dict[int, dict[str, int]], n: int | None):
+def _busiest(per_process: dict, n: int | None):
+    """Processes with the most socket calls first, then the most bytes."""
     ranked = sorted(per_process.items(),
                     key=lambda kv: (sum(kv[1][f] for f in CALL_COUNTERS), kv[1]["tx_bytes"] +
                                     kv[1]["rx_bytes"]), reverse=True)
@@ -168,7 +148,7 @@ class SockstatView:
     def __init__(self, out, missing: list[str], top: int | None):
         from netkit.render.output import StreamTable
         self.out, self.top = out, top
-        self.unavailable = {f[0] for f in FIELDS if f[3] in missing}
+        self.unavailable = _unavailable(missing)
         fmt = self._cell
         self.count_columns = [Column(header, 9 if name.endswith("bytes") else 7,
                                      fmt=lambda v, n=name: fmt(n, v)) for name, header, _, _ in FIELDS]
@@ -177,54 +157,52 @@ class SockstatView:
     def _cell(self, name: str, value) -> str:
         return "n/a" if name in self.unavailable else str(value)
 
-    def _json_counts(self, counts: dict[str, int]) -> dict:
+    def _json_counts(self, counts) -> dict:
         return {key: (None if name in self.unavailable else counts[name])
                 for name, _, key, _ in FIELDS}
 
-    def _process_rows(self, ranked, comms):
-        return [[tgid, comms.get(tgid, "")] + [c[name] for name in COUNTERS] for tgid, c in ranked]
+    def _json_processes(self, ranked) -> list[dict]:
+        return [{"pid": proc.pid, "comm": proc.comm, **self._json_counts(c)} for proc, c in ranked]
 
-    def interval(self, ts: float, seconds: float, delta: dict[int, dict[str, int]], comms) -> None:
-        from netkit.render.output import iso_now
-        totals = _totals(delta)
+    def _process_rows(self, ranked):
+        return [[proc.pid, proc.comm] + [c[name] for name in COUNTERS] for proc, c in ranked]
+
+    def interval(self, ts: float, seconds: float, delta: dict) -> None:
+        from netkit.render.fields import clock
+        system = _system_wide(delta)
         if self.out.mode == "json":
-            record = {"type": "interval", "ts": iso_now(), "interval_s": round(seconds, 3),
-                      **self._json_counts(totals)}
+            record = {"type": "interval", "interval_s": round(seconds, 3),
+                      **self._json_counts(system)}
             if self.top:
-                record["top"] = [{"pid": tgid, "comm": comms.get(tgid, ""), **self._json_counts(c)}
-                                 for tgid, c in _busiest(delta, self.top)]
+                record["top"] = self._json_processes(_busiest(delta, self.top))
             self.out.record(record)
         elif self.top and not delta:
-            self.out.line(f"{time.strftime('%H:%M:%S', time.localtime(ts))}  (no socket activity)")
+            self.out.line(f"{clock(ts)}  (no socket activity)")
         elif self.top:
-            self.out.table(self._process_columns(), self._process_rows(_busiest(delta, self.top), comms),
-                           title=time.strftime("%H:%M:%S", time.localtime(ts)))
+            self.out.table(self._process_columns(), self._process_rows(_busiest(delta, self.top)),
+                           title=clock(ts))
         else:
-            self.stream.row([time.strftime("%H:%M:%S", time.localtime(ts))] +
-                            [totals[name] for name in COUNTERS])
+            self.stream.row([clock(ts)] + [system[name] for name in COUNTERS])
 
     def _process_columns(self):
         return [Column("PID", 7), Column("COMM", 15, "<", style="bold")] + self.count_columns
 
-    def summary(self, seconds: float, run_totals: dict[int, dict[str, int]], comms) -> None:
-        totals = _totals(run_totals)
-        ranked = _busiest(run_totals, None)
+    def summary(self, seconds: float, totals: dict) -> None:
+        system = _system_wide(totals)
+        ranked = _busiest(totals, None)
         if self.out.mode == "json":
             self.out.record({"type": "summary", "duration_s": round(seconds, 3),
-                             **self._json_counts(totals),
-                             "top": [{"pid": tgid, "comm": comms.get(tgid, ""), **self._json_counts(c)}
-                                     for tgid, c in ranked]})
+                             **self._json_counts(system), "top": self._json_processes(ranked)})
             return
         self.out.line()
-        self.out.table(self.count_columns, [[totals[name] for name in COUNTERS]],
+        self.out.table(self.count_columns, [[system[name] for name in COUNTERS]],
                        title=f"Total over {seconds:.1f} s:")
         if self.top and ranked:
             self.out.line()
-            self.out.table(self._process_columns(), self._process_rows(ranked[:self.top], comms),
+            self.out.table(self._process_columns(), self._process_rows(ranked[:self.top]),
                            title="Busiest processes over the run:")
 
 
-@tool_errors("sockstat")
 @export_options("sockstat")
 def command(
     interval: IntervalArg = 1.0,
@@ -239,30 +217,23 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.engine.bpfobject import BPFObject, Filters, set_verbose
-    from netkit.render.output import Output
 
-    set_verbose(verbose)
-    out = Output(json_mode=json, no_color=no_color)
-    with BPFObject("sockstat", Filters(pid, name, cgroup), optional=OPTIONAL_TRACEPOINTS) as obj:
+    out = open_output(json, no_color, verbose)
+    with _open(pid, name, cgroup) as obj:
         for tracepoint in obj.missing:
             out.note(f"netkit sockstat: this kernel has no tracepoint {tracepoint}; "
                      f"its column shows n/a")
         if duration == 0:
             return
         view = SockstatView(out, obj.missing, top)
-        counts = ProcessCounts(obj.map("counts"))
-        started = last = time.monotonic()
-        try:
-            out.note("Tracing socket activity... Hit Ctrl-C to end.")
-            for ts in Ticker(interval, count, duration):
-                now = time.monotonic()
-                view.interval(ts, now - last, counts.read_delta(), counts.comms)
-                if exporters:
-                    exporters.publish(export_snapshot(ts, counts.run_totals, view.unavailable))
-                last = now
-        except KeyboardInterrupt:
-            counts.read_delta()
-            if exporters:
-                exporters.publish(export_snapshot(time.time(), counts.run_totals, view.unavailable))
-        view.summary(time.monotonic() - started, counts.run_totals, counts.comms)
+        counts = process_counts(obj.map("counts"))
+
+        def tick(ts: float, seconds: float, show: bool):
+            delta = counts.read()
+            if show:
+                view.interval(ts, seconds, delta)
+            return export_snapshot(ts, counts.totals(), view.unavailable) if exporters else None
+
+        loop = Loop(out, interval=interval, count=count, duration=duration, exporters=exporters)
+        seconds = loop.run(tick, "Tracing socket activity... Hit Ctrl-C to end.")
+        view.summary(seconds, counts.totals())

@@ -8,23 +8,24 @@ latency. Tracepoints only; histograms are kept in the kernel, events are streame
 from __future__ import annotations
 
 import contextlib
-import errno as _errno
-import math
-import time
-from typing import Annotated, NamedTuple, Optional
+import enum
+from typing import Annotated, NamedTuple
 
 import typer
 
+from netkit.cli.loop import Loop
+from netkit.cli.options import (CgroupOpt, CountArg, DportOpt, DurationOpt, Ipv4Opt, Ipv6Opt,
+                                IntervalArg, JsonOpt, MillisecondsOpt, NameOpt, NoColorOpt, PidOpt,
+                                VerboseOpt, family_of, ports_of)
+from netkit.cli.tool import ManPage, open_output
 from netkit.export import ExportHub, export_options
-from netkit.tools.common import (CgroupOpt, Column, CountArg, DurationOpt, JsonOpt, ManPage,
-                                 MillisecondsOpt, NameOpt, NoColorOpt, PidOpt, Ticker, VerboseOpt,
-                                 fail, tool_errors)
+from netkit.render.fields import errno_name, ip_version, with_port
+from netkit.render.output import Column
 
 SUMMARY = "Latency of IP connect() calls, blocking and non-blocking, with results (tracepoints)."
 
-RESULT_CLOSED = 4096            # soconnlat.h: closed by its owner before the handshake ended
+RESULT_CLOSED = 4096            # soconnlat.h's enum soconnlat_result (tests/test_engine.py ties it)
 MODES = ("blocking", "nonblocking")
-MAX_DPORTS = 8
 
 MAN = ManPage(
     description=(
@@ -76,55 +77,38 @@ MAN = ManPage(
         "latency_ms with -m), result, errno (0 for OK, null for CLOSED), mode. Histograms as "
         "objects with type \"hist\", scope (\"interval\" or \"run\"), ts, interval_s (interval "
         "scope) or duration_s (run scope), pid and comm (or dest and dport with --by dest), "
-        "family, mode, result, errno, count, latency_us_sum, latency_us_avg (latency_ms_* with "
-        "-m) and buckets: a list of objects with low, high (inclusive, in the unit) and count. "
+        "family, mode, result, errno, count, latency_us_sum, latency_us_avg and latency_us, the "
+        "histogram: a list of objects with low, high and count for the bucket [low, high) "
+        "(latency_ms_* with -m). "
         "At the end one object with type \"summary\", duration_s, connects, results (count per "
         "result) and lost_events (events the ring buffer could not take)."),
     see_also=["tcpconnlat(8)", "tcpconnect(8)", "soconnlat.bt (BPF Performance Tools, ch. 10)",
               "connect(2)", "tcp(7)"],
 )
 
-OptionalIntervalArg = Annotated[Optional[float], typer.Argument(
-    min=0.01, metavar="[INTERVAL]", show_default=False,
-    help="Print histograms every INTERVAL seconds (default: only at the end).")]
-DportOpt = Annotated[Optional[list[int]], typer.Option(
-    "-D", "--dport", metavar="PORT", min=1, max=65535, show_default=False,
-    help=f"Trace only connects to this destination port (repeat for up to {MAX_DPORTS}).")]
-V4Opt = Annotated[bool, typer.Option("-4", "--ipv4", help="IPv4 destinations only.")]
-V6Opt = Annotated[bool, typer.Option("-6", "--ipv6", help="IPv6 destinations only.")]
+
+
+class By(str, enum.Enum):
+    process = "process"
+    dest = "dest"
+
+
 EventsOpt = Annotated[bool, typer.Option("-e", "--events", help="Print one line per connect.")]
-ByOpt = Annotated[str, typer.Option("--by", metavar="process|dest",
-                                    help="Group histograms by process or by destination.")]
+ByOpt = Annotated[By, typer.Option("--by", help="Group histograms by process or by destination.")]
 UdpOpt = Annotated[bool, typer.Option("--udp", help="Also count UDP connect() calls (they do "
                                                     "not wait; timed in the syscall).")]
 
 
-# -- naming ----------------------------------------------------------------------------------------
 def result_name(code: int) -> str:
     if code == 0:
         return "OK"
     if code == RESULT_CLOSED:
         return "CLOSED"
-    return _errno.errorcode.get(code, f"E{code}")
+    return errno_name(code)
 
 
-def family_name(family: int) -> str:
-    return "IPv4" if family == 4 else "IPv6"
-
-
-def address(family: int, raw: bytes) -> str:
-    import socket
-    if family == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    return socket.inet_ntop(socket.AF_INET6, raw[:16])
-
-
-def dest_text(family: int, addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
-
-
-def _comm(raw: bytes) -> str:
-    return raw.split(b"\0")[0].decode(errors="replace")
+def result_errno(code: int) -> int | None:
+    return None if code == RESULT_CLOSED else code
 
 
 # -- the kernel's histograms ------------------------------------------------------------------------
@@ -139,73 +123,45 @@ class Key(NamedTuple):
     dest: str
     dport: int
 
-
-def decode_key(k) -> Key:
-    dest = address(k.family, bytes(k.daddr)) if any(k.daddr) else ""
-    return Key(k.tgid, _comm(k.comm), k.family, k.mode, k.result, dest, k.dport)
-
-
-class Stats:
-    """A histogram with its exact sum in ns (struct soconnlat_value)."""
-    __slots__ = ("hist", "sum_ns")
-
-    def __init__(self, hist=None, sum_ns: int = 0):
-        from netkit.engine.hist import Log2Hist
-        self.hist = hist or Log2Hist()
-        self.sum_ns = sum_ns
-
-    def add(self, other: "Stats") -> None:
-        self.hist.add(other.hist)
-        self.sum_ns += other.sum_ns
-
-    def minus(self, earlier: "Stats") -> "Stats":
-        return Stats(self.hist.minus(earlier.hist), self.sum_ns - earlier.sum_ns)
+    @property
+    def dest_port(self) -> str:
+        return with_port(self.dest, self.dport)
 
 
-class Histograms:
-    """Cumulative histograms read from the `hists` map; the change since the last read.
+class Stats(NamedTuple):
+    """A histogram in the user's unit with the exact sum of latencies in ns (struct
+    soconnlat_value)."""
+    hist: object                # Log2Hist
+    sum_ns: int
 
-    Entries of processes that have exited are folded into `gone` and deleted from the map, so
-    the map (10240 keys) does not fill up on a long run; the run totals keep them."""
+    def __add__(self, other: "Stats") -> "Stats":
+        return Stats(self.hist + other.hist, self.sum_ns + other.sum_ns)
 
-    def __init__(self, hists_map, per_process: bool):
-        self.map = hists_map
-        self.per_process = per_process
-        self.last: dict[Key, Stats] = {}
-        self.gone: dict[Key, Stats] = {}
-        self.raw: dict[Key, object] = {}        # the map's own key, to delete it exactly
+    def __sub__(self, earlier: "Stats") -> "Stats":
+        return Stats(self.hist - earlier.hist, self.sum_ns - earlier.sum_ns)
 
-    def _read(self) -> dict[Key, Stats]:
-        from netkit.engine.hist import Log2Hist
-        now = {}
-        for raw_key, value in self.map.items():
-            key = decode_key(raw_key)
-            self.raw[key] = raw_key
-            now[key] = Stats(Log2Hist.from_value(value.lat), value.sum_ns)
-        return now
+    def __bool__(self) -> bool:
+        return bool(self.hist)
 
-    def read(self) -> tuple[dict[Key, Stats], dict[Key, Stats]]:
-        """(what changed since the last read, totals since the start)."""
-        from pathlib import Path
-        now = self._read()
-        delta = {}
-        for key, stats in now.items():
-            change = stats.minus(self.last[key]) if key in self.last else stats
-            if change.hist.count:
-                delta[key] = change
-        self.last = now
-        if self.per_process:
-            for key in [k for k in now if not Path(f"/proc/{k.pid}").exists()]:
-                self._fold(key)
-        totals: dict[Key, Stats] = {}
-        for part in (self.gone, self.last):
-            for key, stats in part.items():
-                totals.setdefault(key, Stats()).add(stats)
-        return delta, totals
 
-    def _fold(self, key: Key) -> None:
-        self.map.delete(self.raw.pop(key))
-        self.gone.setdefault(key, Stats()).add(self.last.pop(key))
+def no_stats() -> Stats:
+    from netkit.engine.hist import Log2Hist
+    return Stats(Log2Hist(), 0)
+
+
+def histograms(hists_map, per_process: bool):
+    """The `hists` map read per interval; entries of processes that exited are retired, so the
+    map (10240 keys) does not fill up on a long run."""
+    from netkit.engine.counters import CumulativeMap, alive
+    from netkit.engine.hist import Log2Hist
+    from netkit.render.fields import comm, ip_address
+
+    def decode(k, value):
+        dest = ip_address(k.family, k.daddr, unmap=False) if any(k.daddr) else ""
+        key = Key(k.tgid, comm(k.comm), k.family, k.mode, k.result, dest, k.dport)
+        return key, Stats(Log2Hist.from_value(value.lat), value.sum_ns)
+    return CumulativeMap(hists_map, decode,
+                         retire=lambda key, _: per_process and not alive(key.pid))
 
 
 def snapshot(ts: float, totals: dict[Key, Stats], by_dest: bool, ms: bool):
@@ -215,92 +171,87 @@ def snapshot(ts: float, totals: dict[Key, Stats], by_dest: bool, ms: bool):
     unit_ns = 1_000_000 if ms else 1_000
     merged: dict[tuple, Stats] = {}
     for key, stats in totals.items():
-        who = (("dest", dest_text(key.family, key.dest, key.dport)),) if by_dest else \
-            (("comm", key.comm),)
-        labels = who + (("family", family_name(key.family)), ("mode", MODES[key.mode]),
+        who = (("dest", key.dest_port),) if by_dest else (("comm", key.comm),)
+        labels = who + (("family", ip_version(key.family)), ("mode", MODES[key.mode]),
                         ("result", result_name(key.result)))
-        merged.setdefault(labels, Stats()).add(stats)
-    counters, histograms = [], []
+        merged[labels] = merged.get(labels, no_stats()) + stats
+    counters, hists = [], []
     for labels, stats in sorted(merged.items()):
         counters.append(Counter("soconnlat_connects", "IP connect() calls that ended, by result",
                                 stats.hist.count, dict(labels)))
-        histograms.append(Histogram("soconnlat_latency",
-                                    "connect() latency: syscall time for blocking connects, "
-                                    "connect() to ESTABLISHED/CLOSE for non-blocking ones",
-                                    tuple(stats.hist.slots), stats.sum_ns / unit_ns,
-                                    unit_ns * 1e-9, dict(labels)))
-    return Snapshot("soconnlat", ts, counters=counters, histograms=histograms)
+        hists.append(Histogram("soconnlat_latency",
+                               "connect() latency: syscall time for blocking connects, "
+                               "connect() to ESTABLISHED/CLOSE for non-blocking ones",
+                               tuple(stats.hist.slots), stats.sum_ns / unit_ns,
+                               unit_ns * 1e-9, dict(labels)))
+    return Snapshot("soconnlat", ts, counters=counters, histograms=hists)
+
+
+def _open(pid, name, cgroup, dports=(), family=0, by_dest=False, events=False, udp=False,
+          ms=False):
+    from netkit.engine.bpfobject import BPFObject, Filters
+    rodata = {"filter_family": family, "by_dest": by_dest, "emit_events": events,
+              "include_udp": udp, "unit_ns": 1_000_000 if ms else 1_000}
+    return BPFObject("soconnlat", Filters(pid, name, cgroup, dports=list(dports)), rodata=rodata)
 
 
 @contextlib.contextmanager
 def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
     """For `netkit export`: attach soconnlat's probes (histograms by comm, microseconds, no
     events), yield a function ts -> Snapshot."""
-    from netkit.engine.bpfobject import BPFObject, Filters
-    rodata = _rodata(False, False, False, None, False, False, False)
-    with BPFObject("soconnlat", Filters(pid, name, cgroup), rodata=rodata) as obj:
-        hists = Histograms(obj.map("hists"), per_process=True)
-        yield lambda ts: snapshot(ts, hists.read()[1], False, False)
+    with _open(pid, name, cgroup) as obj:
+        hists = histograms(obj.map("hists"), per_process=True)
+
+        def sample(ts: float):
+            hists.read()
+            return snapshot(ts, hists.totals(), False, False)
+        yield sample
 
 
 # -- the view -----------------------------------------------------------------------------------
-class Units:
-    def __init__(self, ms: bool):
-        self.name = "ms" if ms else "us"
-        self.ns = 1_000_000 if ms else 1_000
-
-    def value(self, ns: int) -> float:
-        return round(ns / self.ns, 3)
-
-    def text(self, ns: float) -> str:
-        return f"{ns / self.ns:.3f}" if self.name == "ms" else f"{ns / self.ns:.1f}"
-
-
 class SoconnlatView:
-    def __init__(self, out, units: Units, by_dest: bool):
+    def __init__(self, out, units, by_dest: bool):
+        from netkit.render.fields import KernelClock
         from netkit.render.output import StreamTable
         self.out, self.units, self.by_dest = out, units, by_dest
+        self.clock = KernelClock()
         self.events = StreamTable(out, [
-            Column("TIME", 12, "<", style="dim"), Column("PID", 7), Column("COMM", 15, "<", style="bold"),
-            Column("FAM", 4, "<"), Column("DEST", 24, "<"),
+            Column("TIME", 12, "<", style="dim"), Column("PID", 7),
+            Column("COMM", 15, "<", style="bold"), Column("FAM", 4, "<"), Column("DEST", 24, "<"),
             Column(f"LAT({units.name})", 10, fmt=units.text), Column("RESULT", 12, "<"),
             Column("MODE", 11, "<")])
 
     # one connect
-    def event(self, e, wall_offset: float) -> None:
-        from datetime import datetime
-        when = datetime.fromtimestamp(e.end_ns / 1e9 + wall_offset)
-        dest = address(e.family, bytes(e.daddr))
+    def event(self, e) -> None:
+        from netkit.render.fields import clock_ms, comm, ip_address, iso
+        when = self.clock.wall(e.end_ns)
+        dest = ip_address(e.family, e.daddr, unmap=False)
         if self.out.mode == "json":
             self.out.record({
-                "type": "event", "ts": when.astimezone().isoformat(timespec="microseconds"),
-                "pid": e.tgid, "tid": e.tid, "comm": _comm(e.comm), "family": family_name(e.family),
-                "dest": dest, "dport": e.dport, f"latency_{self.units.name}": self.units.value(e.lat_ns),
-                "result": result_name(e.result),
-                "errno": None if e.result == RESULT_CLOSED else e.result, "mode": MODES[e.mode]})
+                "type": "event", "ts": iso(when, "microseconds"), "pid": e.tgid, "tid": e.tid,
+                "comm": comm(e.comm), "family": ip_version(e.family), "dest": dest,
+                "dport": e.dport, self.units.key("latency"): self.units.value(e.lat_ns),
+                "result": result_name(e.result), "errno": result_errno(e.result),
+                "mode": MODES[e.mode]})
             return
-        self.events.row([when.strftime("%H:%M:%S.%f")[:-3], e.tgid, _comm(e.comm),
-                         family_name(e.family), dest_text(e.family, dest, e.dport), e.lat_ns,
-                         result_name(e.result), MODES[e.mode]])
+        self.events.row([clock_ms(when), e.tgid, comm(e.comm), ip_version(e.family),
+                         with_port(dest, e.dport), e.lat_ns, result_name(e.result),
+                         MODES[e.mode]])
 
     # histograms
     def _who(self, key: Key) -> tuple:
-        if self.by_dest:
-            return (key.family, key.dest, key.dport)
-        return (key.pid, key.comm)
+        return (key.family, key.dest, key.dport) if self.by_dest else (key.pid, key.comm)
 
     def _who_text(self, key: Key) -> str:
-        if self.by_dest:
-            return dest_text(key.family, key.dest, key.dport)
-        return f"PID {key.pid} {key.comm}"
+        return key.dest_port if self.by_dest else f"PID {key.pid} {key.comm}"
 
     def _json_who(self, key: Key) -> dict:
-        if self.by_dest:
-            return {"dest": key.dest, "dport": key.dport}
-        return {"pid": key.pid, "comm": key.comm}
+        return ({"dest": key.dest, "dport": key.dport} if self.by_dest
+                else {"pid": key.pid, "comm": key.comm})
 
     def histograms(self, stats: dict[Key, Stats], scope: str, seconds: float, title: str) -> None:
-        u = self.units.name
+        from netkit.render.hist import hist_json
+        u = self.units
         keys = sorted(stats, key=lambda k: (self._who(k), k.result != 0, k.result, k.family, k.mode))
         if self.out.mode == "json":
             for key in keys:
@@ -308,13 +259,12 @@ class SoconnlatView:
                 self.out.record({
                     "type": "hist", "scope": scope,
                     ("interval_s" if scope == "interval" else "duration_s"): round(seconds, 3),
-                    **self._json_who(key), "family": family_name(key.family),
+                    **self._json_who(key), "family": ip_version(key.family),
                     "mode": MODES[key.mode], "result": result_name(key.result),
-                    "errno": None if key.result == RESULT_CLOSED else key.result,
-                    "count": s.hist.count, f"latency_{u}_sum": self.units.value(s.sum_ns),
-                    f"latency_{u}_avg": self.units.value(s.sum_ns / s.hist.count),
-                    "buckets": [{"low": 0 if i == 0 else 1 << i, "high": (1 << (i + 1)) - 1,
-                                 "count": c} for i, c in enumerate(s.hist.slots) if c]})
+                    "errno": result_errno(key.result), "count": s.hist.count,
+                    f"{u.key('latency')}_sum": u.value(s.sum_ns),
+                    f"{u.key('latency')}_avg": u.value(s.sum_ns / s.hist.count),
+                    u.key("latency"): hist_json(s.hist.slots)})
             return
         self.out.line()
         self.out.line(title, style="bold")
@@ -326,23 +276,24 @@ class SoconnlatView:
         first: dict[tuple, Key] = {}
         for key in keys:
             group = (self._who(key), key.result)
-            merged.setdefault(group, Stats()).add(stats[key])
+            merged[group] = merged.get(group, no_stats()) + stats[key]
             first.setdefault(group, key)
         for group, s in merged.items():
             key = first[group]
             self.out.line()
-            self.out.hist(f"{self._who_text(key)}, {result_name(key.result)}", s.hist.slots, u)
+            self.out.hist(f"{self._who_text(key)}, {result_name(key.result)}", s.hist.slots, u.name)
         self.out.line()
         who_cols = ([Column("DEST", 24, "<")] if self.by_dest else
                     [Column("PID", 7), Column("COMM", 15, "<", style="bold")])
-        cols = who_cols + [Column("FAM", 4, "<"), Column("MODE", 11, "<"), Column("RESULT", 12, "<"), Column("COUNT", 7),
-                           Column(f"AVG({u})", 10, fmt=self.units.text)]
+        cols = who_cols + [Column("FAM", 4, "<"), Column("MODE", 11, "<"),
+                           Column("RESULT", 12, "<"), Column("COUNT", 7),
+                           Column(f"AVG({u.name})", 10, fmt=u.text)]
         rows = []
         for key in keys:
             s = stats[key]
-            who = [dest_text(key.family, key.dest, key.dport)] if self.by_dest else [key.pid, key.comm]
-            rows.append(who + [family_name(key.family), MODES[key.mode], result_name(key.result), s.hist.count,
-                               s.sum_ns / s.hist.count])
+            who = [key.dest_port] if self.by_dest else [key.pid, key.comm]
+            rows.append(who + [ip_version(key.family), MODES[key.mode], result_name(key.result),
+                               s.hist.count, s.sum_ns / s.hist.count])
         self.out.table(cols, rows)
 
     def summary(self, totals: dict[Key, Stats], seconds: float, lost: int) -> None:
@@ -354,43 +305,22 @@ class SoconnlatView:
             self.out.record({"type": "summary", "duration_s": round(seconds, 3),
                              "connects": sum(results.values()), "results": results,
                              "lost_events": lost})
-        if lost:
-            self.out.note(f"netkit soconnlat: {lost} events were lost (the ring buffer was full)")
+        self.out.lost("soconnlat", lost)
 
 
 # -- the command --------------------------------------------------------------------------------
-def _check_options(ipv4: bool, ipv6: bool, by: str, dport: list[int] | None) -> None:
-    if ipv4 and ipv6:
-        fail("soconnlat", "-4 and -6 exclude each other (give neither for both)", 2)
-    if by not in ("process", "dest"):
-        fail("soconnlat", f"--by must be process or dest, not {by!r}", 2)
-    if dport and len(set(dport)) > MAX_DPORTS:
-        fail("soconnlat", f"at most {MAX_DPORTS} destination ports (-D)", 2)
-
-
-def _rodata(ipv4: bool, ipv6: bool, by_dest: bool, dport, events: bool, udp: bool, ms: bool) -> dict:
-    ports = sorted(set(dport or []))
-    values = {"filter_family": 4 if ipv4 else 6 if ipv6 else 0, "by_dest": by_dest,
-              "emit_events": events, "include_udp": udp,
-              "unit_ns": 1_000_000 if ms else 1_000, "n_dports": len(ports)}
-    if ports:
-        values["filter_dports"] = b"".join(p.to_bytes(2, "little") for p in ports)
-    return values
-
-
-@tool_errors("soconnlat")
 @export_options("soconnlat")
 def command(
-    interval: OptionalIntervalArg = None,
+    interval: IntervalArg = None,
     count: CountArg = None,
     pid: PidOpt = None,
     name: NameOpt = None,
     cgroup: CgroupOpt = None,
     dport: DportOpt = None,
-    ipv4: V4Opt = False,
-    ipv6: V6Opt = False,
+    ipv4: Ipv4Opt = False,
+    ipv6: Ipv6Opt = False,
     events: EventsOpt = False,
-    by: ByOpt = "process",
+    by: ByOpt = By.process,
     milliseconds: MillisecondsOpt = False,
     udp: UdpOpt = False,
     duration: DurationOpt = None,
@@ -399,55 +329,30 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    _check_options(ipv4, ipv6, by, dport)
-    from netkit.engine.bpfobject import BPFObject, Filters, set_verbose
-    from netkit.render.output import Output
+    family = family_of(ipv4, ipv6)
+    dports = ports_of(dport, "-D")
+    from netkit.render.fields import Units, clock
 
-    set_verbose(verbose)
-    by_dest = by == "dest"
-    out = Output(json_mode=json, no_color=no_color)
+    by_dest = by == By.dest
+    out = open_output(json, no_color, verbose)
     units = Units(milliseconds)
-    rodata = _rodata(ipv4, ipv6, by_dest, dport, events, udp, milliseconds)
-    with BPFObject("soconnlat", Filters(pid, name, cgroup), rodata=rodata) as obj:
+    with _open(pid, name, cgroup, dports, family, by_dest, events, udp, milliseconds) as obj:
         if duration == 0:
             return
         view = SoconnlatView(out, units, by_dest)
-        hists = Histograms(obj.map("hists"), per_process=not by_dest)
-        wall_offset = time.time() - time.monotonic()     # bpf_ktime_get_ns is CLOCK_MONOTONIC
-        ring = obj.ring_buffer("events", "soconnlat_event",
-                               lambda e: view.event(e, wall_offset)) if events else None
+        hists = histograms(obj.map("hists"), per_process=not by_dest)
+        ring = obj.ring_buffer("events", "soconnlat_event", view.event) if events else None
+
+        def tick(ts: float, seconds: float, show: bool):
+            delta = hists.read()
+            if show:
+                view.histograms(delta, "interval", seconds, clock(ts))
+            return snapshot(ts, hists.totals(), by_dest, milliseconds) if exporters else None
+
         what = "IP connect() latency" + (" by destination" if by_dest else "")
-        started = time.monotonic()
-        try:
-            # Inside the try: a script may send SIGINT the moment it reads this line.
-            out.note(f"Tracing {what}... Hit Ctrl-C to end.")
-            _loop(ring, view, hists, exporters, interval, count, duration, by_dest, milliseconds,
-                  started)
-        except KeyboardInterrupt:
-            pass
-        if ring:
-            ring.poll(0)                        # what ended before the stop
-        seconds = time.monotonic() - started
-        _, totals = hists.read()
-        if exporters:
-            exporters.publish(snapshot(time.time(), totals, by_dest, milliseconds))
+        loop = Loop(out, interval=interval, count=count, duration=duration, rings=[ring],
+                    exporters=exporters)
+        seconds = loop.run(tick, f"Tracing {what}... Hit Ctrl-C to end.")
+        totals = hists.totals()
         view.histograms(totals, "run", seconds, f"Connect latency over {seconds:.1f} s:")
         view.summary(totals, seconds, obj.lost_events())
-
-
-def _loop(ring, view, hists, exporters, interval, count, duration, by_dest, ms, started):
-    """Wait for the end (Ctrl-C, duration or COUNT intervals), printing every interval and
-    streaming events meanwhile. Exporters get a snapshot every interval (every second when no
-    interval is printed)."""
-    from netkit.render.output import clock_now
-    wait = (lambda seconds: ring.poll(math.ceil(seconds * 1000))) if ring else time.sleep
-    last = started
-    for ts in Ticker(interval or (1.0 if exporters else None), count if interval else None,
-                     duration, wait=wait):
-        now = time.monotonic()
-        delta, totals = hists.read()
-        if interval:
-            view.histograms(delta, "interval", now - last, clock_now())
-        if exporters:
-            exporters.publish(snapshot(ts, totals, by_dest, ms))
-        last = now

@@ -9,17 +9,20 @@ other processes (a running ping) by the tracepoints alone.
 """
 from __future__ import annotations
 
-import contextlib
+import enum
 import socket
 import time
 from typing import Annotated, Optional
 
 import typer
 
-from netkit.engine.errors import NetkitError
-from netkit.net.superping import IcmpError, Lost, PingError, Pinger, Reply, stats
-from netkit.tools.common import (Column, JsonOpt, ManPage, NoColorOpt, VerboseOpt, fail,
-                                 tool_errors)
+from netkit.cli.options import (Ipv4Opt, Ipv6Opt, JsonOpt, MillisecondsOpt, NameOpt, NoColorOpt,
+                                PidOpt, VerboseOpt, seconds)
+from netkit.cli.tool import ManPage, open_output
+from netkit.engine.errors import NetkitError, UsageError
+from netkit.net.superping import IcmpError, Lost, Pinger, Reply, stats
+from netkit.render.hist import hist_json
+from netkit.render.output import Column
 
 SUMMARY = "ping with kernel-stamped and in-stack (tracepoint) round-trip times."
 
@@ -84,24 +87,37 @@ MAN = ManPage(
         "stack_rtt_us (objects with n, min, avg, max, mdev, or null), hist_us (the in-stack "
         "histogram: list of objects with low, high, count), hist_source (\"stack\" or "
         "\"kernel\"), bpf (true when the in-stack RTT was measured), lost_events and "
-        "unmatched_replies (from the BPF side)."),
+        "unmatched_replies (from the BPF side). The histogram lists are objects with low, high "
+        "and count for the bucket [low, high) in us. In text, events the ring buffer could not "
+        "take (their replies show no stack RTT) are reported on stderr."),
     see_also=["ping(8)", "netkit-pchar(8)", "superping.bt (BPF Performance Tools, ch. 10)"],
 )
 
-AF_NAMES = {socket.AF_INET: 4, socket.AF_INET6: 6}
+class TxPoint(str, enum.Enum):
+    xmit = "xmit"
+    queue = "queue"
+
+
+class SocketKind(str, enum.Enum):
+    raw = "raw"
+    dgram = "dgram"
+    auto = "auto"
+
 
 DestArg = Annotated[Optional[str], typer.Argument(metavar="DESTINATION", show_default=False,
                                                   help="Host to ping (not with --passive).")]
-CountOpt = Annotated[Optional[int], typer.Option("-c", "--count", min=1, show_default=False,
+CountOpt = Annotated[Optional[int], typer.Option("-c", "--count", min=1, max=10**9,
+                                                 show_default=False,
                                                  help="Stop after this many requests (with "
                                                       "--passive: this many echoes).")]
-IntervalOpt = Annotated[float, typer.Option("-i", "--interval", min=0.001,
+IntervalOpt = Annotated[float, typer.Option("-i", "--interval", click_type=seconds(0.001),
                                             help="Seconds between requests.")]
 SizeOpt = Annotated[int, typer.Option("-s", "--size", min=0, max=65507,
                                       help="ICMP payload bytes (8 bytes of header come on top).")]
-TimeoutOpt = Annotated[float, typer.Option("-W", "--timeout", min=0.001,
+TimeoutOpt = Annotated[float, typer.Option("-W", "--timeout", click_type=seconds(0.001),
                                            help="Seconds to wait for each reply.")]
-DeadlineOpt = Annotated[Optional[float], typer.Option("-w", "--deadline", min=0.001,
+DeadlineOpt = Annotated[Optional[float], typer.Option("-w", "--deadline",
+                                                      click_type=seconds(0.001),
                                                       show_default=False,
                                                       help="Exit after this many seconds.")]
 IfaceOpt = Annotated[Optional[str], typer.Option("-I", "--interface", metavar="IFACE",
@@ -110,70 +126,51 @@ IfaceOpt = Annotated[Optional[str], typer.Option("-I", "--interface", metavar="I
                                                       "source address.")]
 TtlOpt = Annotated[Optional[int], typer.Option("-t", "--ttl", min=1, max=255, show_default=False,
                                                help="IP time to live (hop limit) of requests.")]
-V4Opt = Annotated[bool, typer.Option("-4", help="IPv4 only.")]
-V6Opt = Annotated[bool, typer.Option("-6", help="IPv6 only.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print the summary only.")]
 StampOpt = Annotated[bool, typer.Option("-D", "--timestamp",
                                         help="Start each line with the Unix time, as ping -D.")]
-MsOpt = Annotated[bool, typer.Option("-m", "--milliseconds",
-                                     help="Show RTTs in milliseconds, not microseconds.")]
 PassiveOpt = Annotated[bool, typer.Option("--passive", help="Send nothing; time the echoes of "
-                                                            "other processes.")]
-PidOpt = Annotated[Optional[int], typer.Option("-p", "--pid", show_default=False,
-                                               help="With --passive: only echoes this process "
-                                                    "(PID) sends.")]
-NameOpt = Annotated[Optional[str], typer.Option("-n", "--name", metavar="COMM", show_default=False,
-                                                help="With --passive: only echoes sent by "
-                                                     "processes with this command name.")]
-TxPointOpt = Annotated[str, typer.Option("--tx-point", metavar="xmit|queue",
-                                         help="Where the in-stack RTT starts: at the device's "
-                                              "transmit (after the qdisc) or at the qdisc "
-                                              "enqueue (includes shaping delay).")]
-SocketOpt = Annotated[str, typer.Option("--socket", metavar="raw|dgram|auto",
-                                        help="ICMP socket kind: raw (CAP_NET_RAW), dgram "
-                                             "(ping_group_range) or the first that opens.")]
+                                                            "other processes (-p, -n select "
+                                                            "them).")]
+TxPointOpt = Annotated[TxPoint, typer.Option("--tx-point",
+                                             help="Where the in-stack RTT starts: at the device's "
+                                                  "transmit (after the qdisc) or at the qdisc "
+                                                  "enqueue (includes shaping delay).")]
+SocketOpt = Annotated[SocketKind, typer.Option("--socket",
+                                               help="ICMP socket kind: raw (CAP_NET_RAW), dgram "
+                                                    "(ping_group_range) or the first that opens.")]
 
 
-def log2_slots(values_us: list[float], nslots: int = 32) -> list[int]:
-    """A log2 histogram of microsecond values, slotted as common.h's log2_slot does."""
-    slots = [0] * nslots
-    for v in values_us:
-        slots[min(nslots - 1, max(0, int(v).bit_length() - 1))] += 1
-    return slots
+TX_PROGRAMS = {TxPoint.xmit: "stamp_at_xmit", TxPoint.queue: "stamp_at_queue"}
 
 
-def hist_json(slots: list[int]) -> list[dict]:
-    return [{"low": 0 if i == 0 else 1 << i, "high": (1 << (i + 1)) - 1, "count": c}
-            for i, c in enumerate(slots) if c]
+def open_stack_object(family: int | None = None, ident: int | None = None,
+                      pid: int | None = None, name: str | None = None,
+                      tx_point: TxPoint = TxPoint.xmit):
+    """superping.bpf.o for echoes of `family` with echo id `ident` (None: any), stamped at
+    `tx_point`; use it in a `with` and hand it to a StackTimer."""
+    from netkit.engine.bpfobject import BPFObject, Filters
+    rodata = {}
+    if ident is not None:
+        rodata.update(filter_id=True, target_id=ident)
+    if family is not None:
+        rodata["target_family"] = family
+    # The other TX program is loaded but never attached ("manual" and left alone).
+    unused = {prog for point, prog in TX_PROGRAMS.items() if point != tx_point}
+    return BPFObject("superping", Filters(pid, name), rodata=rodata, manual=unused)
 
 
 class StackTimer:
-    """The BPF side: in-stack RTTs of echo replies, by (family, id, seq)."""
+    """The BPF side of an open superping object: in-stack RTTs of echo replies, by
+    (family, id, seq). Each matched echo goes to `handler` when one is given (passive mode),
+    else it is kept for rtt_of()."""
 
-    TX_PROGRAMS = {"xmit": "stamp_at_xmit", "queue": "stamp_at_queue"}
-
-    def __init__(self, family: int | None = None, ident: int | None = None,
-                 pid: int | None = None, name: str | None = None, tx_point: str = "xmit"):
-        from netkit.engine.bpfobject import BPFObject, Filters
-        rodata = {}
-        if ident is not None:
-            rodata.update(filter_id=True, target_id=ident)
-        if family is not None:
-            rodata["target_family"] = family
-        # The other TX program is loaded but never attached ("manual" and left alone).
-        unused = {prog for point, prog in self.TX_PROGRAMS.items() if point != tx_point}
-        self.obj = BPFObject("superping", Filters(pid, name), rodata=rodata, manual=unused)
+    def __init__(self, obj, handler=None):
+        self.obj = obj
         self.events: list = []
         self.received = 0                       # events read off the ring
         self.pending_rtts: dict[tuple[str, int], int] = {}   # (address, seq) -> in-stack RTT
-
-    def __enter__(self) -> "StackTimer":
-        self.obj.__enter__()
-        self.ring = self.obj.ring_buffer("events", "echo_event", self._keep)
-        return self
-
-    def __exit__(self, *exc):
-        return self.obj.__exit__(*exc)
+        self.ring = obj.ring_buffer("events", "echo_event", handler or self._keep)
 
     def _keep(self, event) -> None:
         self.events.append(type(event).from_buffer_copy(event))   # the ring slot is reused
@@ -216,19 +213,8 @@ class StackTimer:
 
 
 def event_address(event) -> str:
-    fam = socket.AF_INET if event.key.family == socket.AF_INET else socket.AF_INET6
-    raw = bytes(event.key.addr)[:4 if fam == socket.AF_INET else 16]
-    return socket.inet_ntop(fam, raw)
-
-
-class Units:
-    def __init__(self, ms: bool):
-        self.name = "ms" if ms else "us"
-        self.scale = 1e6 if ms else 1e3
-        self.digits = 3 if ms else 1
-
-    def fmt(self, ns: int | None) -> str:
-        return "-" if ns is None else f"{ns / self.scale:.{self.digits}f}"
+    from netkit.render.fields import ip_address
+    return ip_address(event.key.family, event.key.addr)
 
 
 def _us(ns: int | None) -> float | None:
@@ -242,7 +228,7 @@ def _stats_json(values_ns: list[int]) -> dict | None:
 
 
 class ActiveView:
-    def __init__(self, out, units: Units, quiet: bool, stamp: bool):
+    def __init__(self, out, units, quiet: bool, stamp: bool):
         self.out, self.units, self.quiet, self.stamp = out, units, quiet, stamp
 
     def _prefix(self) -> str:
@@ -267,9 +253,9 @@ class ActiveView:
         u = self.units
         ttl = f" ttl={r.ttl}" if r.ttl is not None else ""
         self.out.line(f"{self._prefix()}{r.nbytes} bytes from {r.address}: icmp_seq={r.seq}{ttl} "
-                      f"user={u.fmt(r.user_rtt_ns)} {u.name} "
-                      f"kernel={u.fmt(r.kernel_rtt_ns)} {u.name} "
-                      f"stack={u.fmt(stack_ns)} {u.name}" + (" (DUP!)" if r.dup else ""))
+                      f"user={u.text(r.user_rtt_ns)} {u.name} "
+                      f"kernel={u.text(r.kernel_rtt_ns)} {u.name} "
+                      f"stack={u.text(stack_ns)} {u.name}" + (" (DUP!)" if r.dup else ""))
 
     def lost(self, lost: Lost) -> None:
         if self.out.mode == "json":
@@ -313,8 +299,8 @@ class ActiveView:
         rows = []
         for name, values in series.items():
             s = stats(values)
-            cells = [u.fmt(None)] * 4 if s is None else [
-                u.fmt(v) for v in (s.min, s.avg, s.max, s.mdev)]
+            cells = [u.text(None)] * 4 if s is None else [
+                u.text(v) for v in (s.min, s.avg, s.max, s.mdev)]
             rows.append([name, len(values)] + cells)
         self.out.table([Column("rtt", 6, "<"), Column("n", 5)] +
                        [Column(f"{h}({u.name})", 10) for h in ("min", "avg", "max", "mdev")], rows)
@@ -325,13 +311,13 @@ class ActiveView:
 
 
 class PassiveView:
-    def __init__(self, out, units: Units):
+    def __init__(self, out, units):
         from netkit.render.output import StreamTable
         self.out, self.units = out, units
         self.table = StreamTable(out, [Column("PID", 7), Column("COMM", 15, "<", style="bold"),
                                        Column("IP", 2), Column("ADDRESS", 24, "<"),
                                        Column("ID", 5), Column("SEQ", 5),
-                                       Column(f"RTT({units.name})", 9, fmt=units.fmt)])
+                                       Column(f"RTT({units.name})", 9, fmt=units.text)])
 
     def echo(self, e) -> None:
         comm = bytes(e.req.comm).split(b"\0")[0].decode(errors="replace")
@@ -355,62 +341,55 @@ class PassiveView:
         u = self.units
         line = f"{len(rtts)} echoes in {elapsed:.1f} s"
         if s:
-            line += (f", in-stack rtt min/avg/max/mdev = {u.fmt(s.min)}/{u.fmt(s.avg)}/"
-                     f"{u.fmt(s.max)}/{u.fmt(s.mdev)} {u.name}")
+            line += (f", in-stack rtt min/avg/max/mdev = {u.text(s.min)}/{u.text(s.avg)}/"
+                     f"{u.text(s.max)}/{u.text(s.mdev)} {u.name}")
         self.out.line(line + f"; {info['unmatched_replies']} replies without a seen request")
+        self.out.lost("superping", info["lost_events"])
         if any(hist):
             self.out.line()
             self.out.hist("in-stack RTT", hist, "us")
 
 
-def _family(v4: bool, v6: bool) -> int | None:
-    if v4 and v6:
-        raise typer.BadParameter("-4 and -6 exclude each other")
-    return socket.AF_INET if v4 else socket.AF_INET6 if v6 else None
-
-
-def run_passive(out, units: Units, family, count, deadline, pid, name, tx_point) -> int:
+def run_passive(out, units, family, count, deadline, pid, name, tx_point) -> int:
+    from netkit.cli.loop import Loop
     view = PassiveView(out, units)
     rtts: list[int] = []
-    started = time.monotonic()
-    with StackTimer(family, None, pid, name, tx_point) as timer:
+
+    def on_echo(e) -> None:
+        if count is None or len(rtts) < count:
+            rtts.append(e.rtt_ns)
+            view.echo(e)
+
+    with open_stack_object(family, None, pid, name, tx_point) as obj:
+        timer = StackTimer(obj, on_echo)
         # On stderr also with --json: a script can wait for this line to know the probes are on.
-        out.note("Tracing ICMP echo round trips... Hit Ctrl-C to end.")
-        try:
-            while count is None or len(rtts) < count:
-                left = None if deadline is None else deadline - (time.monotonic() - started)
-                if left is not None and left <= 0:
-                    break
-                wait = 200 if left is None else max(1, min(200, int(left * 1000)))
-                for e in timer.poll(wait):
-                    if count is not None and len(rtts) >= count:
-                        break
-                    rtts.append(e.rtt_ns)
-                    view.echo(e)
-        except KeyboardInterrupt:
-            pass
-        counts = timer.counts()
-        view.summary(rtts, timer.hist_slots(), time.monotonic() - started,
-                     {"lost_events": timer.lost_events(), "unmatched_replies": counts["unmatched"]})
+        loop = Loop(out, duration=deadline, rings=[timer.ring],
+                    until=lambda: count is not None and len(rtts) >= count)
+        elapsed = loop.run(lambda ts, seconds, show: None,
+                           "Tracing ICMP echo round trips... Hit Ctrl-C to end.")
+        view.summary(rtts, timer.hist_slots(), elapsed,
+                     {"lost_events": timer.lost_events(),
+                      "unmatched_replies": timer.counts()["unmatched"]})
     return 0
 
 
-def run_active(out, units: Units, pinger: Pinger, count, interval, timeout, deadline,
+def run_active(out, units, pinger: Pinger, count, interval, timeout, deadline,
                quiet, stamp, tx_point) -> int:
-    with contextlib.ExitStack() as cleanup:          # detaches the BPF side however we leave
-        try:
-            timer = cleanup.enter_context(StackTimer(pinger.family, pinger.ident,
-                                                     tx_point=tx_point))
-        except NetkitError as exc:
-            timer = None
-            out.note(f"netkit superping: no in-stack RTT ({exc}); "
-                     f"showing user and kernel-stamped RTTs")
-        return _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
+    try:
+        stack = open_stack_object(pinger.family, pinger.ident, tx_point=tx_point).__enter__()
+    except NetkitError as exc:
+        out.note(f"netkit superping: no in-stack RTT ({exc}); "
+                 f"showing user and kernel-stamped RTTs")
+        return _ping_session(out, units, pinger, None, count, interval, timeout, deadline,
                              quiet, stamp)
+    with stack:
+        return _ping_session(out, units, pinger, StackTimer(stack), count, interval, timeout,
+                             deadline, quiet, stamp)
 
 
 def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
                   quiet, stamp) -> int:
+    from netkit.engine.hist import Log2Hist
     view = ActiveView(out, units, quiet, stamp)
     if not pinger.timestamping:
         out.note("netkit superping: this socket refused SO_TIMESTAMPING; no kernel-stamped RTT")
@@ -439,15 +418,15 @@ def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
     if timer is not None:
         hist, source = timer.hist_slots(), "stack"
         info.update(lost_events=timer.lost_events(), unmatched_replies=timer.counts()["unmatched"])
+        out.lost("superping", info["lost_events"])
     else:
-        hist = log2_slots([r.kernel_rtt_ns / 1e3 for r, _ in replies
-                           if not r.dup and r.kernel_rtt_ns is not None])
+        hist = Log2Hist.of_values(r.kernel_rtt_ns // 1000 for r, _ in replies
+                                  if not r.dup and r.kernel_rtt_ns is not None).slots
         source = "kernel"
     view.summary(pinger, replies, errors, elapsed, hist, source, info)
     return 0 if any(not r.dup for r, _ in replies) else 1
 
 
-@tool_errors("superping")
 def command(
     destination: DestArg = None,
     count: CountOpt = None,
@@ -457,48 +436,35 @@ def command(
     deadline: DeadlineOpt = None,
     interface: IfaceOpt = None,
     ttl: TtlOpt = None,
-    ipv4: V4Opt = False,
-    ipv6: V6Opt = False,
+    ipv4: Ipv4Opt = False,
+    ipv6: Ipv6Opt = False,
     quiet: QuietOpt = False,
     timestamp: StampOpt = False,
-    milliseconds: MsOpt = False,
+    milliseconds: MillisecondsOpt = False,
     passive: PassiveOpt = False,
     pid: PidOpt = None,
     name: NameOpt = None,
-    tx_point: TxPointOpt = "xmit",
-    sock: SocketOpt = "auto",
+    tx_point: TxPointOpt = TxPoint.xmit,
+    sock: SocketOpt = SocketKind.auto,
     json: JsonOpt = False,
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
 ):
-    from netkit.engine.bpfobject import set_verbose
-    from netkit.render.output import Output
+    from netkit.cli.options import family_of
+    from netkit.render.fields import Units
 
-    set_verbose(verbose)
-    family = _family(ipv4, ipv6)
-    if sock not in ("raw", "dgram", "auto"):
-        fail("superping", f"--socket must be raw, dgram or auto, not {sock!r}", 2)
-    if tx_point not in StackTimer.TX_PROGRAMS:
-        fail("superping", f"--tx-point must be xmit or queue, not {tx_point!r}", 2)
-    out = Output(json_mode=json, no_color=no_color)
+    family = {0: None, 4: socket.AF_INET, 6: socket.AF_INET6}[family_of(ipv4, ipv6)]
+    if passive and destination:
+        raise UsageError("--passive sends nothing: give no DESTINATION")
+    if not passive and not destination:
+        raise UsageError("a DESTINATION is needed (or --passive)")
+    if not passive and (pid is not None or name):
+        raise UsageError("-p and -n select processes for --passive only")
+    out = open_output(json, no_color, verbose)
     units = Units(milliseconds)
     if passive:
-        if destination:
-            fail("superping", "--passive sends nothing: give no DESTINATION", 2)
         raise typer.Exit(run_passive(out, units, family, count, deadline, pid, name, tx_point))
-    if not destination:
-        fail("superping", "a DESTINATION is needed (or --passive)", 2)
-    if pid is not None or name:
-        fail("superping", "-p and -n select processes for --passive only", 2)
-    try:
-        pinger = Pinger(destination, family, size, interface, sock, ttl).open()
-    except PingError as exc:
-        raise NetkitError(str(exc)) from None
-    try:
-        code = run_active(out, units, pinger, count, interval, timeout, deadline, quiet, timestamp,
-                          tx_point)
-    except PingError as exc:
-        raise NetkitError(str(exc)) from None
-    finally:
-        pinger.close()
+    with Pinger(destination, family, size, interface, sock.value, ttl) as pinger:
+        code = run_active(out, units, pinger, count, interval, timeout, deadline, quiet,
+                          timestamp, tx_point)
     raise typer.Exit(code)

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import time
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Optional
 
 import typer
 
-from netkit.export import export_options
-from netkit.tools.common import (CgroupOpt, Column, DurationOpt, JsonOpt, ManPage, NameOpt,
-                                 NoColorOpt, PidOpt, Ticker, VerboseOpt, tool_errors)
+from netkit.cli.loop import Loop
+from netkit.cli.options import (CgroupOpt, CountArg, DportOpt, DurationOpt, IntervalArg, JsonOpt,
+                                LportOpt, NameOpt, NoColorOpt, PidOpt, TopOpt, VerboseOpt, ports_of)
+from netkit.cli.tool import ManPage, open_output
+from netkit.export import ExportHub, export_options
+from netkit.render.output import Column
 
 SUMMARY = "Sends held back by Nagle, cork and autocork, and for how long (tracepoints)."
 
-# enum hold_cause in bpf_programs/tcpnagle.h, in its order.
-CAUSES = ["cork", "rwnd", "cwnd", "autocork", "nagle", "more", "other"]
 MODES = ["nagle", "nodelay", "cork"]
-NONAGLE_VALUES = 16
+NONAGLE_VALUES = 16             # tcpnagle.h (tests/test_engine.py ties it)
 TCP_NAGLE_OFF, TCP_NAGLE_CORK, TCP_NAGLE_PUSH = 1, 2, 4
 
 MAN = ManPage(
@@ -95,9 +95,10 @@ MAN = ManPage(
         "one at the end with type \"summary\", duration_s; both carry sends (object: total, "
         "nagle, nodelay, cork), flags (object: the original's nonagle names with their send "
         "counts, non-zero only), held (object: cause to held sends, every cause), holds (cause "
-        "to holds measured), hold_us_sum (cause to summed hold time, us), hist_us (32 counts: "
-        "slot i holds [2^i, 2^(i+1)) us, slot 0 holds 0 and 1; all causes), hist_us_by_cause "
-        "(cause to 32 counts, causes with holds only), overflow, missed, dropped, and with --by "
+        "to holds measured), hold_us_sum (cause to summed hold time, us), hist_us (the hold-time "
+        "histogram of all causes: a list of objects with low, high and count for the bucket "
+        "[low, high) in us), hist_us_by_cause (cause to such a list, causes with holds only), "
+        "overflow, missed, dropped, and with --by "
         "sock sockets (list of objects: pid, comm, laddr, lport, raddr, rport, sends, held, "
         "holds, held_us, max_us, hist_us; most held time first)."),
     see_also=["tcp(7)", "tcpnagle.bt (BPF Performance Tools, ch. 10)", "ss(8)", "nstat(8)",
@@ -105,26 +106,14 @@ MAN = ManPage(
 )
 
 
+
 class By(str, enum.Enum):
     sock = "sock"
 
 
-IntervalOptArg = Annotated[Optional[float], typer.Argument(
-    min=0.01, metavar="[INTERVAL]", show_default=False,
-    help="Seconds between outputs (default: print only at the end).")]
-CountOptArg = Annotated[Optional[int], typer.Argument(min=1, metavar="[COUNT]", show_default=False,
-                                                      help="Number of outputs, then exit.")]
-DportOpt = Annotated[Optional[int], typer.Option("-D", "--dport", metavar="PORT", min=1, max=65535,
-                                                 show_default=False,
-                                                 help="Only connections to this remote port.")]
-LportOpt = Annotated[Optional[int], typer.Option("-L", "--lport", metavar="PORT", min=1, max=65535,
-                                                 show_default=False,
-                                                 help="Only connections on this local port.")]
-ByOpt = Annotated[Optional[By], typer.Option("--by", metavar="sock", show_default=False,
+ByOpt = Annotated[Optional[By], typer.Option("--by", show_default=False,
                                              help="sock: also show the sockets with the most "
-                                                  "held time.")]
-TopOpt = Annotated[int, typer.Option("-T", "--top", metavar="N", min=1,
-                                     help="How many sockets --by sock shows.")]
+                                                  "held time (-T of them).")]
 
 
 def mode_of(nonagle: int) -> str:
@@ -142,20 +131,22 @@ def flag_name(nonagle: int) -> str:
 
 @dataclass
 class Totals:
-    """What the kernel counted (cumulative, or the difference of two reads)."""
+    """What the kernel counted (cumulative, or the difference of two reads). `causes` names
+    the held and hists entries, in the order of tcpnagle.h's enum hold_cause."""
+    causes: list[str]
     sends: list[int] = field(default_factory=lambda: [0] * NONAGLE_VALUES)
-    held: list[int] = field(default_factory=lambda: [0] * len(CAUSES))
+    held: list[int] = field(default_factory=list)
     overflow: int = 0
     missed: int = 0
     dropped: int = 0
     hists: list = field(default_factory=list)           # Log2Hist per cause
 
-    def minus(self, earlier: "Totals") -> "Totals":
-        return Totals([a - b for a, b in zip(self.sends, earlier.sends)],
+    def __sub__(self, earlier: "Totals") -> "Totals":
+        return Totals(self.causes, [a - b for a, b in zip(self.sends, earlier.sends)],
                       [a - b for a, b in zip(self.held, earlier.held)],
                       self.overflow - earlier.overflow, self.missed - earlier.missed,
                       self.dropped - earlier.dropped,
-                      [a.minus(b) for a, b in zip(self.hists, earlier.hists)])
+                      [a - b for a, b in zip(self.hists, earlier.hists)])
 
     def by_mode(self) -> dict[str, int]:
         modes = dict.fromkeys(MODES, 0)
@@ -168,22 +159,20 @@ class Totals:
 
     def all_causes(self):
         from netkit.engine.hist import Log2Hist
-        combined = Log2Hist()
-        for h in self.hists:
-            combined.add(h)
-        return combined
+        return sum(self.hists, Log2Hist())
 
 
-def read_totals(obj) -> Totals:
+def read_totals(obj, causes: list[str]) -> Totals:
     from netkit.engine.hist import Log2Hist
     per_cpu = obj.map("counts").lookup(0)
     hist_map = obj.map("hold_us")
     return Totals(
+        causes,
         [sum(v.sends[i] for v in per_cpu) for i in range(NONAGLE_VALUES)],
-        [sum(v.held[i] for v in per_cpu) for i in range(len(CAUSES))],
+        [sum(v.held[i] for v in per_cpu) for i in range(len(causes))],
         sum(v.overflow for v in per_cpu), sum(v.missed for v in per_cpu),
         sum(v.dropped for v in per_cpu),
-        [Log2Hist.from_value(hist_map.lookup(i)) for i in range(len(CAUSES))])
+        [Log2Hist.from_value(hist_map.lookup(i)) for i in range(len(causes))])
 
 
 @dataclass
@@ -201,63 +190,58 @@ class SockRow:
     held_ns: int = 0
     max_ns: int = 0                 # since tracing started
     hist: object = None             # Log2Hist of hold time, us
+    closed: bool = False
 
-    def minus(self, earlier: "SockRow") -> "SockRow":
+    def __sub__(self, earlier: "SockRow") -> "SockRow":
         return replace(self, sends=self.sends - earlier.sends, held=self.held - earlier.held,
                        holds=self.holds - earlier.holds, held_ns=self.held_ns - earlier.held_ns,
-                       hist=self.hist.minus(earlier.hist))
+                       hist=self.hist - earlier.hist)
+
+    def __bool__(self) -> bool:
+        return bool(self.sends or self.holds)
 
     def json(self) -> dict:
+        from netkit.render.hist import hist_json
         return {"pid": self.pid, "comm": self.comm, "laddr": self.laddr, "lport": self.lport,
                 "raddr": self.raddr, "rport": self.rport, "sends": self.sends, "held": self.held,
                 "holds": self.holds, "held_us": round(self.held_ns / 1000, 1),
-                "max_us": round(self.max_ns / 1000, 1), "hist_us": self.hist.slots}
-
-
-def _address(family: int, raw: bytes) -> str:
-    import ipaddress
-    if family == 10:
-        addr = ipaddress.IPv6Address(raw[:16])
-        return str(addr.ipv4_mapped or addr)
-    return str(ipaddress.IPv4Address(raw[:4]))
+                "max_us": round(self.max_ns / 1000, 1), "hist_us": hist_json(self.hist.slots)}
 
 
 class SocketTotals:
-    """Per-socket totals from the `sockets` map: per-interval differences and run totals.
-    Entries of closed sockets are deleted once read, so the map holds live sockets only; of
-    the closed ones only the `keep` with the most held time are remembered for the summary,
-    so a long run over many short connections stays small."""
+    """Per-socket totals from the `sockets` map (keyed by socket cookie): per-interval changes
+    and run totals. A closed socket's entry leaves the map once read; of the closed ones only
+    the `keep` with the most held time are remembered for the summary, so a long run over many
+    short connections stays small."""
 
     def __init__(self, sockets_map, keep: int):
-        self.map = sockets_map
+        from netkit.engine.counters import CumulativeMap
+        from netkit.engine.hist import Log2Hist
+        from netkit.render.fields import comm, ip_address
         self.keep = keep
-        self.run: dict[int, SockRow] = {}     # live sockets: cookie -> totals, as last read
-        self.closed: list[SockRow] = []
 
-    def rows(self) -> list[SockRow]:
-        return list(self.run.values()) + self.closed
+        def decode(key, v):
+            return key.value, SockRow(v.tgid, comm(v.comm), ip_address(v.family, v.saddr),
+                                      v.lport, ip_address(v.family, v.daddr), v.dport, v.sends,
+                                      v.held, v.holds, v.held_ns, v.max_ns,
+                                      Log2Hist.from_value(v.hold_us), bool(v.closed))
+        self.reader = CumulativeMap(sockets_map, decode, retire=lambda _, row: row.closed)
 
     def read_delta(self) -> list[SockRow]:
-        from netkit.engine.hist import Log2Hist
-        delta = []
-        for key, v in self.map.items():
-            now = SockRow(v.tgid, v.comm.decode(errors="replace"),
-                          _address(v.family, bytes(v.saddr)), v.lport,
-                          _address(v.family, bytes(v.daddr)), v.dport, v.sends, v.held, v.holds,
-                          v.held_ns, v.max_ns, Log2Hist.from_value(v.hold_us))
-            before = self.run.get(key.value)
-            change = now.minus(before) if before else now
-            if change.sends or change.holds:
-                delta.append(change)
-            self.run[key.value] = now
-            if v.closed:
-                self.map.delete(key)
-                self.closed = ranked(self.closed + [self.run.pop(key.value)], self.keep)
+        delta = list(self.reader.read().values())
+        retired = self.reader.retired
+        for cookie in [c for c, _ in ranked(retired.items(), None,
+                                            key=lambda item: item[1])][self.keep:]:
+            del retired[cookie]
         return delta
 
+    def rows(self) -> list[SockRow]:
+        return list(self.reader.totals().values())
 
-def ranked(rows, n: int | None):
-    order = sorted(rows, key=lambda r: (r.held_ns, r.held, r.sends), reverse=True)
+
+def ranked(rows, n: int | None, key=lambda row: row):
+    """Most held time first (then held sends, then sends)."""
+    order = sorted(rows, key=lambda r: (key(r).held_ns, key(r).held, key(r).sends), reverse=True)
     return order if n is None else order[:n]
 
 
@@ -268,26 +252,30 @@ def export_snapshot(ts: float, totals: Totals):
                         {"mode": mode})
                 for mode, n in totals.by_mode().items() if mode != "total"]
     counters += [Counter("tcpnagle_held_sends", "TCP sends that left bytes unsent, by cause", n,
-                         {"cause": cause}) for cause, n in zip(CAUSES, totals.held)]
+                         {"cause": cause}) for cause, n in zip(totals.causes, totals.held)]
     histograms = [Histogram("tcpnagle_hold", "Time held bytes waited before reaching a device",
                             tuple(h.slots), float(h.sum), 1e-6, {"cause": cause})
-                  for cause, h in zip(CAUSES, totals.hists)]
+                  for cause, h in zip(totals.causes, totals.hists)]
     return Snapshot("tcpnagle", ts, counters, histograms)
 
 
-def _open(filters, dport=None, lport=None, per_socket=False):
-    from netkit.engine.bpfobject import BPFObject
-    return BPFObject("tcpnagle", filters, rodata={"filter_dport": dport or 0,
-                                                  "filter_lport": lport or 0,
-                                                  "per_socket": per_socket})
+def _open(pid=None, name=None, cgroup=None, dports=(), lports=(), per_socket=False):
+    from netkit.engine.bpfobject import BPFObject, Filters
+    return BPFObject("tcpnagle", Filters(pid, name, cgroup, list(dports), list(lports)),
+                     rodata={"per_socket": per_socket})
+
+
+def causes_of(obj) -> list[str]:
+    """The hold causes, in the order of their histograms and counters."""
+    return list(obj.enum("hold_cause"))
 
 
 @contextlib.contextmanager
 def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
     """For `netkit export`: attach tcpnagle's probes, yield a function ts -> Snapshot."""
-    from netkit.engine.bpfobject import Filters
-    with _open(Filters(pid, name, cgroup)) as obj:
-        yield lambda ts: export_snapshot(ts, read_totals(obj))
+    with _open(pid, name, cgroup) as obj:
+        causes = causes_of(obj)
+        yield lambda ts: export_snapshot(ts, read_totals(obj, causes))
 
 
 class NagleView:
@@ -304,13 +292,14 @@ class NagleView:
         self.out, self.by_sock, self.top = out, by_sock, top
 
     def _record(self, t: Totals, sockets) -> dict:
+        from netkit.render.hist import hist_json
         record = {
             "sends": t.by_mode(), "flags": t.flags(),
-            "held": dict(zip(CAUSES, t.held)),
-            "holds": {c: h.count for c, h in zip(CAUSES, t.hists)},
-            "hold_us_sum": {c: h.sum for c, h in zip(CAUSES, t.hists)},
-            "hist_us": t.all_causes().slots,
-            "hist_us_by_cause": {c: h.slots for c, h in zip(CAUSES, t.hists) if h.count},
+            "held": dict(zip(t.causes, t.held)),
+            "holds": {c: h.count for c, h in zip(t.causes, t.hists)},
+            "hold_us_sum": {c: h.sum for c, h in zip(t.causes, t.hists)},
+            "hist_us": hist_json(t.all_causes().slots),
+            "hist_us_by_cause": {c: hist_json(h.slots) for c, h in zip(t.causes, t.hists) if h},
             "overflow": t.overflow, "missed": t.missed, "dropped": t.dropped,
         }
         if self.by_sock:
@@ -318,10 +307,11 @@ class NagleView:
         return record
 
     def _text(self, title: str, t: Totals, sockets, socket_hists: bool = False) -> None:
+        from netkit.render.fields import with_port
         modes = t.by_mode()
         self.out.line(f"{title}  sends {modes['total']}: nagle {modes['nagle']}, nodelay "
                       f"{modes['nodelay']}, cork {modes['cork']}", style="bold")
-        rows = [[c, n, h.count, h.mean, h.sum] for c, n, h in zip(CAUSES, t.held, t.hists)
+        rows = [[c, n, h.count, h.mean, h.sum] for c, n, h in zip(t.causes, t.held, t.hists)
                 if n or h.count]
         if rows:
             self.out.table(self.CAUSE_COLUMNS, rows)
@@ -334,20 +324,22 @@ class NagleView:
             self.out.hist("hold time", hist.slots, "us")
         if self.by_sock and sockets:
             self.out.table(self.SOCK_COLUMNS, [
-                [r.pid, r.comm, f"{r.laddr}:{r.lport}", f"{r.raddr}:{r.rport}", r.sends, r.held,
-                 r.holds, r.held_ns, r.max_ns] for r in ranked(sockets, self.top)])
+                [r.pid, r.comm, with_port(r.laddr, r.lport), with_port(r.raddr, r.rport), r.sends,
+                 r.held, r.holds, r.held_ns, r.max_ns] for r in ranked(sockets, self.top)])
         for r in ranked(sockets, self.top) if socket_hists else []:
             if r.hist.count:
-                self.out.hist(f"hold time of {r.laddr}:{r.lport} -> {r.raddr}:{r.rport} "
-                              f"({r.comm} {r.pid})", r.hist.slots, "us")
+                self.out.hist(f"hold time of {with_port(r.laddr, r.lport)} -> "
+                              f"{with_port(r.raddr, r.rport)} ({r.comm} {r.pid})", r.hist.slots,
+                              "us")
         self.out.line()
 
     def interval(self, ts: float, seconds: float, t: Totals, sockets) -> None:
+        from netkit.render.fields import clock, iso
         if self.out.mode == "json":
-            self.out.record({"type": "interval", "ts": _iso(ts), "interval_s": round(seconds, 3),
+            self.out.record({"type": "interval", "ts": iso(ts), "interval_s": round(seconds, 3),
                              **self._record(t, sockets)})
         else:
-            self._text(time.strftime("%H:%M:%S", time.localtime(ts)), t, sockets)
+            self._text(clock(ts), t, sockets)
 
     def summary(self, seconds: float, t: Totals, sockets) -> None:
         if self.out.mode == "json":
@@ -360,16 +352,10 @@ class NagleView:
             self.out.line(f"nonagle flags of the sends: {flags}")
 
 
-def _iso(ts: float) -> str:
-    from datetime import datetime
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
-
-
-@tool_errors("tcpnagle")
 @export_options("tcpnagle")
 def command(
-    interval: IntervalOptArg = None,
-    count: CountOptArg = None,
+    interval: IntervalArg = None,
+    count: CountArg = None,
     pid: PidOpt = None,
     name: NameOpt = None,
     cgroup: CgroupOpt = None,
@@ -381,42 +367,34 @@ def command(
     json: JsonOpt = False,
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
-    exporters=None,
+    exporters: ExportHub = None,
 ):
-    from netkit.engine.bpfobject import Filters, set_verbose
-    from netkit.render.output import Output
+    dports, lports = ports_of(dport, "-D"), ports_of(lport, "-L")
 
-    set_verbose(verbose)
     by_sock = by == By.sock
-    out = Output(json_mode=json, no_color=no_color)
-    with _open(Filters(pid, name, cgroup), dport, lport, by_sock) as obj:
+    out = open_output(json, no_color, verbose)
+    with _open(pid, name, cgroup, dports, lports, by_sock) as obj:
         if duration == 0:
             return
+        causes = causes_of(obj)
         view = NagleView(out, by_sock, top)
         sockets = SocketTotals(obj.map("sockets"), top) if by_sock else None
-        zero = last = read_totals(obj)
-        started = last_t = time.monotonic()
-        # Without INTERVAL, wake up once a second only to honour --duration; print at the end.
-        ticker = Ticker(interval or 1.0, count if interval else None, duration)
-        try:
-            out.note("Tracing TCP sends held by Nagle, cork and autocork... Hit Ctrl-C to end.")
-            for ts in ticker:
-                now = read_totals(obj)
-                # Read sockets every tick even when printing only at the end: closed ones
-                # leave the map once read, so it never fills up with them.
-                socks = sockets.read_delta() if sockets else []
-                if exporters:
-                    exporters.publish(export_snapshot(ts, now.minus(zero)))
-                if interval:
-                    mono = time.monotonic()
-                    view.interval(ts, mono - last_t, now.minus(last), socks)
-                    last, last_t = now, mono
-        except KeyboardInterrupt:
-            pass
-        final = read_totals(obj)
-        if exporters:
-            exporters.publish(export_snapshot(time.time(), final.minus(zero)))
-        if sockets:
-            sockets.read_delta()
-        view.summary(time.monotonic() - started, final.minus(zero),
+        zero = last = read_totals(obj, causes)
+
+        def tick(ts: float, seconds: float, show: bool):
+            nonlocal last
+            now = read_totals(obj, causes)
+            # Sockets are read every tick even when printing only at the end: closed ones
+            # leave the map once read, so it never fills up with them.
+            socks = sockets.read_delta() if sockets else []
+            if show:
+                view.interval(ts, seconds, now - last, socks)
+                last = now
+            return export_snapshot(ts, now - zero) if exporters else None
+
+        loop = Loop(out, interval=interval, count=count, duration=duration, exporters=exporters,
+                    every=1.0)
+        seconds = loop.run(tick, "Tracing TCP sends held by Nagle, cork and autocork... "
+                                 "Hit Ctrl-C to end.")
+        view.summary(seconds, read_totals(obj, causes) - zero,
                      sockets.rows() if sockets else [])

@@ -9,8 +9,6 @@
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u64 answer = 0;
-__u64 seen_answer = 0;
-__u32 slot_of_input = 0;
 const volatile __u64 slot_input = 0;
 
 #ifdef CASE_BAD_ACCESS
@@ -26,11 +24,30 @@ int BPF_PROG(bad_access, struct pt_regs *regs, long id)
 SEC("tracepoint/sock/netkit_no_such_event")
 int on_missing(void *ctx) { return 0; }
 
+/* What the program saw of its .rodata settings. */
+struct seen {
+	__u64 answer;
+	__u32 slot_of_input;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct seen);
+} results SEC(".maps");
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_present, struct pt_regs *regs, long id)
 {
-	seen_answer = answer;
-	slot_of_input = log2_slot(slot_input);
+	__u32 zero = 0;
+	struct seen *seen = bpf_map_lookup_elem(&results, &zero);
+
+	if (seen) {
+		seen->answer = answer;
+		seen->slot_of_input = log2_slot(slot_input);
+	}
 	return 0;
 }
 #endif

@@ -1,10 +1,10 @@
 """The `netkit` command: one typer app, one subcommand per module in netkit/tools/.
 
 A tool module defines `command` (the typer function), `SUMMARY` (one line for --help) and `MAN`
-(a ManPage); dropping a module into netkit/tools registers it, nothing else to edit.
+(a ManPage); dropping a module into netkit/tools registers it, nothing else to edit. The shared
+pieces a tool builds on sit beside this file: options (declarations), tool (the error boundary
+and ManPage) and loop (the interval loop).
 """
-from __future__ import annotations
-
 import importlib
 import os
 import pkgutil
@@ -12,16 +12,16 @@ import signal
 import sys
 
 import typer
+from typer._click import exceptions as click_errors
 
 import netkit
 import netkit.tools
-
-NOT_TOOLS = {"common"}
+from netkit.cli.tool import boundary
 
 
 def tool_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(netkit.tools.__path__)
-                  if m.name not in NOT_TOOLS and not m.name.startswith("_"))
+                  if not m.name.startswith("_"))
 
 
 def tool_modules(only: str | None = None) -> dict:
@@ -43,7 +43,7 @@ def _version(value: bool):
 
 
 def build_app(only: str | None = None) -> typer.Typer:
-    # rich help and errors only on a terminal: piped or in a file, they would carry box drawing.
+    # rich help only on a terminal: piped or in a file, it would carry box drawing.
     fancy = sys.stderr.isatty() and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     app = typer.Typer(name="netkit", no_args_is_help=True, add_completion=False,
                       rich_markup_mode="rich" if fancy else None,
@@ -59,7 +59,8 @@ def build_app(only: str | None = None) -> typer.Typer:
 
     for name, module in tool_modules(only).items():
         app.command(name, help=module.__doc__, short_help=module.SUMMARY,
-                    epilog=_examples(module), no_args_is_help=False)(module.command)
+                    epilog=_examples(module), no_args_is_help=False)(boundary(name,
+                                                                             module.command))
     return app
 
 
@@ -76,11 +77,67 @@ def _sigterm_is_ctrl_c(signum, frame):
     raise KeyboardInterrupt
 
 
+def _keep_standard_fds() -> bool:
+    """Reopen a closed stdin/stdout/stderr on /dev/null, so the next file netkit opens (a BPF
+    map, a socket) cannot become fd 1 and receive its output. True when stdout was closed."""
+    closed_stdout = False
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            closed_stdout |= fd == 1
+    if closed_stdout:
+        sys.stdout = None
+    return closed_stdout
+
+
+def usage_line(error: click_errors.UsageError) -> str:
+    """click's usage error as one line: `netkit TOOL: invalid value for ...`."""
+    message = error.format_message().strip().rstrip(".")
+    where = error.ctx.command_path if error.ctx is not None else "netkit"
+    return f"{where}: {message[:1].lower()}{message[1:]} (see {where} --help)"
+
+
+def run(argv: list[str], tool: str | None) -> int:
+    """Parse and run one command line; every way it ends is an exit status (no traceback)."""
+    command = typer.main.get_command(build_app(only=tool))
+    try:
+        with command.make_context("netkit", argv) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as done:
+        return done.exit_code
+    except click_errors.NoArgsIsHelpError as error:
+        error.show()
+        return 2
+    except click_errors.UsageError as error:
+        print(usage_line(error), file=sys.stderr)
+        return error.exit_code
+    except click_errors.ClickException as error:
+        print(f"netkit: {error.format_message()}", file=sys.stderr)
+        return error.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        return 0
+    return 0
+
+
 def main() -> None:
     # Like bpftrace and tcpdump, take Ctrl-C even when started with SIGINT ignored (a background
     # job of a non-interactive shell inherits that): `kill -INT` must still end the trace with a
     # summary and a clean detach.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
-    # A closed pipe (`netkit ... | head`) is handled by each tool's tool_errors boundary.
-    build_app(only=_requested_tool(sys.argv[1:]))(prog_name="netkit")
+    stdout_closed = _keep_standard_fds()
+    argv = sys.argv[1:]
+    tool = _requested_tool(argv)
+    if stdout_closed and tool not in (None, "export"):
+        print(f"netkit {tool}: standard output is closed", file=sys.stderr)
+        sys.exit(1)
+    try:
+        code = run(argv, tool)
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
