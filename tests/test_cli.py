@@ -50,7 +50,9 @@ def test_unknown_command_is_a_usage_error():
 # Values are chosen so that nothing a tool does with them leaves this machine: numeric loopback
 # addresses and localhost (from /etc/hosts) only, never a name that would go to a DNS server.
 SAFE_WORDS = ["127.0.0.1", "::1", "localhost", "lo", "0", "1", "-1", "2.5", "1e9", "abc", "",
-              "/nonexistent", "--", "-", "udp", "icmp", "tcp", "dest", "sock", "99999999"]
+              "/nonexistent", "--", "-", "udp", "icmp", "tcp", "dest", "sock", "99999999",
+              "nan", "inf", "-inf", "1e309", "-1e309", "99999999999999999999",
+              "-99999999999999999999", "0.0001"]
 _group = typer.main.get_command(build_app())
 
 

@@ -6,6 +6,7 @@ boundary that turns what goes wrong into one line on stderr and an exit status.
     Ctrl-C, SIGTERM    -> exit 0 (a tool that was tracing has printed its summary)
     a closed pipe      -> exit 0, quietly (`netkit ... | head`)
     stdout unwritable  -> `netkit <tool>: cannot write ...`, exit 1 (a full disk, a closed stdout)
+    another OSError    -> `netkit <tool>: <file>: <reason>`, exit 1 (a file only root may read)
 
 cli.build_app wraps every tool's command in `boundary`, so a tool only raises.
 """
@@ -70,6 +71,11 @@ def boundary(tool: str, command):
             # `netkit ... | head`: stop writing, keep quiet (Python's documented pattern).
             quiet_stdout()
             raise typer.Exit(0) from None
+        except OSError as exc:
+            # The system said no (a file in /proc or /sys that needs root, a device that went
+            # away): as much a reason the tool cannot run as a NetkitError.
+            say(tool, os_error_text(exc))
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM outside a tool's tracing loop (while loading, while detaching):
             # everything was detached on the way out; nothing more to say.
@@ -84,6 +90,15 @@ def open_output(json: bool, no_color: bool, verbose: bool = False):
     from netkit.render.output import Output
     set_verbose(verbose)
     return Output(json_mode=json, no_color=no_color)
+
+
+def os_error_text(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.filename:
+        text = f"{exc.filename}: {text}"
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+        text += " (netkit needs root here)"
+    return text
 
 
 def output_failed(exc: OSError) -> BaseException:

@@ -31,12 +31,19 @@ def require_bpf_privileges() -> None:
         raise NetkitError("must run as root (or with CAP_BPF and CAP_PERFMON) to load BPF programs")
 
 
+def _readable_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except PermissionError:
+        raise NetkitError(f"cannot read {path}: permission denied (tracing needs root)") from None
+
+
 def ensure_tracefs() -> Path:
     """Classic tracepoints are found through tracefs; mount it when it is missing and we may."""
-    if (TRACEFS / "events").is_dir():
+    if _readable_dir(TRACEFS / "events"):
         return TRACEFS
     legacy = Path("/sys/kernel/debug/tracing")
-    if (legacy / "events").is_dir():
+    if _readable_dir(legacy / "events"):
         return legacy
     if os.geteuid() == 0:
         result = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],

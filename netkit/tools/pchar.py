@@ -88,12 +88,14 @@ Estimator = enum.Enum("Estimator", {name: name for name in pc.ESTIMATORS}, type=
 
 DestArg = Annotated[str, typer.Argument(metavar="DESTINATION", show_default=False,
                                         help="Host at the end of the path.")]
-RepsOpt = Annotated[Optional[int], typer.Option("-R", "--reps", min=1, show_default=False,
+RepsOpt = Annotated[Optional[int], typer.Option("-R", "--reps", min=1, max=100_000,
+                                                show_default=False,
                                                 help="Probes per size (pchar's fixed plan); "
                                                      "default: adaptive.")]
 MtuOpt = Annotated[int, typer.Option("-m", "--mtu", min=64, max=65535,
                                      help="Largest probe, in IP bytes.")]
-IncOpt = Annotated[Optional[int], typer.Option("-I", "--increment", min=1, show_default=False,
+IncOpt = Annotated[Optional[int], typer.Option("-I", "--increment", min=1, max=65535,
+                                               show_default=False,
                                                help="Step between probe sizes (pchar: 32); "
                                                     "default: 8 sizes when adaptive.")]
 GapOpt = Annotated[Optional[float], typer.Option("-g", "--gap", click_type=seconds(0, 60),
