@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -18,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from netkit.export import ExportError, ExportHub, split_host_port
+from netkit.export import endpoint
 from netkit.export.graphite import GraphiteSender, metric_path, snapshot_lines
 from netkit.export.prometheus import PrometheusServer, TextfileWriter, bucket_bounds, exposition
 from netkit.metrics import Counter, Histogram, Snapshot
@@ -222,7 +227,8 @@ def test_address_forms(text, expected):
     assert split_host_port(text, default_port=2003, default_host="127.0.0.1") == expected
 
 
-@pytest.mark.parametrize("text", ["", "host:port", "::1:9100", "1.2.3.4:70000", "[::1"])
+@pytest.mark.parametrize("text", ["", "host:port", "::1:9100", "1.2.3.4:70000", "[::1",
+                                  "1.2.3.4:\u00b2", "h:\u0661\u0662", "a b:9100", ":-1"])
 def test_bad_addresses_are_refused(text):
     with pytest.raises(ValueError):
         split_host_port(text, default_port=2003, default_host="127.0.0.1")
@@ -365,18 +371,372 @@ def test_carbon_restart_mid_run_is_survived_and_the_gap_counted(carbon):
 
 def test_graphite_with_nobody_listening_never_blocks_publish():
     notices = []
-    sender = GraphiteSender(f"127.0.0.1:{free_port()}", notice=notices.append,
-                            queue_intervals=2, flush_seconds=0.3)
+    port = free_port()
+    sender = GraphiteSender(f"127.0.0.1:{port}", notice=notices.append, queue_intervals=2)
     started = time.monotonic()
     for i in range(50):
         sender.publish(sample_snapshot("demo", ts=1700000000 + i))
     assert time.monotonic() - started < 0.5
     sender.close()
     lines_per_interval = len(snapshot_lines("x", sample_snapshot("demo"))) + 1
-    assert sender.lost_metrics == 50 * lines_per_interval
+    assert sender.lost_metrics == 50 * lines_per_interval and sender.sent_metrics == 0
     assert "connection refused" in notices[0]
-    assert notices[-1].endswith(f"{50 * lines_per_interval} metrics lost in all "
-                                "while carbon was unreachable")
+    # 48 intervals fell out of the 2-interval queue; the 2 left were refused at exit too.
+    assert notices[-1] == (f"graphite 127.0.0.1:{port}: {50 * lines_per_interval} metrics not "
+                           f"sent in all, {2 * lines_per_interval} of them at exit "
+                           "(connection refused)")
+
+
+
+# --- Graphite: what a line can carry ----------------------------------------------------------
+
+PATH = re.compile(r"[A-Za-z0-9_-]{1,200}(\.[A-Za-z0-9_-]{1,200})*")
+# Labels as tools make them (a comm, a destination), with what carbon's plaintext protocol splits
+# on (whitespace), reads as tags (; = {}), turns into directories (. /) or queries as patterns.
+NASTY_LABELS = {"python3.11": "python3_11", "python3 11": "python3_11", "kworker/0:1":
+                "kworker_0_1", "a;b=c": "a_b_c", 'x{y="1"}': "x_y__1__", "tab\there": "tab_here",
+                "new\nline": "new_line", "\u00fcn\u00efcode": "_n_code", "": "_", "*?[],": "_____",
+                "../../etc": "______etc", "[::1]:8080": "___1__8080", "x" * 300: "x" * 200}
+
+
+def nasty_snapshot(ts: float) -> Snapshot:
+    return Snapshot("demo", ts, counters=[
+        Counter("demo_calls", "h", n, {"comm": label})
+        for n, label in enumerate(NASTY_LABELS, start=1)],
+        histograms=[Histogram("demo_latency", "h", (1, 2), 7, 1e-3, {"dest": "10.0.0.1:80"}),
+                    Histogram("demo_latency", "h", (0, 5), 9, 1e-3, {"dest": "10.0.0.1 80"})])
+
+
+def expected_nasty_values(prefix: str) -> dict[str, float]:
+    """Independently of the code: the paths above, values of labels that meet summed."""
+    expected: dict[str, float] = {}
+    for n, label in enumerate(NASTY_LABELS, start=1):
+        path = f"{prefix}.demo.calls.comm.{NASTY_LABELS[label]}"
+        expected[path] = expected.get(path, 0) + n
+    expected[f"{prefix}.demo.latency.dest.10_0_0_1_80.count"] = 3 + 5
+    expected[f"{prefix}.demo.latency.dest.10_0_0_1_80.sum_seconds"] = (7 + 9) * 1e-3
+    return expected
+
+
+def test_every_generated_path_is_one_clean_field():
+    lines = snapshot_lines("p.q", nasty_snapshot(1700000000.9))
+    values = {}
+    for line in lines:
+        path, value, ts = line.split(" ")          # exactly three fields
+        assert PATH.fullmatch(path), path
+        assert ts == "1700000000"
+        values[path] = float(value)
+    assert len(values) == len(lines)               # no path twice (carbon would keep one)
+    assert values == pytest.approx(expected_nasty_values("p.q"))
+
+
+def test_carbon_stores_nasty_labels_exactly(carbon):
+    """Through the real carbon-cache: every line is taken (listener.log has no invalid line) and
+    the whisper files are exactly the expected paths, with the expected values."""
+    base = int(time.time()) - 30
+    sender = GraphiteSender(f"127.0.0.1:{carbon.port}", prefix="test.nasty")
+    try:
+        sender.publish(nasty_snapshot(base))
+        expected = expected_nasty_values("test.nasty")
+        expected["test.nasty.netkit.graphite.lost_metrics"] = 0
+        wait_until(lambda: all(carbon.points(path, base) for path in expected), 20,
+                   "whisper to hold every path")
+    finally:
+        sender.close()
+    stored = {str(f.relative_to(carbon.whisper_dir).with_suffix("")).replace("/", "."): f
+              for f in carbon.whisper_dir.rglob("*.wsp")}
+    assert sorted(stored) == sorted(expected)
+    assert {path: carbon.points(path, base)[base] for path in expected} == \
+        pytest.approx(expected)
+    listener_log = carbon.root / "log" / "listener.log"
+    assert not listener_log.exists() or "invalid line" not in listener_log.read_text()
+    assert sender.sent_metrics == len(expected) and sender.lost_metrics == 0
+
+
+# A client whose comm has a dot, a space and a slash; it connects when told, N4 times to an IPv4
+# listener and N6 times to an IPv6 one.
+ODD_COMM = "my tool.v1/x"
+ODD_CLIENT = f"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, {ODD_COMM.encode()!r}, 0, 0, 0)
+port4, port6, n4, n6 = map(int, sys.argv[1:5])
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(n4):
+    socket.create_connection(("127.0.0.1", port4)).close()
+for _ in range(n6):
+    socket.create_connection(("::1", port6)).close()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("by", ["process", "dest"])
+def test_soconnlat_comm_and_destination_labels_reach_carbon_as_clean_paths(carbon, by):
+    """The real soconnlat, grouped by process (comm "my tool.v1/x") or by destination
+    ("127.0.0.1:PORT", "[::1]:PORT"): carbon ends up with exactly the expected paths, holding
+    exactly the connects the client made."""
+    require_root_bpf("soconnlat")
+    n4, n6 = 3, 2
+    with socket.socket() as listener4, socket.socket(socket.AF_INET6) as listener6:
+        listener4.bind(("127.0.0.1", 0))
+        listener6.bind(("::1", 0))
+        for listener in (listener4, listener6):
+            listener.listen(16)
+        port4, port6 = listener4.getsockname()[1], listener6.getsockname()[1]
+        client = subprocess.Popen([sys.executable, "-c", ODD_CLIENT, str(port4), str(port6),
+                                   str(n4), str(n6)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert client.stdout.readline() == "ready\n"
+        tool = Traced(["soconnlat", "-p", str(client.pid), "--by", by, "0.2",
+                       "--graphite", f"127.0.0.1:{carbon.port}", "--prefix", f"test.{by}"])
+        try:
+            since = time.time() - 1
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            assert client.stdout.readline() == "done\n"
+            who = {4: "comm.my_tool_v1_x", 6: "comm.my_tool_v1_x"} if by == "process" else \
+                {4: f"dest.127_0_0_1_{port4}", 6: f"dest.___1__{port6}"}
+            series = {f"test.{by}.soconnlat.{name}.{who[family]}.family.IPv{family}"
+                      f".mode.blocking.result.OK{suffix}": count
+                      for family, count in ((4, n4), (6, n6))
+                      for name, suffix in (("connects", ""), ("latency", ".count"))}
+            wait_until(lambda: all(_latest(carbon.points(path, since)) == count
+                                   for path, count in series.items()), 20,
+                       f"whisper to hold {series}")
+        finally:
+            out, err = tool.finish()
+            client.communicate("bye\n", timeout=10)
+    assert tool.proc.returncode == 0, err
+    stored = sorted(str(f.relative_to(carbon.whisper_dir / "test" / by).with_suffix(""))
+                    .replace("/", ".") for f in (carbon.whisper_dir / "test" / by).rglob("*.wsp"))
+    latency_sums = [path.removesuffix(".count") + ".sum_seconds"
+                    for path in series if path.endswith(".count")]
+    expected = sorted([*series, *latency_sums, f"test.{by}.netkit.graphite.lost_metrics"])
+    assert stored == [path.removeprefix(f"test.{by}.") for path in expected]
+
+
+def _latest(points: dict[int, float]) -> float | None:
+    return points[max(points)] if points else None
+
+
+@pytest.mark.parametrize("prefix, reason", [
+    ("net kit", "' ' cannot be in a Graphite path"),
+    ("a\tb", "'\\t' cannot be in a Graphite path"),
+    ("a;b=c", "';' cannot be in a Graphite path"),
+    ("host/../../etc", "'/' cannot be in a Graphite path"),
+    ("x{y}", "'{' cannot be in a Graphite path"),
+    ("web*", "'*' cannot be in a Graphite path"),
+    ("caf\u00e9", "'\u00e9' cannot be in a Graphite path"),
+    ("a..b", "empty path component"),
+    ("netkit.", "empty path component"),
+    ("x" * 201, "a name longer than 200 characters"),
+])
+def test_a_prefix_carbon_cannot_carry_is_refused_before_anything_is_sent(prefix, reason):
+    with socket.socket() as carbon:
+        carbon.bind(("127.0.0.1", 0))
+        carbon.listen()
+        carbon.setblocking(False)
+        result = run_netkit("sockstat", "-d", "0", "--prometheus", "127.0.0.1:0",
+                            "--graphite", f"127.0.0.1:{carbon.getsockname()[1]}",
+                            "--prefix", prefix)
+        # One line: the endpoint did not start and announce itself first.
+        line = assert_one_line_error(result, "sockstat", 2)
+        assert line.startswith(f"netkit sockstat: --prefix {prefix!r}: {reason}")
+        with pytest.raises(BlockingIOError):
+            carbon.accept()                        # netkit never connected
+
+
+def test_a_good_prefix_passes():
+    for prefix in ("netkit.web-1", "a", "A_b.c-D.0"):
+        GraphiteSender.check_prefix(prefix)
+
+
+# --- Graphite: a carbon that does not answer holds nothing up ----------------------------------
+
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows: SYNs the kernel dropped because an accept queue was full."""
+    header, values = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
+                      if line.startswith("TcpExt:")]
+    return int(values[header.index("ListenOverflows")])
+
+
+class BlackHole:
+    """A carbon that accepts no connection: a listener whose accept queue (backlog 0 holds one)
+    is full, so the kernel drops every further SYN, as a firewall that drops them would; the
+    client retransmits its SYN and waits."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.filler = socket.create_connection(("127.0.0.1", self.port))
+        self.overflows_before = listen_overflows()
+
+    def syns_dropped(self) -> int:
+        return listen_overflows() - self.overflows_before
+
+    def close(self):
+        self.filler.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def black_hole():
+    hole = BlackHole()
+    yield hole
+    hole.close()
+
+
+def test_black_hole_carbon_close_takes_half_a_second_and_counts_every_line(black_hole):
+    notices = []
+    sender = GraphiteSender(f"127.0.0.1:{black_hole.port}", notice=notices.append)
+    for i in range(5):
+        sender.publish(sample_snapshot("demo", ts=1700000000 + i))
+    time.sleep(0.3)                                # the sender is waiting for a SYN-ACK
+    started = time.monotonic()
+    sender.close()
+    took = time.monotonic() - started
+    assert 0.4 < took < 0.8, took                  # the exit grace (0.5 s), not the 5 s timeout
+    assert black_hole.syns_dropped() >= 1          # really a dropped SYN, not a refusal
+    lines = 5 * (len(snapshot_lines("x", sample_snapshot("demo"))) + 1)
+    assert sender.lost_metrics == lines and sender.sent_metrics == 0
+    assert notices == [f"graphite 127.0.0.1:{black_hole.port}: {lines} metrics not sent in all, "
+                       f"{lines} of them at exit (carbon did not answer the connection by exit)"]
+
+
+def big_snapshot(ts: int, series: int = 100) -> Snapshot:
+    return Snapshot("demo", ts, counters=[Counter("demo_bytes", "h", ts * 1000 + i, {"n": str(i)})
+                                          for i in range(series)])
+
+
+def published_lines(prefix: str, snapshots: list[Snapshot]) -> list[str]:
+    return [line for snap in snapshots for line in snapshot_lines(prefix, snap) +
+            [f"{prefix}.netkit.graphite.lost_metrics 0 {int(snap.ts)}"]]
+
+
+class StuckCarbon:
+    """A carbon that accepts (the kernel completes the handshake) but does not read: a listener
+    with an 8 KiB receive buffer that nobody accepts from until read_all()."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.received: list[str] = []
+        self._readers: list[threading.Thread] = []
+
+    def start_reading(self) -> None:
+        """Accept every connection, now and later, and read each to its end (EOF or reset)."""
+        def read(conn: socket.socket) -> None:
+            data = b""
+            try:
+                while chunk := conn.recv(65536):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+            conn.close()
+            self.received += data.decode().splitlines()[:data.count(b"\n")]
+
+        def accept_all() -> None:
+            self.listener.settimeout(0.2)
+            while self.listener.fileno() != -1:
+                try:
+                    conn, _ = self.listener.accept()
+                except (socket.timeout, OSError):
+                    continue
+                reader = threading.Thread(target=read, args=(conn,))
+                reader.start()
+                self._readers.append(reader)
+
+        threading.Thread(target=accept_all, daemon=True).start()
+
+    def stop(self) -> None:
+        time.sleep(0.3)                            # the accept loop takes the last connection
+        self.listener.close()
+        for reader in self._readers:
+            reader.join(10)
+
+
+def test_carbon_that_never_reads_does_not_hold_up_close_and_the_count_is_exact():
+    """Send blocks once carbon's buffer and ours are full (~3 MB here): close() still returns in
+    the grace, and what carbon's TCP acknowledged is exactly what it can read afterwards."""
+    carbon = StuckCarbon()
+    notices = []
+    prefix = "test.stuck." + "p" * 100             # longer lines: fewer to build for 5 MB
+    sender = GraphiteSender(f"127.0.0.1:{carbon.port}", prefix=prefix, notice=notices.append)
+    snapshots = [big_snapshot(1700000000 + i) for i in range(200)]
+    for snapshot in snapshots:
+        sender.publish(snapshot)
+    time.sleep(1.0)                                # buffers fill; acknowledgements settle
+    started = time.monotonic()
+    sender.close()
+    assert time.monotonic() - started < 0.8
+    carbon.start_reading()
+    carbon.stop()
+    published = published_lines(prefix, snapshots)
+    assert sender.lost_metrics > 0                 # it really was stuck
+    assert carbon.received == published[:sender.sent_metrics]    # in order, exactly these
+    assert sender.sent_metrics + sender.lost_metrics == len(published)
+    assert notices == [f"graphite 127.0.0.1:{carbon.port}: {sender.lost_metrics} metrics not "
+                       f"sent in all, {sender.lost_metrics} of them at exit (carbon was not "
+                       "reading by exit)"]
+
+
+def test_carbon_that_stops_reading_gets_the_rest_again_once_on_a_new_connection():
+    """After STALL seconds without progress the connection is dropped (RST) and what carbon's TCP
+    had not acknowledged is sent again: once carbon reads, it has every line exactly once."""
+    carbon = StuckCarbon()
+    notices = []
+    prefix = "test.stall." + "p" * 100
+    sender = GraphiteSender(f"127.0.0.1:{carbon.port}", prefix=prefix, notice=notices.append,
+                            stall_timeout=0.3, backoff_initial=0.05, backoff_max=0.1)
+    snapshots = [big_snapshot(1700000000 + i) for i in range(200)]
+    try:
+        for snapshot in snapshots:
+            sender.publish(snapshot)
+        wait_until(lambda: notices, 10, "the sender to see carbon stall")
+        carbon.start_reading()
+        published = published_lines(prefix, snapshots)
+        wait_until(lambda: sender.sent_metrics == len(published), 30, "everything delivered")
+    finally:
+        sender.close()
+        carbon.stop()
+    assert notices[0] == (f"graphite 127.0.0.1:{carbon.port}: carbon read nothing for 0.3 s; "
+                          "reconnecting")
+    assert sender.lost_metrics == 0
+    assert sorted(carbon.received) == sorted(published)        # every line, none twice
+
+
+@pytest.mark.kernel
+def test_sockstat_ctrl_c_with_a_black_hole_carbon_exits_within_a_second(black_hole):
+    """The real tool: Ctrl-C while its sender waits for carbon's SYN-ACK ends it in < 1 s (it
+    took 8 s), and the final notice counts every line of every interval as not sent."""
+    require_root_bpf()
+    tool = Traced(["sockstat", "--json", "0.5", "--graphite", f"127.0.0.1:{black_hole.port}",
+                   "--prefix", "test.hole"])
+    time.sleep(1.25)                               # between two ticks, far from either
+    started = time.monotonic()
+    out, err = tool.finish()
+    took = time.monotonic() - started
+    assert tool.proc.returncode == 0, err
+    assert took < 1.0, took
+    assert black_hole.syns_dropped() >= 1
+    records = [json.loads(line) for line in out.splitlines()]
+    intervals = sum(record["type"] == "interval" for record in records)
+    counters = sum(isinstance(value, int) for key, value in records[-1].items()
+                   if key not in ("ts", "type", "duration_s", "top"))
+    assert intervals == 2 and counters >= 7
+    # Each interval and the last partial one: the counters and lost_metrics.
+    lost = (intervals + 1) * (counters + 1)
+    assert err.splitlines()[-1] == (
+        f"netkit sockstat: graphite 127.0.0.1:{black_hole.port}: {lost} metrics not sent in "
+        f"all, {lost} of them at exit (carbon did not answer the connection by exit)")
+    assert "Traceback" not in err
 
 
 def test_hub_refuses_prefix_without_graphite():
@@ -426,6 +786,17 @@ def test_sockstat_feeds_prometheus_graphite_and_textfile(prometheus_scraping, ca
 
 @pytest.mark.parametrize("args, code, message", [
     (["--prometheus", "9100:x"], 2, "--prometheus 9100:x: 'x' is not a port number"),
+    (["--prometheus", "70000"], 2, "--prometheus 70000: '70000' is not a port number (0-65535)"),
+    (["--prometheus", "127.0.0.1:\u00b2"], 2, "'\u00b2' is not a port number"),
+    (["--graphite", "127.0.0.1:0"], 2, "--graphite 127.0.0.1:0: port 0 cannot be connected to "
+                                       "(carbon's plaintext port is 2003)"),
+    (["--graphite", "[::1]:0"], 2, "--graphite [::1]:0: port 0 cannot be connected to"),
+    (["--graphite", "0"], 2, "--graphite 0: port 0 cannot be connected to"),
+    # Checked before the endpoint starts, so its "serving at" line does not come first.
+    (["--prometheus", "127.0.0.1:0", "--graphite", ":0"], 2, "port 0 cannot be connected to"),
+    (["--graphite", "a\x01b"], 2, "--graphite a\x01b: 'a\\x01b' is not a host name"),
+    (["--graphite", "nosuchhost.invalid"], 1, "--graphite nosuchhost.invalid: name or service"),
+    (["--prometheus", "192.0.2.1:9100"], 1, "cannot assign requested address"),
     (["--graphite", "::1:2003"], 2, "write an IPv6 address in brackets"),
     (["--prefix", "x.y"], 2, "--prefix needs --graphite"),
     (["--textfile", "/nonexistent/netkit"], 1, "--textfile /nonexistent/netkit: no such directory"),
@@ -442,6 +813,166 @@ def test_prometheus_port_taken_is_exit_1():
         port = taken.getsockname()[1]
         result = run_netkit("sockstat", "-d", "0", "--prometheus", f"127.0.0.1:{port}")
     assert "address already in use" in assert_one_line_error(result, "sockstat", 1)
+
+
+
+# --- the /metrics endpoint under load and abuse -----------------------------------------------
+
+def raw_exchange(port: int, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send `request` as is, return all the endpoint answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(request)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return reply
+
+
+@pytest.fixture
+def endpoint_server():
+    server = PrometheusServer("127.0.0.1:0")
+    server.publish(sample_snapshot("sockstat", connects=5))
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK"),
+    (b"GET / HTTP/1.0\n\n", b"HTTP/1.1 200 OK"),
+    (b"HEAD /metrics HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK"),
+    (b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", b"HTTP/1.1 405 "),
+    (b"GET /other HTTP/1.1\r\n\r\n", b"HTTP/1.1 404 "),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"HTTP/1.1 400 "),   # TLS hello
+    (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * (1 << 20) + b"\r\n\r\n", b"HTTP/1.1 431 "),
+])
+def test_endpoint_answers_every_request_with_one_reply_and_keeps_serving(endpoint_server,
+                                                                         request_bytes, status):
+    reply = raw_exchange(endpoint_server.port, request_bytes)
+    assert reply.startswith(status), reply[:200]
+    head, _, body = reply.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    if request_bytes.startswith(b"HEAD"):
+        assert body == b"" and length > 0
+    else:
+        assert len(body) == length                 # the whole reply, not cut by a reset
+    with urllib.request.urlopen(endpoint_server.url, timeout=5) as after:
+        assert b'netkit_sockstat_connect_calls_total{comm="curl"} 5.0' in after.read()
+
+
+def test_endpoint_gzips_and_speaks_openmetrics_as_asked(endpoint_server):
+    import gzip
+    request = urllib.request.Request(endpoint_server.url, headers={
+        "Accept-Encoding": "gzip", "Accept": "application/openmetrics-text;version=1.0.0"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        assert reply.headers["Content-Encoding"] == "gzip"
+        assert reply.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = gzip.decompress(reply.read()).decode()
+    assert 'netkit_sockstat_connect_calls_total{comm="curl"} 5.0' in text
+    assert text.endswith("# EOF\n")
+
+
+def test_endpoint_times_out_idle_and_trickling_connections(monkeypatch):
+    """Each connection has EXCHANGE_TIMEOUT from accept, however slowly it trickles bytes."""
+    monkeypatch.setattr(endpoint, "EXCHANGE_TIMEOUT", 0.5)
+    server = PrometheusServer("127.0.0.1:0")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+        trickler = socket.create_connection(("127.0.0.1", server.port))
+        opened = time.monotonic()
+        for byte in b"GET /metrics HTTP/1.1\r\n":      # a byte every 0.05 s: never done in 0.5 s
+            try:
+                trickler.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+        wait_until(lambda: server.connection_count == 0, 5, "the endpoint to drop them all")
+        assert time.monotonic() - opened < 1.5
+        for conn in idle + [trickler]:
+            conn.settimeout(1)
+            assert conn.recv(100) == b""           # closed by the endpoint, without a reply
+            conn.close()
+    finally:
+        server.close()
+
+
+def test_endpoint_out_of_descriptors_keeps_serving():
+    """With RLIMIT_NOFILE at 48, 100 idle connections run the endpoint out of descriptors:
+    accept() fails with EMFILE, the oldest connection gives way, and a scrape is answered."""
+    program = (
+        "import resource, sys, time\n"
+        "from netkit.export.prometheus import PrometheusServer\n"
+        "from netkit.metrics import Counter, Snapshot\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))\n"
+        "server = PrometheusServer('127.0.0.1:0')\n"
+        "server.publish(Snapshot('demo', 0, counters=[Counter('demo_x', 'h', 42)]))\n"
+        "print(server.port, flush=True)\n"
+        "sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", program], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+        # At the limit, less the one given way to the last accept that failed.
+        wait_until(lambda: len(os.listdir(f"/proc/{child.pid}/fd")) >= 47, 5,
+                   "the endpoint to run out of descriptors")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            assert b"netkit_demo_x_total 42.0" in reply.read()
+        for conn in idle:
+            conn.close()
+    finally:
+        child.communicate("", timeout=10)
+    assert child.returncode == 0
+
+
+def process_threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def process_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+
+
+def still_open(conn: socket.socket) -> bool:
+    """An idle connection the endpoint closed reads as EOF; an open one has nothing to read."""
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    return not poller.poll(0)
+
+
+@pytest.mark.kernel
+def test_a_thousand_idle_connections_neither_stop_a_scrape_nor_make_threads():
+    """The real tool's endpoint: 1,000 idle connections (they made 1,000 threads, doubled the
+    RSS and took 150 s to open behind a backlog of 5) open in well under a second, make no
+    thread, keep the newest MAX_CONNECTIONS open, and a scrape is answered at once."""
+    require_root_bpf()
+    tool = Traced(["sockstat", "0.2", "--prometheus", "127.0.0.1:0"])
+    idle: list[socket.socket] = []
+    try:
+        port, pid = served_port(tool), tool.proc.pid
+        time.sleep(0.5)
+        threads, rss = process_threads(pid), process_rss_kib(pid)
+        started = time.monotonic()
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(1000)]
+        opening = time.monotonic() - started
+        assert opening < 1.0, opening
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            assert reply.status == 200
+            assert b"netkit_sockstat_connect_calls_total " in reply.read()
+        assert time.monotonic() - started < 0.5
+        assert process_threads(pid) == threads
+        assert process_rss_kib(pid) - rss < 4096
+        # Every accept beyond the cap closed the oldest; the scrape was one accept more.
+        newest = list(range(1000 - (endpoint.MAX_CONNECTIONS - 1), 1000))
+        wait_until(lambda: [i for i, conn in enumerate(idle) if still_open(conn)] == newest, 5,
+                   "the endpoint to keep exactly the newest connections")
+    finally:
+        for conn in idle:
+            conn.close()
+        out, err = tool.finish()
+    assert tool.proc.returncode == 0, err
+    assert "Traceback" not in err
 
 
 # --- netkit export ----------------------------------------------------------------------------

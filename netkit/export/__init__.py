@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import inspect
 import ipaddress
+import re
 import sys
+import time
 from typing import Annotated, Callable, Optional, Protocol
 
 import typer
@@ -32,13 +34,28 @@ class ExportUsageError(ExportError, UsageError):
     """An export option is malformed: one line, and exit status 2 like other usage errors."""
 
 
+# How long stopping all exporters may take at exit, in all: enough for a reachable carbon to
+# take the last interval (a loopback round trip is microseconds, a WAN one ~0.1 s), short enough
+# that Ctrl-C ends netkit within a second when carbon is not answering.
+EXIT_GRACE = 0.5
+
+
 class Exporter(Protocol):
     def publish(self, snapshot: Snapshot) -> None: ...
-    def close(self) -> None: ...
+    def close(self, deadline: float | None = None) -> None:
+        """Stop; whatever is left to do must be done or given up by `deadline` (monotonic)."""
+
+
+def _is_port_text(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also takes '²' and other scripts' digits.
+    return re.fullmatch(r"[0-9]+", text) is not None
 
 
 def split_host_port(text: str, default_port: int | None, default_host: str) -> tuple[str, int]:
-    """Parse PORT, HOST:PORT, HOST, [V6]:PORT or [V6]; raise ValueError with a readable reason."""
+    """Parse PORT, HOST:PORT, HOST, [V6]:PORT or [V6]; raise ValueError with a readable reason.
+
+    Port 0 passes: it means "any free port" to a listener and nothing to a client, so each
+    caller decides."""
     text = text.strip()
     if not text:
         raise ValueError("empty address")
@@ -47,7 +64,7 @@ def split_host_port(text: str, default_port: int | None, default_host: str) -> t
         if not bracket or not host or (rest and not rest.startswith(":")):
             raise ValueError(f"{text!r} is not [IPV6]:PORT")
         port_text = rest[1:] if rest else ""
-    elif text.isdigit():
+    elif _is_port_text(text):
         host, port_text = default_host, text
     elif text.count(":") == 1:
         host, port_text = text.split(":")
@@ -57,11 +74,13 @@ def split_host_port(text: str, default_port: int | None, default_host: str) -> t
         host, port_text = text, ""
     if not host:
         host = default_host
+    if not host.isprintable() or any(c.isspace() for c in host):
+        raise ValueError(f"{host!r} is not a host name or address")
     if not port_text:
         if default_port is None:
             raise ValueError(f"{text!r} has no port")
         return host, default_port
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not _is_port_text(port_text) or len(port_text) > 5 or int(port_text) > 65535:
         raise ValueError(f"{port_text!r} is not a port number (0-65535)")
     return host, int(port_text)
 
@@ -134,9 +153,11 @@ class ExportHub:
             exporter.publish(snapshot)
 
     def close(self) -> None:
-        for exporter in reversed(self.exporters):
-            exporter.close()
-        self.exporters.clear()
+        # One deadline for all: each exporter has been working since its last publish(), so
+        # they overlap, and exit is never held up longer than EXIT_GRACE.
+        deadline = time.monotonic() + EXIT_GRACE
+        while self.exporters:
+            self.exporters.pop().close(deadline)
 
     def __enter__(self) -> ExportHub:
         return self
@@ -150,23 +171,29 @@ class ExportHub:
                      prefix: str | None = None,
                      notice: Callable[[str], None] | None = None) -> ExportHub:
         """Start the exporters the options ask for; on failure stop those already started.
-        Their notices are held until start() unless a `notice` function is given."""
+        Every option is checked before anything starts, so a bad one fails alone; notices are
+        held until start() unless a `notice` function is given."""
         # Imported here so that a tool run without exporters never imports prometheus_client.
+        if prefix is not None and graphite is None:
+            raise ExportUsageError("--prefix needs --graphite HOST[:PORT]")
+        if prometheus is not None:
+            from netkit.export.prometheus import PrometheusServer
+            PrometheusServer.parse_listen(prometheus)
+        if graphite is not None:
+            from netkit.export.graphite import GraphiteSender
+            GraphiteSender.parse_target(graphite)
+            GraphiteSender.check_prefix(prefix)
         held = None if notice else HeldNotices(_tool_name(tools))
         notice = notice or held
         hub = cls(notices=held)
         try:
-            if prometheus is not None:
-                from netkit.export.prometheus import PrometheusServer
-                hub.add(PrometheusServer(prometheus, notice=notice))
+            if graphite is not None:
+                hub.add(GraphiteSender(graphite, prefix=prefix, notice=notice))
             if textfile is not None:
                 from netkit.export.prometheus import TextfileWriter
                 hub.add(TextfileWriter(textfile, notice=notice))
-            if graphite is not None:
-                from netkit.export.graphite import GraphiteSender
-                hub.add(GraphiteSender(graphite, prefix=prefix, notice=notice))
-            elif prefix is not None:
-                raise ExportUsageError("--prefix needs --graphite HOST[:PORT]")
+            if prometheus is not None:
+                hub.add(PrometheusServer(prometheus, notice=notice))
         except BaseException:
             hub.close()
             raise
@@ -182,13 +209,16 @@ def _export_option(metavar: str, help: str):
 _OPTION_PARAMETERS = {
     "prometheus": _export_option(
         "[ADDR:]PORT",
-        "Serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1)."),
+        "Serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1; "
+        "PORT 0 takes a free port and says which on stderr)."),
     "textfile": _export_option(
         "DIR", "Write netkit_<tool>.prom into DIR each interval for node_exporter's textfile "
                "collector."),
     "graphite": _export_option(
         "HOST[:PORT]", "Send each interval to carbon's plaintext listener (port 2003 by default)."),
-    "prefix": _export_option("PATH", "Graphite path prefix [default: netkit.<hostname>]."),
+    "prefix": _export_option(
+        "PATH", "Graphite path prefix: dot-separated names of letters, digits, '_' and '-' "
+                "[default: netkit.<hostname>]."),
 }
 
 

@@ -8,17 +8,23 @@ bucket is le = (2^(i+1) - 1) x unit), every slot present so series never appear 
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import re
 import tempfile
 import threading
+import time
 from typing import Callable, Iterable
+from urllib.parse import parse_qs
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.utils import floatToGoString
 
-from netkit.export import ExportError, ExportUsageError, format_host_port, split_host_port
+from netkit.export import (EXIT_GRACE, ExportError, ExportUsageError, format_host_port,
+                           split_host_port)
+from netkit.export.endpoint import MetricsEndpoint
 from netkit.metrics import Counter, Histogram, Snapshot
 
 NAMESPACE = "netkit"
@@ -103,34 +109,57 @@ def exposition(snapshots: Iterable[Snapshot]) -> bytes:
 
 
 class PrometheusServer:
-    """Serves /metrics from a daemon thread; publish() only swaps in the new Snapshot."""
+    """Serves /metrics from one thread (netkit.export.endpoint); publish() only swaps in the new
+    Snapshot."""
 
-    def __init__(self, listen: str, notice: Callable[[str], None] | None = None):
+    @staticmethod
+    def parse_listen(listen: str) -> tuple[str, int]:
+        """[ADDR:]PORT; port 0 is allowed: the kernel picks a free port, which the notice says."""
         try:
-            host, port = split_host_port(listen, default_port=None, default_host="127.0.0.1")
+            return split_host_port(listen, default_port=None, default_host="127.0.0.1")
         except ValueError as error:
             raise ExportUsageError(f"--prometheus {listen}: {error}") from None
+
+    def __init__(self, listen: str, notice: Callable[[str], None] | None = None):
+        host, port = self.parse_listen(listen)
         self.snapshots = LatestSnapshots()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.snapshots)
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as error:
-            reason = ("address already in use" if error.errno == errno.EADDRINUSE
-                      else error.strerror or str(error))
-            raise ExportError(f"--prometheus {listen}: {reason}") from None
-        # Port 0 asks the kernel for a free port: say which one it gave.
-        self.host, self.port = host, self._server.server_address[1]
+            self._endpoint = MetricsEndpoint(host, port, self._render)
+        except (OSError, ValueError) as error:     # ValueError: a name IDNA cannot encode
+            reason = ("address already in use" if getattr(error, "errno", None) == errno.EADDRINUSE
+                      else getattr(error, "strerror", None) or str(error))
+            raise ExportError(f"--prometheus {listen}: {reason.lower()}") from None
+        self.host, self.port = host, self._endpoint.server_address[1]
         self.url = f"http://{format_host_port(host, self.port)}/metrics"
         if notice:
             notice(f"serving Prometheus metrics at {self.url}")
 
+    def _render(self, accept: str, accept_encoding: str, query: str):
+        """What prometheus_client's own handler sends: the format the scraper prefers
+        (OpenMetrics for Prometheus), gzip when accepted, `?name[]=` to choose families."""
+        encoder, content_type = choose_encoder(accept)
+        registry = self.registry
+        names = parse_qs(query).get("name[]")
+        if names:
+            registry = registry.restricted_registry(names)
+        body = encoder(registry)
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(accept_encoding):
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        return body, headers
+
+    @property
+    def connection_count(self) -> int:
+        return self._endpoint.connection_count
+
     def publish(self, snapshot: Snapshot) -> None:
         self.snapshots.update(snapshot)
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def close(self, deadline: float | None = None) -> None:
+        self._endpoint.close(time.monotonic() + EXIT_GRACE if deadline is None else deadline)
 
 
 class TextfileWriter:
@@ -164,11 +193,17 @@ class TextfileWriter:
             self._pending[snapshot.tool] = snapshot
             self._wakeup.notify()
 
-    def close(self) -> None:
+    def close(self, deadline: float | None = None) -> None:
+        """Write the last Snapshot unless the disk takes longer than `deadline` (then say so)."""
         with self._wakeup:
             self._closing = True
             self._wakeup.notify()
-        self._thread.join(5)    # the final totals are written before netkit exits
+        if deadline is None:
+            deadline = time.monotonic() + EXIT_GRACE
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive() and self.notice:
+            self.notice(f"--textfile {self.directory}: the last interval was not written "
+                        "by exit (the disk is not answering)")
 
     def _write_loop(self) -> None:
         while True:

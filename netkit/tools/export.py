@@ -32,7 +32,8 @@ MAN = ManPage(
         "Graphite lines go through a bounded queue in a background thread: when carbon is "
         "unreachable netkit keeps the newest intervals, reconnects with exponential backoff, and "
         "reports how many metrics it dropped (also sent as "
-        "<prefix>.netkit.graphite.lost_metrics)."),
+        "<prefix>.netkit.graphite.lost_metrics). At exit it waits at most half a second for "
+        "carbon to take the rest, and counts what it did not take."),
     examples=[
         ("netkit export --prometheus 9464", "every exportable tool, served on 127.0.0.1:9464"),
         ("netkit export sockstat --prometheus 0.0.0.0:9464 -i 15", "for a remote Prometheus"),
