@@ -21,7 +21,7 @@ NETNS_RUN_DIR = Path("/run/netns")          # where `ip netns add NAME` bind-mou
 # The initial namespaces have fixed inodes just below 0xF0000000 (init_net's is 0xEFFFFFF9 on 6.x),
 # later ones count up from it: anything far below is no namespace (most likely a PID).
 LOWEST_INODE = 0xE0000000
-NS_GET_NSTYPE = 0xB703                     # _IO(0xb7, 0x3): which kind of namespace an nsfs file is
+NS_GET_NSTYPE = 0xB703                     # _IO(0xb7, 0x3): the kind of an nsfs file
 CLONE_NEWNET = 0x40000000
 _KINDS = {0x00020000: "mnt", 0x04000000: "uts", 0x08000000: "ipc", 0x10000000: "user",
           0x20000000: "pid", 0x02000000: "cgroup", 0x00000080: "time", CLONE_NEWNET: "net"}
