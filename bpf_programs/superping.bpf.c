@@ -2,9 +2,13 @@
 /* superping: ICMP echo round trips timed inside the kernel stack.
  * A request is stamped when the device is about to send it (net:net_dev_start_xmit, after the
  * qdisc; or at net:net_dev_queue, before it) and its reply when it enters the stack
- * (net:netif_receive_skb); the pair is matched on (family, id, seq, remote address) read from
- * the packet headers. Only the first TX stamp of a
- * request is kept: stacked devices (veth, VLAN, bond, bridge) transmit the same packet again.
+ * (net:netif_receive_skb); the pair is matched on (netns, family, id, seq, remote address) read
+ * from the packet headers. Both tracepoints fire in every network namespace: a router or
+ * container namespace on the same host that forwards the request, or receives the reply first,
+ * must not stand in for the pinging one, so each stamp carries its namespace (netns.h: the
+ * sending socket's on TX, else the forwarding device's; the receiving device's on RX) and
+ * filter_netns keeps one. Only the first TX stamp of a request in a namespace is kept: stacked
+ * devices (veth, VLAN, bond, bridge) transmit the same packet again.
  * IPv4 and IPv6 echoes too large for the MTU are timed by their first fragment.
  * The round trips go to userspace one by one and into a log2 histogram (microseconds). */
 #include "vmlinux.h"
@@ -12,6 +16,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 #include "common.h"
+#include "netns.h"
 #include "superping.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -134,16 +139,27 @@ static __always_inline void stamp_request(const struct sk_buff *skb, const struc
 		return;
 	if (!parse_echo(skb->head + skb->network_header, skb->protocol, true, &key))
 		return;
+	key.netns = tx_netns(skb, dev);
+	if (!netns_selected(key.netns))
+		return;
 	/* The first device to send it wins; a request seen long ago is a new one (wrapped seq). */
 	old = bpf_map_lookup_elem(&requests, &key);
 	if (old && now - old->tx_ns < restamp_after_ns)
 		return;
-	if (!task_selected())
-		return;
 	req.tx_ns = now;
-	req.pid = bpf_get_current_pid_tgid() >> 32;
 	req.ifindex = dev ? dev->ifindex : 0;
-	bpf_get_current_comm(req.comm, sizeof(req.comm));
+	if (skb->sk) {
+		if (!task_selected())
+			return;
+		req.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(req.comm, sizeof(req.comm));
+	} else {
+		/* Forwarded: the task that happens to run the softirq did not send it, and no
+		 * process filter can select it. */
+		if (filter_tgid || filter_cgroup || filter_comm[0])
+			return;
+		__builtin_memcpy(req.comm, "[forwarded]", sizeof("[forwarded]"));
+	}
 	bpf_map_update_elem(&requests, &key, &req, BPF_ANY);
 	c = my_counts();
 	if (c)
@@ -180,6 +196,9 @@ int BPF_PROG(match_reply, struct sk_buff *skb)
 
 	/* eth_type_trans has pulled the link header: skb->data is the network header here. */
 	if (!parse_echo(skb->data, skb->protocol, false, &key))
+		return 0;
+	key.netns = dev_netns(skb->dev);
+	if (!netns_selected(key.netns))
 		return 0;
 	c = my_counts();
 	req = bpf_map_lookup_elem(&requests, &key);

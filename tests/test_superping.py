@@ -293,8 +293,9 @@ def test_passive_sees_a_real_ping_exactly_n_times(bed, family, tmp_path):
     comm = f"spt{os.getpid() % 100000}x"
     pinger = tmp_path / comm
     shutil.copy("/usr/bin/ping", pinger)
-    tracer = Traced(["superping", "--passive", "--json", "-n", comm, "-w", "20",
-                     "-c", str(count + 1)], banner="Tracing ICMP echo")
+    # The ping runs in the bed's host namespace, the tracer in ours: name the bed's (by its name).
+    tracer = Traced(["superping", "--passive", "--json", "--netns", bed.host, "-n", comm,
+                     "-w", "20", "-c", str(count + 1)], banner="Tracing ICMP echo")
     ping = bed.run(bed.host, [str(pinger), f"-{family}", "-c", str(count), "-i", "0.02",
                               bed.target_addr(family)])
     time.sleep(0.3)

@@ -87,6 +87,15 @@ LportOpt = Annotated[Optional[list[int]], typer.Option(
     "-L", "--lport", metavar="PORT", min=1, max=65535, show_default=False,
     help=f"Only this local port; repeat for up to {MAX_PORTS}.")]
 
+# -- network namespaces (packet events: bpf_programs/netns.h, netkit/engine/netns.py) -----------
+NetnsOpt = Annotated[Optional[str], typer.Option(
+    "--netns", metavar="NETNS", show_default=False,
+    help="Trace this network namespace instead of netkit's own: a name from `ip netns list`, a "
+         "path (/run/netns/NAME, /proc/PID/ns/net) or an inode number (as lsns shows it).")]
+AllNetnsOpt = Annotated[bool, typer.Option(
+    "--all-netns", help="Trace every network namespace and show which one each event is in "
+                        "(NETNS column, \"netns\" key).")]
+
 # -- [INTERVAL [COUNT]] ---------------------------------------------------------------------------
 IntervalArg = Annotated[Optional[float], typer.Argument(
     metavar="[INTERVAL]", click_type=seconds(0.01),
@@ -109,3 +118,14 @@ def ports_of(ports: list[int] | None, option: str) -> list[int]:
     if len(chosen) > MAX_PORTS:
         raise UsageError(f"at most {MAX_PORTS} ports with {option}")
     return chosen
+
+
+def netns_of(netns: str | None, all_netns: bool) -> int | None:
+    """--netns/--all-netns as the inode of the namespace to trace, None for all of them; by
+    default the one netkit runs in."""
+    from netkit.engine import netns as namespaces
+    if netns is not None and all_netns:
+        raise UsageError("--netns and --all-netns exclude each other")
+    if all_netns:
+        return None
+    return namespaces.current() if netns is None else namespaces.resolve(netns)

@@ -4,8 +4,9 @@ and inside the kernel stack by tracepoints.
 Sends echo requests like ping (-c, -i, -s, -W, -I, -4/-6) and prints, per reply, the
 userspace RTT (send call to recv return), the kernel-stamped RTT (SO_TIMESTAMPING software
 TX to RX) and the in-stack RTT (net:net_dev_start_xmit of the request to net:netif_receive_skb
-of the reply). Without root the in-stack column is left out. --passive times the echoes of
-other processes (a running ping) by the tracepoints alone.
+of the reply, both in superping's own network namespace). Without root the in-stack column is
+left out. --passive times the echoes of other processes (a running ping) by the tracepoints
+alone, in one network namespace or all.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from netkit.cli.options import (Ipv4Opt, Ipv6Opt, JsonOpt, MillisecondsOpt, NameOpt, NoColorOpt,
-                                PidOpt, VerboseOpt, seconds)
+from netkit.cli.options import (AllNetnsOpt, Ipv4Opt, Ipv6Opt, JsonOpt, MillisecondsOpt, NameOpt,
+                                NetnsOpt, NoColorOpt, PidOpt, VerboseOpt, seconds)
 from netkit.cli.tool import ManPage, open_output
 from netkit.engine.errors import NetkitError, UsageError
 from netkit.net.superping import IcmpError, Lost, Pinger, Reply, stats
@@ -38,9 +39,19 @@ MAN = ManPage(
         "request to the device, to the software RX stamp of the reply as it enters the stack. "
         "STACK comes from two tracepoints: net:net_dev_start_xmit for the request (after the "
         "qdisc, just before the driver) and net:netif_receive_skb for the reply, matched in BPF "
-        "on address family, ICMP id, sequence number and peer address. KERNEL and STACK leave "
-        "out the scheduling noise of userspace; both should agree within a few tens of "
-        "microseconds.\n\n"
+        "on network namespace, address family, ICMP id, sequence number and peer address. "
+        "KERNEL and STACK leave out the scheduling noise of userspace; both should agree within "
+        "a few tens of microseconds.\n\n"
+        "Both tracepoints fire in every network namespace of the host, and an echo that crosses "
+        "namespaces on the same host (to or from a container, through a router namespace) "
+        "passes them once in each. STACK therefore runs from the first transmit of the request "
+        "in the namespace of superping's socket to the arrival of the reply on a device of that "
+        "same namespace: a namespace that forwards the request, or receives the reply before "
+        "ours, is not taken for ours. A transmitted packet belongs to the namespace of the "
+        "socket that sent it, or, when no local socket did (it is being forwarded), to that of "
+        "the device sending it; a received packet belongs to the namespace of the device that "
+        "receives it. Namespaces are named by inode number, as lsns(8) and "
+        "/proc/PID/ns/net show them.\n\n"
         "The socket is a raw ICMP socket when superping has CAP_NET_RAW, otherwise an ICMP "
         "datagram socket, which the kernel allows when the user's group is in "
         "net.ipv4.ping_group_range (the kernel then picks the echo id). Loading BPF needs root "
@@ -55,9 +66,17 @@ MAN = ManPage(
         "TX stamp of a request counts (stacked devices transmit it again). Echoes larger than "
         "the MTU are timed by their first fragment; IPv6 echoes with extension headers other "
         "than a fragment header are not followed.\n\n"
-        "--passive sends nothing: it prints every echo request/reply pair any process on the "
-        "host (in any network namespace) exchanges, with the PID and command that sent the "
-        "request; -p and -n select processes.\n\n"
+        "--passive sends nothing: it prints every echo request/reply pair exchanged in one "
+        "network namespace, by default the one netkit runs in, with the PID and command that "
+        "sent the request; -p and -n select processes. --netns NETNS traces another namespace: "
+        "a name from `ip netns list`, a namespace file (/run/netns/NAME, /proc/PID/ns/net) or "
+        "its inode number. --all-netns traces them all and says which namespace each echo was "
+        "timed in. A namespace that forwards an echo (a router, or a host routing for its "
+        "containers) times it too, from its transmit of the request to its receipt of the "
+        "reply, shown with PID 0 and COMM [forwarded]; -p and -n leave such echoes out. So "
+        "with --all-netns a container's ping to the outside shows twice: in the container's "
+        "namespace with the ping's PID, and forwarded in the host's, shorter by the path "
+        "between them.\n\n"
         "The summary gives packets transmitted and received, loss, min/avg/max/mdev of each "
         "RTT (mdev as ping computes it) and a log2 histogram of the in-stack RTT aggregated in "
         "the kernel (of the kernel-stamped RTT when BPF is not available). Exit status: 0 when "
@@ -67,22 +86,28 @@ MAN = ManPage(
         ("netkit superping -6 -c 100 -i 0.01 -q fe80::1%eth0", "IPv6, quiet, summary only"),
         ("netkit superping -c 10 -s 1400 -I veth0 10.0.0.2", "larger requests through one device"),
         ("netkit superping --json -c 3 127.0.0.1", "NDJSON: one object per reply and a summary"),
-        ("netkit superping --passive", "time the echoes of every ping running on the host"),
+        ("netkit superping --passive", "time the echoes of every ping in this network namespace"),
         ("netkit superping --passive -n ping -c 10", "the first ten echoes that processes named "
                                                      "ping exchange"),
+        ("netkit superping --passive --all-netns", "echoes in every network namespace, with a "
+                                                   "NETNS column"),
+        ("netkit superping --passive --netns /proc/4242/ns/net", "echoes in the namespace of "
+                                                                 "process 4242 (a container)"),
     ],
     output=(
         "Active: one line per reply, like ping's: `64 bytes from ADDR: icmp_seq=N ttl=T "
         "user=U us kernel=K us stack=S us` (ms with -m), `(DUP!)` for duplicates, "
         "`From ADDR icmp_seq=N TEXT` for an ICMP error about a request (unreachable, time "
         "exceeded) and `no reply for icmp_seq=N` for one that timed out. Passive: columns PID, "
-        "COMM, IP "
+        "COMM, NETNS (the namespace's inode; with --all-netns only), IP "
         "(4 or 6), ADDRESS (the peer), ID, SEQ, RTT (in-stack, us or ms).\n\n"
         "JSON: per reply an object with type \"reply\", ts, seq, id, from, bytes, ttl, "
         "user_rtt_us, kernel_rtt_us, stack_rtt_us (null when not measured), dup; per timeout "
         "type \"lost\" with seq and id; per ICMP error type \"error\" with seq, id, from, "
-        "icmp_type, icmp_code, text; in passive mode type \"echo\" with pid, comm, family "
-        "(4 or 6), address, id, seq, stack_rtt_us. At the end type \"summary\" with "
+        "icmp_type, icmp_code, text; in passive mode type \"echo\" with pid, comm, netns "
+        "(inode), family (4 or 6), address, id, seq, stack_rtt_us. At the end type "
+        "\"summary\" with netns (the inode of the namespace whose echoes were timed: "
+        "superping's own, or the one --passive traced; null with --all-netns), "
         "transmitted, received, duplicates, errors, loss_pct, user_rtt_us, kernel_rtt_us and "
         "stack_rtt_us (objects with n, min, avg, max, mdev, or null), hist_us (the in-stack "
         "histogram: list of objects with low, high, count), hist_source (\"stack\" or "
@@ -144,13 +169,15 @@ SocketOpt = Annotated[SocketKind, typer.Option("--socket",
 TX_PROGRAMS = {TxPoint.xmit: "stamp_at_xmit", TxPoint.queue: "stamp_at_queue"}
 
 
-def open_stack_object(family: int | None = None, ident: int | None = None,
+def open_stack_object(netns: int | None, family: int | None = None, ident: int | None = None,
                       pid: int | None = None, name: str | None = None,
                       tx_point: TxPoint = TxPoint.xmit):
-    """superping.bpf.o for echoes of `family` with echo id `ident` (None: any), stamped at
-    `tx_point`; use it in a `with` and hand it to a StackTimer."""
+    """superping.bpf.o for echoes in network namespace `netns` (an inode; None: every one) of
+    `family` with echo id `ident` (None: any), stamped at `tx_point`; use it in a `with` and
+    hand it to a StackTimer."""
+    from netkit.engine import netns as namespaces
     from netkit.engine.bpfobject import BPFObject, Filters
-    rodata = {}
+    rodata = namespaces.rodata(netns)
     if ident is not None:
         rodata.update(filter_id=True, target_id=ident)
     if family is not None:
@@ -162,8 +189,8 @@ def open_stack_object(family: int | None = None, ident: int | None = None,
 
 class StackTimer:
     """The BPF side of an open superping object: in-stack RTTs of echo replies, by
-    (family, id, seq). Each matched echo goes to `handler` when one is given (passive mode),
-    else it is kept for rtt_of()."""
+    (netns, family, id, seq). Each matched echo goes to `handler` when one is given (passive
+    mode), else it is kept for rtt_of()."""
 
     def __init__(self, obj, handler=None):
         self.obj = obj
@@ -311,27 +338,31 @@ class ActiveView:
 
 
 class PassiveView:
-    def __init__(self, out, units):
+    def __init__(self, out, units, netns: int | None):
         from netkit.render.output import StreamTable
-        self.out, self.units = out, units
-        self.table = StreamTable(out, [Column("PID", 7), Column("COMM", 15, "<", style="bold"),
-                                       Column("IP", 2), Column("ADDRESS", 24, "<"),
-                                       Column("ID", 5), Column("SEQ", 5),
-                                       Column(f"RTT({units.name})", 9, fmt=units.text)])
+        self.out, self.units, self.netns = out, units, netns
+        # Which namespace an echo is in goes without saying when only one is traced.
+        where = [Column("NETNS", 10)] if netns is None else []
+        self.table = StreamTable(out, [Column("PID", 7), Column("COMM", 15, "<", style="bold")] +
+                                 where + [Column("IP", 2), Column("ADDRESS", 24, "<"),
+                                          Column("ID", 5), Column("SEQ", 5),
+                                          Column(f"RTT({units.name})", 9, fmt=units.text)])
 
     def echo(self, e) -> None:
         comm = bytes(e.req.comm).split(b"\0")[0].decode(errors="replace")
         fam = 4 if e.key.family == socket.AF_INET else 6
         if self.out.mode == "json":
-            self.out.record({"type": "echo", "pid": e.req.pid, "comm": comm, "family": fam,
-                             "address": event_address(e), "id": e.key.id, "seq": e.key.seq,
-                             "stack_rtt_us": _us(e.rtt_ns)})
+            self.out.record({"type": "echo", "pid": e.req.pid, "comm": comm, "netns": e.key.netns,
+                             "family": fam, "address": event_address(e), "id": e.key.id,
+                             "seq": e.key.seq, "stack_rtt_us": _us(e.rtt_ns)})
         else:
-            self.table.row([e.req.pid, comm, fam, event_address(e), e.key.id, e.key.seq, e.rtt_ns])
+            where = [e.key.netns] if self.netns is None else []
+            self.table.row([e.req.pid, comm] + where +
+                           [fam, event_address(e), e.key.id, e.key.seq, e.rtt_ns])
 
     def summary(self, rtts: list[int], hist: list[int], elapsed: float, info: dict) -> None:
         if self.out.mode == "json":
-            self.out.record({"type": "summary", "echoes": len(rtts),
+            self.out.record({"type": "summary", "echoes": len(rtts), "netns": self.netns,
                              "time_ms": round(elapsed * 1e3),
                              "stack_rtt_us": _stats_json(rtts), "hist_us": hist_json(hist),
                              "hist_source": "stack", **info})
@@ -350,9 +381,9 @@ class PassiveView:
             self.out.hist("in-stack RTT", hist, "us")
 
 
-def run_passive(out, units, family, count, deadline, pid, name, tx_point) -> int:
+def run_passive(out, units, netns, family, count, deadline, pid, name, tx_point) -> int:
     from netkit.cli.loop import Loop
-    view = PassiveView(out, units)
+    view = PassiveView(out, units, netns)
     rtts: list[int] = []
 
     def on_echo(e) -> None:
@@ -360,13 +391,14 @@ def run_passive(out, units, family, count, deadline, pid, name, tx_point) -> int
             rtts.append(e.rtt_ns)
             view.echo(e)
 
-    with open_stack_object(family, None, pid, name, tx_point) as obj:
+    with open_stack_object(netns, family, None, pid, name, tx_point) as obj:
         timer = StackTimer(obj, on_echo)
         # On stderr also with --json: a script can wait for this line to know the probes are on.
         loop = Loop(out, duration=deadline, rings=[timer.ring],
                     until=lambda: count is not None and len(rtts) >= count)
+        where = "every network namespace" if netns is None else f"network namespace {netns}"
         elapsed = loop.run(lambda ts, seconds, show: None,
-                           "Tracing ICMP echo round trips... Hit Ctrl-C to end.")
+                           f"Tracing ICMP echo round trips in {where}... Hit Ctrl-C to end.")
         view.summary(rtts, timer.hist_slots(), elapsed,
                      {"lost_events": timer.lost_events(),
                       "unmatched_replies": timer.counts()["unmatched"]})
@@ -375,8 +407,11 @@ def run_passive(out, units, family, count, deadline, pid, name, tx_point) -> int
 
 def run_active(out, units, pinger: Pinger, count, interval, timeout, deadline,
                quiet, stamp, tx_point) -> int:
+    from netkit.engine import netns
     try:
-        stack = open_stack_object(pinger.family, pinger.ident, tx_point=tx_point).__enter__()
+        # Our socket was opened in this thread's namespace: only its stamps are ours.
+        stack = open_stack_object(netns.current(), pinger.family, pinger.ident,
+                                  tx_point=tx_point).__enter__()
     except NetkitError as exc:
         out.note(f"netkit superping: no in-stack RTT ({exc}); "
                  f"showing user and kernel-stamped RTTs")
@@ -389,6 +424,7 @@ def run_active(out, units, pinger: Pinger, count, interval, timeout, deadline,
 
 def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
                   quiet, stamp) -> int:
+    from netkit.engine import netns
     from netkit.engine.hist import Log2Hist
     view = ActiveView(out, units, quiet, stamp)
     if not pinger.timestamping:
@@ -414,7 +450,8 @@ def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
     except KeyboardInterrupt:
         pass
     elapsed = time.monotonic() - started
-    info = {"bpf": timer is not None, "lost_events": None, "unmatched_replies": None}
+    info = {"bpf": timer is not None, "lost_events": None, "unmatched_replies": None,
+            "netns": netns.current()}
     if timer is not None:
         hist, source = timer.hist_slots(), "stack"
         info.update(lost_events=timer.lost_events(), unmatched_replies=timer.counts()["unmatched"])
@@ -444,13 +481,15 @@ def command(
     passive: PassiveOpt = False,
     pid: PidOpt = None,
     name: NameOpt = None,
+    netns: NetnsOpt = None,
+    all_netns: AllNetnsOpt = False,
     tx_point: TxPointOpt = TxPoint.xmit,
     sock: SocketOpt = SocketKind.auto,
     json: JsonOpt = False,
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
 ):
-    from netkit.cli.options import family_of
+    from netkit.cli.options import family_of, netns_of
     from netkit.render.fields import Units
 
     family = {0: None, 4: socket.AF_INET, 6: socket.AF_INET6}[family_of(ipv4, ipv6)]
@@ -460,10 +499,14 @@ def command(
         raise UsageError("a DESTINATION is needed (or --passive)")
     if not passive and (pid is not None or name):
         raise UsageError("-p and -n select processes for --passive only")
+    if not passive and (netns is not None or all_netns):
+        raise UsageError("--netns and --all-netns select namespaces for --passive only (to ping "
+                         "from another namespace, run superping in it: ip netns exec)")
     out = open_output(json, no_color, verbose)
     units = Units(milliseconds)
     if passive:
-        raise typer.Exit(run_passive(out, units, family, count, deadline, pid, name, tx_point))
+        raise typer.Exit(run_passive(out, units, netns_of(netns, all_netns), family, count,
+                                     deadline, pid, name, tx_point))
     with Pinger(destination, family, size, interface, sock.value, ttl) as pinger:
         code = run_active(out, units, pinger, count, interval, timeout, deadline, quiet,
                           timestamp, tx_point)
