@@ -125,19 +125,24 @@ def run(argv: list[str], tool: str | None) -> int:
 
 
 def main() -> None:
-    # Like bpftrace and tcpdump, take Ctrl-C even when started with SIGINT ignored (a background
-    # job of a non-interactive shell inherits that): `kill -INT` must still end the trace with a
-    # summary and a clean detach.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
-    stdout_closed = _keep_standard_fds()
-    argv = sys.argv[1:]
-    tool = _requested_tool(argv)
-    if stdout_closed and tool not in (None, "export"):
-        print(f"netkit {tool}: standard output is closed", file=sys.stderr)
-        sys.exit(1)
+    code = 0
     try:
-        code = run(argv, tool)
+        # Like bpftrace and tcpdump, take Ctrl-C even when started with SIGINT ignored (a
+        # background job of a non-interactive shell inherits that): `kill -INT` must still end
+        # the trace with a summary and a clean detach. Inside the try: a signal may come while
+        # the handlers change.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
+        stdout_closed = _keep_standard_fds()
+        argv = sys.argv[1:]
+        tool = _requested_tool(argv)
+        if stdout_closed and tool not in (None, "export"):
+            print(f"netkit {tool}: standard output is closed", file=sys.stderr)
+            code = 1
+        else:
+            code = run(argv, tool)
     except KeyboardInterrupt:
-        code = 0
+        pass
+    # The run is over; a signal now would only interrupt the interpreter's exit.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(code)

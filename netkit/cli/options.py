@@ -73,6 +73,12 @@ VerboseOpt = Annotated[bool, typer.Option(
     "-v", "--verbose", help="Show libbpf's messages and the full verifier log on failure.")]
 MillisecondsOpt = Annotated[bool, typer.Option(
     "-m", "--milliseconds", help="Show times in milliseconds, not microseconds.")]
+TimestampOpt = Annotated[bool, typer.Option(
+    "-t", "--timestamp", help="Start each line with TIME(s), seconds since tracing began "
+                              "(bcc's -t).")]
+CountModeOpt = Annotated[bool, typer.Option(
+    "-C", "--count", help="Count instead of printing each event: totals at the end, or every "
+                          "INTERVAL (bcc's -c; -c is the cgroup filter here).")]
 TopOpt = Annotated[Optional[int], typer.Option(
     "-T", "--top", metavar="N", min=1, max=1_000_000, show_default=False,
     help="Show only the N busiest entries.")]
@@ -80,12 +86,13 @@ TopOpt = Annotated[Optional[int], typer.Option(
 # -- addresses and ports ------------------------------------------------------------------------
 Ipv4Opt = Annotated[bool, typer.Option("-4", "--ipv4", help="IPv4 only.")]
 Ipv6Opt = Annotated[bool, typer.Option("-6", "--ipv6", help="IPv6 only.")]
-DportOpt = Annotated[Optional[list[int]], typer.Option(
-    "-D", "--dport", metavar="PORT", min=1, max=65535, show_default=False,
-    help=f"Only this remote (destination) port; repeat for up to {MAX_PORTS}.")]
-LportOpt = Annotated[Optional[list[int]], typer.Option(
-    "-L", "--lport", metavar="PORT", min=1, max=65535, show_default=False,
-    help=f"Only this local port; repeat for up to {MAX_PORTS}.")]
+DportOpt = Annotated[Optional[list[str]], typer.Option(
+    "-D", "--dport", metavar="PORT[,PORT]", show_default=False,
+    help=f"Only these remote (destination) ports: a list, or the option repeated; up to "
+         f"{MAX_PORTS}.")]
+LportOpt = Annotated[Optional[list[str]], typer.Option(
+    "-L", "--lport", metavar="PORT[,PORT]", show_default=False,
+    help=f"Only these local ports: a list, or the option repeated; up to {MAX_PORTS}.")]
 
 # -- network namespaces (packet events: bpf_programs/netns.h, netkit/engine/netns.py) -----------
 NetnsOpt = Annotated[Optional[str], typer.Option(
@@ -112,12 +119,18 @@ def family_of(ipv4: bool, ipv6: bool) -> int:
     return 4 if ipv4 else 6 if ipv6 else 0
 
 
-def ports_of(ports: list[int] | None, option: str) -> list[int]:
-    """A -D/-L list, deduplicated and sorted, at most MAX_PORTS."""
-    chosen = sorted(set(ports or []))
+def ports_of(ports: list[str] | None, option: str) -> list[int]:
+    """-D/-L (or bcc's -P): `80,443` or the option repeated, as a sorted list of at most
+    MAX_PORTS ports."""
+    chosen = set()
+    for given in ports or []:
+        for text in given.split(","):
+            if not text.strip().isdecimal() or not 1 <= int(text) <= 65535:
+                raise UsageError(f"{option} {given}: {text.strip()!r} is not a port (1-65535)")
+            chosen.add(int(text))
     if len(chosen) > MAX_PORTS:
         raise UsageError(f"at most {MAX_PORTS} ports with {option}")
-    return chosen
+    return sorted(chosen)
 
 
 def netns_of(netns: str | None, all_netns: bool) -> int | None:
