@@ -34,6 +34,52 @@ def require_or_skip(reason: str):
     pytest.skip(reason)
 
 
+# The hardware our CI kernel lacks: the only reasons a test may skip in CI. Each is run
+# elsewhere (the VM subset boots a kernel that has it). Any other skip in CI is a failure.
+HARDWARE = {
+    "wifi": "no Wi-Fi stack (cfg80211, mac80211_hwsim) in this kernel",
+    "sch_fq": "no sch_fq qdisc in this kernel",
+}
+_HARDWARE_TAG = "lacks hardware: "
+
+
+def skip_for_hardware(what: str, detail: str = ""):
+    """Skip because this kernel lacks `what` (a key of HARDWARE), also in CI."""
+    pytest.skip(_HARDWARE_TAG + what + (f" ({detail})" if detail else ""))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI a skip is a failure unless it names a piece of HARDWARE this kernel lacks: a test
+    that silently does not run proves nothing."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and must_run()) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    what = reason.removeprefix(_HARDWARE_TAG).split(" ")[0]
+    if reason.startswith(_HARDWARE_TAG) and what in HARDWARE:
+        item.config.stash.setdefault(_skipped_for_hardware, []).append((item.nodeid, what))
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI, and not for lack of hardware: {reason}"
+
+
+_skipped_for_hardware = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skipped = config.stash.get(_skipped_for_hardware, [])
+    if must_run():
+        terminalreporter.section("hardware this kernel lacks (the only skips CI allows)")
+        for key, text in HARDWARE.items():
+            tests = [nodeid for nodeid, what in skipped if what == key]
+            terminalreporter.write_line(f"{key}: {text}; skipped here: {len(tests)}")
+            for nodeid in tests:
+                terminalreporter.write_line(f"    {nodeid}")
+
+
 def require_root_bpf(tool: str = "sockstat") -> None:
     if os.geteuid() != 0:
         require_or_skip("needs root")
