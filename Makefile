@@ -15,7 +15,7 @@ BPF_CFLAGS := -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Wno-unus
 	-Ibuild -Ibpf_programs
 RUN_ARGS  ?= 1 5
 
-.PHONY: all bpf bpf-cflags venv run test man bench clean
+.PHONY: all bpf bpf-cflags venv run test man bench mutate clean
 all: venv bpf $(LINKEMU)
 
 $(VMLINUX):
@@ -55,6 +55,10 @@ man: venv
 
 bench: all
 	$(VPY) bench/run.py
+
+# Plants each mutant of tools/mutate/mutants.py in a scratch copy and runs its tests (slow).
+mutate: all
+	$(VPY) -m tools.mutate
 
 clean:
 	rm -rf build netkit/bpf/*.bpf.o

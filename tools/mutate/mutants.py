@@ -1,0 +1,149 @@
+"""The mutants `make mutate` plants: each a small bug a real change could make, in the C or the
+Python of a tool, with the tests that must notice it. Keep the list up with the tools: a new
+tool adds mutants of its counters, units, classification and ranking."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    area: str           # counters, units, estimator, classify, ranking, export, engine
+    file: str
+    old: str            # text that occurs exactly once in the file
+    new: str
+    tests: list[str]    # pytest selections that must fail
+    what: str
+
+
+SOCKSTAT = ["tests/test_sockstat.py"]
+SOCONNLAT = ["tests/test_soconnlat.py"]
+GETHOST = ["tests/test_gethostlatency.py"]
+TCPNAGLE = ["tests/test_tcpnagle.py"]
+SUPERPING = ["tests/test_superping.py", "tests/test_superping_netns.py"]
+PCHAR = ["tests/test_pchar.py"]
+EXPORT = ["tests/test_export.py"]
+RENDER = ["tests/test_render.py"]
+
+MUTANTS = [
+    # -- sockstat: counters ---------------------------------------------------------------------
+    Mutant("counters", "bpf_programs/sockstat.bpf.c",
+           "case NR_sendto: case NR_sendmsg: case NR_sendmmsg: c->send++; break;",
+           "case NR_sendto: case NR_sendmsg: case NR_sendmmsg: c->recv++; break;", SOCKSTAT,
+           "sockstat: sends counted as receives"),
+    Mutant("counters", "bpf_programs/sockstat.bpf.c",
+           "case NR_accept: case NR_accept4: c->accept++; break;",
+           "case NR_accept: c->accept++; break;", SOCKSTAT,
+           "sockstat: accept4() not counted"),
+    Mutant("counters", "bpf_programs/sockstat.bpf.c",
+           "case NR_socket: case NR_socketpair: c->socket++; break;",
+           "case NR_socket: c->socket++; break;", SOCKSTAT,
+           "sockstat: socketpair() not counted"),
+    Mutant("counters", "bpf_programs/sockstat.bpf.c",
+           "if (ret <= 0 || (flags & MSG_PEEK))", "if (ret <= 0)", SOCKSTAT,
+           "sockstat: MSG_PEEK reads counted as received bytes"),
+    Mutant("counters", "netkit/tools/sockstat.py",
+           '("tx_bytes", "TX_BYTES", "tx_bytes", "sock_send_length"),\n'
+           '    ("rx_bytes", "RX_BYTES", "rx_bytes", "sock_recv_length"),',
+           '("tx_bytes", "TX_BYTES", "rx_bytes", "sock_send_length"),\n'
+           '    ("rx_bytes", "RX_BYTES", "tx_bytes", "sock_recv_length"),', SOCKSTAT,
+           "sockstat: tx and rx bytes swapped in JSON"),
+    Mutant("ranking", "netkit/tools/sockstat.py",
+           'kv[1]["rx_bytes"]), reverse=True)', 'kv[1]["rx_bytes"]))', SOCKSTAT,
+           "sockstat --top: quietest process first"),
+    # -- soconnlat: units and classification -------------------------------------------------------
+    Mutant("units", "bpf_programs/soconnlat.bpf.c", "hist_record(&v->lat, lat / unit_ns);",
+           "hist_record(&v->lat, lat);", SOCONNLAT,
+           "soconnlat: histograms in ns, not in the unit asked for"),
+    Mutant("units", "netkit/tools/soconnlat.py", "unit_ns * 1e-9, dict(labels)))",
+           "unit_ns * 1e-6, dict(labels)))", SOCONNLAT + EXPORT,
+           "soconnlat: exported histogram 1000x too slow"),
+    Mutant("classify", "bpf_programs/soconnlat.bpf.c", "err = RESULT_CLOSED;", "err = 0;",
+           SOCONNLAT, "soconnlat: a connect closed by its owner reported as OK"),
+    Mutant("classify", "netkit/tools/soconnlat.py", 'MODES = ("blocking", "nonblocking")',
+           'MODES = ("nonblocking", "blocking")', SOCONNLAT,
+           "soconnlat: blocking and non-blocking swapped"),
+    # -- gethostlatency ---------------------------------------------------------------------------
+    Mutant("units", "bpf_programs/gethostlatency.bpf.c",
+           "hist_record(h, latency / (hist_ms ? 1000000 : 1000));",
+           "hist_record(h, latency / (hist_ms ? 1000 : 1000));", GETHOST,
+           "gethostlatency --hist -m: slots in us"),
+    Mutant("units", "bpf_programs/gethostlatency.bpf.c",
+           "hist_record(h, latency / (hist_ms ? 1000000 : 1000));",
+           "hist_record(h, 2 * latency / (hist_ms ? 1000000 : 1000));", GETHOST,
+           "gethostlatency --hist: latencies doubled"),
+    Mutant("units", "netkit/tools/gethostlatency.py", "latency_ms = e.latency_ns / 1e6",
+           "latency_ms = e.latency_ns / 1e3", GETHOST,
+           "gethostlatency: LATms in us"),
+    Mutant("classify", "bpf_programs/gethostlatency.bpf.c",
+           "call->depth = 2;		/* gethostbyname{,2} calling its _r variant */",
+           "call->depth = 1;		/* gethostbyname{,2} calling its _r variant */", GETHOST,
+           "gethostlatency: the nested _r call ends the outer one"),
+    Mutant("classify", "netkit/tools/gethostlatency.py",
+           '1: "HOST_NOT_FOUND", 2: "TRY_AGAIN"', '1: "TRY_AGAIN", 2: "HOST_NOT_FOUND"', GETHOST,
+           "gethostlatency: h_errno names swapped"),
+    # -- tcpnagle ----------------------------------------------------------------------------------
+    Mutant("classify", "bpf_programs/tcpnagle.bpf.c",
+           "\t\treturn CAUSE_RWND;\n\tif (in_flight >= tp->snd_cwnd)\n\t\treturn CAUSE_CWND;",
+           "\t\treturn CAUSE_CWND;\n\tif (in_flight >= tp->snd_cwnd)\n\t\treturn CAUSE_RWND;",
+           TCPNAGLE, "tcpnagle: rwnd and cwnd holds swapped"),
+    Mutant("classify", "bpf_programs/tcpnagle.bpf.c", "\t\treturn CAUSE_MORE;\n",
+           "\t\treturn CAUSE_OTHER;\n", TCPNAGLE, "tcpnagle: MSG_MORE holds called other"),
+    Mutant("units", "bpf_programs/tcpnagle.bpf.c", "\t\thist_record(hist, ns / 1000);",
+           "\t\thist_record(hist, ns / 100);", TCPNAGLE, "tcpnagle: hold histogram 10x off"),
+    Mutant("classify", "netkit/tools/tcpnagle.py",
+           '    if nonagle & TCP_NAGLE_CORK:\n        return "cork"\n', "", TCPNAGLE,
+           "tcpnagle: TCP_CORK sends counted as nagle/nodelay"),
+    # -- superping ---------------------------------------------------------------------------------
+    Mutant("units", "bpf_programs/superping.bpf.c", "hist_record(h, (now - req->tx_ns) / 1000);",
+           "hist_record(h, (now - req->tx_ns) / 100);", SUPERPING,
+           "superping: in-stack histogram 10x off"),
+    Mutant("classify", "bpf_programs/superping.bpf.c", "if (!netns_selected(key.netns))",
+           "if (0)", SUPERPING, "superping: replies taken in any namespace"),
+    Mutant("units", "netkit/tools/superping.py", "return None if ns is None else round(ns / 1e3, 3)",
+           "return None if ns is None else round(ns / 1e6, 3)", SUPERPING,
+           "superping: JSON RTTs in ms under _us keys"),
+    Mutant("estimator", "netkit/net/superping.py",
+           "math.sqrt(max(0.0, mean_sq - mean * mean))", "max(0.0, mean_sq - mean * mean)",
+           SUPERPING, "superping: mdev is the variance"),
+    # -- pchar -------------------------------------------------------------------------------------
+    Mutant("estimator", "netkit/net/pchar/estimate.py", "    lat = (fit.intercept - pi) / 2\n",
+           "    lat = fit.intercept - pi\n", PCHAR, "pchar: round-trip latency shown as one way"),
+    Mutant("estimator", "netkit/net/pchar/estimate.py",
+           "            return q if d == 60 else t", "            return 1.96", PCHAR,
+           "pchar: 95% intervals without the t-factor"),
+    Mutant("estimator", "netkit/net/pchar/estimate.py",
+           "s.rtt_ns < best[s.size].rtt_ns", "s.rtt_ns > best[s.size].rtt_ns", PCHAR,
+           "pchar: largest RTT per size instead of the smallest"),
+    Mutant("estimator", "netkit/net/pchar/estimate.py",
+           "return sorted((s.size + s.reply_size, s.rtt_ns / 1e9)",
+           "return sorted((s.size, s.rtt_ns / 1e9)", PCHAR,
+           "pchar: the answer's bytes left out of the fit"),
+    # -- exporters ---------------------------------------------------------------------------------
+    Mutant("export", "netkit/export/prometheus.py", "((2 << i) - 1) * unit_seconds",
+           "((1 << i) - 1) * unit_seconds", EXPORT,
+           "prometheus: log2 bucket bounds one slot low"),
+    Mutant("export", "netkit/export/graphite.py",
+           'add(f"{base}.sum_seconds", histogram.sum * histogram.unit_seconds)',
+           'add(f"{base}.sum_seconds", histogram.sum)', EXPORT,
+           "graphite: histogram sums in the tool's unit, not seconds"),
+    Mutant("export", "netkit/tools/sockstat.py",
+           "return export_snapshot(ts, counts.totals(), view.unavailable) if exporters else None",
+           "return export_snapshot(ts, delta, view.unavailable) if exporters else None",
+           SOCKSTAT + EXPORT, "sockstat: exporters get per-interval counts, not cumulative ones"),
+    # -- the shared layer --------------------------------------------------------------------------
+    Mutant("engine", "netkit/engine/hist.py",
+           "return Log2Hist([a - b for a, b in zip(self.slots, earlier.slots)],",
+           "return Log2Hist([a + b for a, b in zip(self.slots, earlier.slots)],",
+           RENDER + SOCONNLAT, "Log2Hist: a difference that adds"),
+    Mutant("engine", "netkit/engine/counters.py", "                self.map.delete(raw_key)\n",
+           "", RENDER + SOCKSTAT, "CumulativeMap: retired entries stay in the map"),
+    Mutant("engine", "netkit/render/hist.py", '"high": 1 << (i + 1), "count": c}',
+           '"high": (1 << (i + 1)) - 1, "count": c}', RENDER + SUPERPING,
+           "hist_json: inclusive upper bounds"),
+    Mutant("engine", "netkit/render/fields.py", "def ip_address(family: int, raw: bytes, unmap: bool = True)",
+           "def ip_address(family: int, raw: bytes, unmap: bool = False)", RENDER + TCPNAGLE,
+           "addresses: IPv4-mapped IPv6 shown as IPv6"),
+    Mutant("engine", "netkit/cli/loop.py", "            if late >= self.interval:\n                deadline += late\n",
+           "", RENDER, "Ticker: catch-up ticks after a stop"),
+]
