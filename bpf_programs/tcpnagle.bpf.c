@@ -94,6 +94,10 @@ static __always_inline __u32 classify(struct tcp_sock *tp, struct sock *sk, __u3
 		return CAUSE_CWND;
 	if ((sk->sk_tsq_flags & TSQF_THROTTLED) && wmem > 1)
 		return CAUSE_AUTOCORK;
+	/* TCP's own pacing (SO_MAX_PACING_RATE, or a pacing rate with no fq below) holds the next
+	 * segment until its departure time; with nothing in flight it would look like MSG_MORE. */
+	if (sk->sk_pacing_status == SK_PACING_NEEDED && tp->tcp_wstamp_ns > bpf_ktime_get_ns())
+		return CAUSE_OTHER;
 	/* Nagle as tcp_nagle_check() has it (with Minshall's variant): a partial segment waits
 	 * while an earlier small segment is unacknowledged. */
 	if (!nonagle && tp->packets_out && unsent < mss &&

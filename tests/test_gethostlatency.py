@@ -286,20 +286,31 @@ def test_hist_counts_per_host_in_the_kernel(resolver):
     # The shorter name before and after the longer one, on one CPU: the key must hold the name
     # alone, not what a longer name left behind in a reused buffer.
     resolver.call("pin", "-")
-    _, out = trace(["-p", str(resolver.pid), "--hist", "--json"],
-                   [(resolver, "getaddrinfo", SLOW), (resolver, "gethostbyname", MISSING)] * 2 +
-                   [(resolver, "getaddrinfo", SLOW)])
-    records = [json.loads(line) for line in out.splitlines()]
-    hists = {r["host"]: r for r in records if r["type"] == "hist"}
-    assert set(hists) == {SLOW, MISSING}
-    assert records[-1] == {"ts": records[-1]["ts"], "type": "summary", "lost_events": 0}
-    for host, count, delay in ((SLOW, 3, SLOW_DELAY), (MISSING, 2, MISSING_DELAY)):
-        h = hists[host]
-        assert h["type"] == "hist" and h["unit"] == "us" and h["count"] == count
-        assert sum(s["count"] for s in h["latency_us"]) == count
-        assert delay * 1e6 * count <= h["sum"] <= (delay + TOLERANCE) * 1e6 * count
-        # Every lookup lies in a slot whose upper end is at least the delay.
-        assert all(s["high"] > delay * 1e6 for s in h["latency_us"]), h
+    plan = [(resolver, "getaddrinfo", SLOW), (resolver, "gethostbyname", MISSING)] * 2 + \
+        [(resolver, "getaddrinfo", SLOW)]
+    for unit, per_second in (("us", 1e6), ("ms", 1e3)):
+        timings, out = trace(["-p", str(resolver.pid), "--hist", "--json"] +
+                             (["-m"] if unit == "ms" else []), plan)
+        records = [json.loads(line) for line in out.splitlines()]
+        hists = {r["host"]: r for r in records if r["type"] == "hist"}
+        assert set(hists) == {SLOW, MISSING}
+        assert records[-1] == {"ts": records[-1]["ts"], "type": "summary", "lost_events": 0}
+        for host, count, delay in ((SLOW, 3, SLOW_DELAY), (MISSING, 2, MISSING_DELAY)):
+            h = hists[host]
+            buckets = h[f"latency_{unit}"]
+            assert h["type"] == "hist" and h["unit"] == unit and h["count"] == count
+            assert sum(b["count"] for b in buckets) == count
+            # The unit, from both sides: at least the DNS server's delay for every call, at
+            # most what the caller itself timed around its calls (the kernel truncates each
+            # value to a whole unit).
+            caller = sum(t["elapsed"] for (_, _, name), t in zip(plan, timings) if name == host)
+            assert int(delay * per_second) * count <= h["sum"] <= caller * per_second, \
+                (unit, h["sum"], caller)
+            # Every lookup lies in a bucket [low, high) that holds the delay and the caller's
+            # longest call.
+            longest = max(t["elapsed"] for (_, _, name), t in zip(plan, timings) if name == host)
+            assert all(b["low"] <= delay * per_second and longest * per_second < b["high"]
+                       for b in buckets if b["count"]), (unit, h)
 
 
 @pytest.mark.kernel

@@ -17,50 +17,113 @@ import pytest
 from conftest import (BpftracePeer, NETKIT, Traced, assert_one_line_error, require_or_skip,
                       require_root_bpf, run_netkit, unused_pid)
 
-CONNECTIONS = 5
-MESSAGES = 4            # per connection, each way
-SIZE = 1000             # bytes per message
+CONNECTIONS = 5         # TCP connections: the first accept()ed, the others accept4()ed
+REQUESTS, REQUEST = 4, 1000     # per connection, client -> server, each a send()
+REPLIES, REPLY = 2, 300         # per connection, server -> client, each a send()
+DGRAM_TO, DGRAM_MSG, MMSG = 500, 200, (70, 30)   # UDP by sendto, sendmsg, one sendmmsg
+UNREAD = 1234           # a UDP datagram nobody reads: sent bytes, never received ones
+UNIX = 64               # over a socketpair
 
 # The child: waits for "go", makes the traffic, says "done", then waits to be released, so it is
-# alive while the tool reads its counters. Its name is set so -n can find it.
+# alive while the tool reads its counters. Every socket syscall sockstat counts is made at least
+# once (accept and accept4, sendto/sendmsg/sendmmsg, recvfrom/recvmsg/recvmmsg, socketpair), a
+# MSG_PEEK read is made (a recv call, no bytes) and no two counters come out equal, so a
+# swapped or missing counter fails. Its name is set so -n can find it; SCALE (argv) shrinks
+# the TCP part for a second, quieter workload.
 WORKLOAD = f"""
-import ctypes, socket, sys
-ctypes.CDLL(None).prctl(15, b"nkworkload", 0, 0, 0)
+import ctypes, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(15, b"nkworkload", 0, 0, 0)
+connections = int(sys.argv[1])
 sys.stdin.readline()
+
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+
+def mmsg(fd, receive, sizes):
+    # one sendmmsg() or recvmmsg() system call for len(sizes) datagrams
+    bufs = [ctypes.create_string_buffer(b"m" * n, n) for n in sizes]
+    vecs = [iovec(ctypes.cast(b, ctypes.c_void_p), n) for b, n in zip(bufs, sizes)]
+    msgs = (mmsghdr * len(sizes))()
+    for m, v in zip(msgs, vecs):
+        m.hdr.iov, m.hdr.iovlen = ctypes.pointer(v), 1
+    done = (libc.recvmmsg(fd, msgs, len(sizes), 0, None) if receive
+            else libc.sendmmsg(fd, msgs, len(sizes), 0))
+    assert done == len(sizes), ctypes.get_errno()
+
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(16)
-payload = b"x" * {SIZE}
-for _ in range({CONNECTIONS}):
-    c = socket.socket(); c.connect(srv.getsockname()); a, _ = srv.accept()
-    for _ in range({MESSAGES}):
-        c.send(payload); a.recv({SIZE}, socket.MSG_WAITALL)
-        a.send(payload); c.recv({SIZE}, socket.MSG_WAITALL)
+connect_s = []          # each TCP connect() as this process timed it: an outside clock
+for i in range(connections):
+    c = socket.socket()
+    t0 = time.perf_counter(); c.connect(srv.getsockname())
+    connect_s.append(time.perf_counter() - t0)
+    if i == 0:
+        a = socket.socket(fileno=libc.accept(srv.fileno(), None, None))
+    else:
+        a, _ = srv.accept()
+    for _ in range({REQUESTS}):
+        c.send(b"q" * {REQUEST})
+    a.recv({REQUESTS * REQUEST}, socket.MSG_WAITALL)
+    for _ in range({REPLIES}):
+        a.send(b"r" * {REPLY})
+    c.recv({REPLIES * REPLY}, socket.MSG_WAITALL)
     c.close(); a.close()
 srv.close()
 u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u1.bind(("127.0.0.1", 0))
 u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u2.sendto(payload, u1.getsockname()); u1.recvfrom({SIZE})
-print("done", flush=True)
+u2.sendto(b"d" * {DGRAM_TO}, u1.getsockname())
+u2.sendmsg([b"m" * {DGRAM_MSG}], [], 0, u1.getsockname())
+u2.connect(u1.getsockname())
+mmsg(u2.fileno(), False, {MMSG})
+u2.send(b"u" * {UNREAD})
+u1.recv({DGRAM_TO}, socket.MSG_PEEK)
+u1.recvfrom({DGRAM_TO})
+u1.recvmsg({DGRAM_MSG})
+mmsg(u1.fileno(), True, {MMSG})
+s1, s2 = socket.socketpair()
+s1.send(b"x" * {UNIX}); s2.recv({UNIX})
+print("done", *connect_s, flush=True)
 sys.stdin.readline()
 """
 
-# What the workload does, counted by hand from the code above.
-EXPECTED = {
-    "socket": CONNECTIONS + 1 + 2,              # clients, listener, two UDP sockets
-    "bind": 2,
-    "listen": 1,
-    "connect": CONNECTIONS,
-    "accept": CONNECTIONS,                      # Python's accept() is accept4()
-    "send": 2 * CONNECTIONS * MESSAGES + 1,     # send() is sendto(); one UDP sendto
-    "recv": 2 * CONNECTIONS * MESSAGES + 1,     # recv() is recvfrom(); one UDP recvfrom
-    "tx_bytes": (2 * CONNECTIONS * MESSAGES + 1) * SIZE,
-    "rx_bytes": (2 * CONNECTIONS * MESSAGES + 1) * SIZE,
-}
+
+def expected(connections: int = CONNECTIONS) -> dict[str, int]:
+    """What the workload does, counted by hand from the code above."""
+    tcp = connections * (REQUESTS * REQUEST + REPLIES * REPLY)
+    udp = DGRAM_TO + DGRAM_MSG + sum(MMSG)
+    return {
+        "socket": connections + 1 + 2 + 1,      # clients, listener, two UDP, one socketpair()
+        "bind": 2,                              # listener, u1
+        "listen": 1,
+        "connect": connections + 1,             # TCP clients, u2
+        "accept": connections,                  # one accept(), the others accept4()
+        "send": connections * (REQUESTS + REPLIES) + 4 + 1,   # sendto, sendmsg, sendmmsg,
+                                                # the unread datagram; the socketpair
+        "recv": connections * 2 + 4 + 1,        # MSG_WAITALL reads; peek, recvfrom, recvmsg,
+                                                # recvmmsg; the socketpair
+        "tx_bytes": tcp + udp + UNREAD + UNIX,
+        "rx_bytes": tcp + udp + UNIX,           # not the peek, not the unread datagram
+    }
+
+
+EXPECTED = expected()
+
+
+def test_the_workload_leaves_no_two_counters_equal():
+    assert len(set(EXPECTED.values())) == len(EXPECTED), EXPECTED
 
 
 class Workload:
-    def __init__(self, cgroup: Path | None = None):
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKLOAD], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, cgroup: Path | None = None, connections: int = CONNECTIONS):
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(connections)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pid = self.proc.pid
         if cgroup:
             (cgroup / "cgroup.procs").write_text(str(self.pid))
@@ -68,7 +131,9 @@ class Workload:
     def run(self):
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "done"
+        word, *times = self.proc.stdout.readline().split()
+        assert word == "done"
+        self.connect_seconds = [float(t) for t in times]     # as the workload timed them
 
     def release(self):
         if self.proc.poll() is None:
@@ -84,9 +149,9 @@ def summary_of(stdout: str) -> dict:
     return records[-1]
 
 
-def assert_counts(record: dict) -> None:
-    got = {key: record[key] for key in EXPECTED}
-    assert got == EXPECTED
+def assert_counts(record: dict, connections: int = CONNECTIONS) -> None:
+    want = expected(connections)
+    assert {key: record[key] for key in want} == want
 
 
 @pytest.fixture
@@ -114,15 +179,30 @@ def test_counts_for_one_pid_are_exact_and_match_interval_sums(workload):
 
 
 @pytest.mark.kernel
-def test_name_filter_and_top_view(workload):
-    tool = Traced(["sockstat", "-n", "nkworkload", "--top", "3", "--json", "0.2"])
-    workload.run()
-    time.sleep(0.3)
-    out, _ = tool.finish()
+def test_name_filter_and_top_view_ranks_the_busiest_first(workload):
+    """Two processes of the same name, one five times as busy on TCP: -n sees both, --top puts
+    the busier one first in every interval and over the run, each with its own exact counts."""
+    quiet = Workload(connections=1)
+    try:
+        tool = Traced(["sockstat", "-n", "nkworkload", "--top", "3", "--json", "0.2"])
+        workload.run()
+        quiet.run()
+        time.sleep(0.3)
+        out, _ = tool.finish()
+    finally:
+        quiet.release()
     summary = summary_of(out)
-    assert_counts(summary)
-    tops = [p for r in map(json.loads, out.splitlines()) if r["type"] == "interval" for p in r["top"]]
-    assert tops and {p["pid"] for p in tops} == {workload.pid}
+    assert [p["pid"] for p in summary["top"]] == [workload.pid, quiet.pid]
+    assert_counts(summary["top"][0])
+    assert_counts(summary["top"][1], connections=1)
+    both = {key: a + b for (key, a), b in zip(EXPECTED.items(), expected(1).values())}
+    assert {key: summary[key] for key in both} == both
+    intervals = [r for r in map(json.loads, out.splitlines()) if r["type"] == "interval"]
+    for record in intervals:
+        ranked = [sum(p[k] for k in ("socket", "bind", "listen", "connect", "accept", "send",
+                                     "recv")) for p in record["top"]]
+        assert ranked == sorted(ranked, reverse=True), record["top"]
+    assert {p["pid"] for r in intervals for p in r["top"]} == {workload.pid, quiet.pid}
 
 
 @pytest.mark.kernel

@@ -43,6 +43,7 @@ WRITES = 4            # per burst
 SIZE = 100            # bytes per write
 GAP_S = 0.002         # between the writes of a burst
 NAGLE_TOL_US = 500   # per hold, against tcpdump
+PACING_RATE = 20_000  # bytes/s for the paced client: a 1,000-byte write every 50 ms
 PORT = 5099
 COMM = f"nkNagle{os.getpid() % 10**7}"   # the client's name: unique to this test run
 
@@ -55,8 +56,10 @@ ctypes.CDLL(None).prctl(15, cfg["comm"].encode(), 0, 0, 0)
 mono = time.monotonic_ns
 sys.stdin.readline()
 s = socket.create_connection((cfg["addr"], cfg["port"]))
-if cfg["mode"] in ("nodelay", "autocork", "rwnd"):
+if cfg["mode"] in ("nodelay", "autocork", "rwnd", "cwnd", "paced", "corknodelay"):
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+if cfg["mode"] == "paced":      # TCP's own pacing (no fq here) holds segments to this rate
+    s.setsockopt(socket.SOL_SOCKET, 47, cfg["rate"])         # SO_MAX_PACING_RATE, bytes/s
 
 def outstanding():
     # SIOCOUTQ: bytes written but not yet acknowledged, sent or not (write_seq - snd_una)
@@ -82,7 +85,7 @@ if cfg["mode"] == "autocork":
     sent += cfg["backlog"]
 for burst in range(cfg["bursts"]):
     drain()
-    if cfg["mode"] == "cork":
+    if cfg["mode"] in ("cork", "corknodelay"):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
     for i in range(cfg["writes"]):
         last = i == cfg["writes"] - 1
@@ -91,7 +94,7 @@ for burst in range(cfg["bursts"]):
         sent += len(payload)
         out["offset_ends"].append(sent)
         time.sleep(cfg["gap"])
-    if cfg["mode"] == "cork":
+    if cfg["mode"] in ("cork", "corknodelay"):
         before = mono(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0); after = mono()
         out["releases"].append([before, after])
 drain()
@@ -162,7 +165,8 @@ class Run:
         self.procs.append(server)
         assert server.stdout.readline().strip() == "ready"
         cfg = {"addr": bed.target_addr(family), "port": PORT, "mode": mode, "bursts": bursts,
-               "writes": writes, "size": size, "gap": GAP_S, "backlog": backlog, "comm": COMM}
+               "writes": writes, "size": size, "gap": GAP_S, "backlog": backlog, "comm": COMM,
+               "rate": PACING_RATE}
         client = bed.popen(bed.host, [sys.executable, "-c", CLIENT, json.dumps(cfg)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(client)
@@ -313,6 +317,49 @@ def test_cork_holds_every_write_until_uncork():
         low += (u0 - w1) / 1000
         high += (u1 - w0) / 1000
     assert low - n <= s["hold_us_sum"]["cork"] <= high, (low, s["hold_us_sum"]["cork"], high)
+
+
+@pytest.mark.kernel
+@pytest.mark.netns
+def test_cork_with_nodelay_is_cork_and_keeps_both_flags():
+    """TCP_CORK and TCP_NODELAY together: the mode is cork (cork wins in the kernel), the
+    original's flag name OFF|CORK, and every write is held until uncork."""
+    run = Run("corknodelay", delayed_link(), bursts=2, writes=3)
+    s = run.summary
+    assert s["sends"] == {"total": 6, "nagle": 0, "nodelay": 0, "cork": 6}
+    assert s["flags"] == {"OFF|CORK": 6}
+    check_accounting(s, {"cork": 6})
+
+
+@pytest.mark.kernel
+@pytest.mark.netns
+def test_a_large_write_on_a_new_connection_waits_for_the_congestion_window():
+    """30,000 bytes in one write on a fresh connection with a 40 ms round trip: the initial
+    window (10 segments) goes at once, the rest waits for ACKs to open the window; the one held
+    send is cwnd, and its last byte leaves after one round trip at least, well before ten."""
+    run = Run("cwnd", delayed_link(), bursts=1, writes=1, size=30_000)
+    s = run.summary
+    check_accounting(s, {"cwnd": 1})
+    rtt_us = 2 * DELAY_S * 1e6
+    assert rtt_us <= s["hold_us_sum"]["cwnd"] <= 10 * rtt_us, s["hold_us_sum"]
+
+
+@pytest.mark.kernel
+@pytest.mark.netns
+def test_paced_sends_are_held_for_other_reasons():
+    """SO_MAX_PACING_RATE at 20,000 bytes/s with TCP_NODELAY on a plain veth: TCP paces a
+    connection once it has sent 10 segments, so writes 11 to 14 wait for the pacing timer
+    (about 50 ms for 1,000 bytes), a hold that is none of cork, rwnd, cwnd (the ACKs are back
+    at once here), autocork, Nagle or MSG_MORE: other. (Nothing is in flight: before tcpnagle
+    read the departure time this looked like MSG_MORE.)"""
+    from tools.testbed import Link
+    run = Run("paced", [Link()], bursts=1, writes=14, size=1000)
+    s = run.summary
+    check_accounting(s, {"other": 4})
+    gap_us = 1000 / PACING_RATE * 1e6
+    # Writes 11 to 14 join one unsent segment, which leaves one pacing gap after segment 10:
+    # each waits just under a gap (the 2 ms between writes apart).
+    assert 2 * gap_us <= s["hold_us_sum"]["other"] <= 5 * gap_us, s["hold_us_sum"]
 
 
 @pytest.mark.kernel
