@@ -242,12 +242,20 @@ def slot(us: int) -> int:
     return max(us, 1).bit_length() - 1
 
 
-def check_accounting(summary, expect_held: dict[str, int]):
+def check_accounting(summary, expect_held: dict[str, int], racing: bool = False):
     """Held sends by cause are exactly what the test made; every hold was timed: the histogram's
-    total equals the number of holds, its slots add up to the per-cause counts."""
+    total equals the number of holds, its slots add up to the per-cause counts. `racing`: the
+    held bytes leave from another CPU (TSQ's tasklet), so a hold can be missed (its segment went
+    before the hold was recorded, as the man page says); each held send is then timed or missed."""
     held = {k: v for k, v in summary["held"].items() if v}
     assert held == expect_held
-    assert summary["holds"] == {c: expect_held.get(c, 0) for c in summary["holds"]}
+    untimed = (summary["overflow"], summary["missed"], summary["dropped"])
+    if racing:
+        assert sum(summary["holds"].values()) + summary["missed"] == sum(expect_held.values()), \
+            (summary["holds"], untimed)
+        assert (summary["overflow"], summary["dropped"]) == (0, 0)
+        return
+    assert summary["holds"] == {c: expect_held.get(c, 0) for c in summary["holds"]}, untimed
     assert sum(b["count"] for b in summary["hist_us"]) == sum(expect_held.values())
     for cause, buckets in summary["hist_us_by_cause"].items():
         assert sum(b["count"] for b in buckets) == summary["holds"][cause]
@@ -420,7 +428,7 @@ def test_autocork_behind_a_shaper_is_not_nagle():
     assert s["sends"]["nodelay"] == s["sends"]["total"] == 7
     # Held, and for the right reason: the kernel's own autocork counter moved as well.
     assert s["held"]["autocork"] >= 1 and run.autocork_mib >= 1
-    check_accounting(s, {"autocork": s["held"]["autocork"]})
+    check_accounting(s, {"autocork": s["held"]["autocork"]}, racing=True)
 
 
 @pytest.mark.kernel
@@ -460,8 +468,9 @@ def test_by_sock_names_the_connection_and_intervals_add_up():
     assert sum(s["held"] for r in intervals for s in r["sockets"]) == n
 
 
-# Short corked connections on loopback, connection i held for 3*(i+1) ms and closed (close()
-# flushes the corked bytes); prints the local ports in order.
+# Short corked connections on loopback, connection i held for 20*(i+1) ms and closed (close()
+# flushes the corked bytes); prints the local ports in order. The steps are wide: a sleep can
+# overshoot by a few ms on a loaded 2-core machine, and 3 ms steps reordered the ranking.
 SHORT_CONNECTIONS = r"""
 import socket, sys, time
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
@@ -471,7 +480,7 @@ for i in range(int(sys.argv[1])):
     c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
     c.send(b"x" * 100)
-    time.sleep(0.003 * (i + 1))
+    time.sleep(0.020 * (i + 1))
     ports.append(c.getsockname()[1])
     c.close(); a.close()
 print(" ".join(map(str, ports)), flush=True)
@@ -482,7 +491,7 @@ sys.stdin.readline()
 @pytest.mark.kernel
 def test_closed_sockets_keep_only_the_top_ones():
     require_root_bpf("tcpnagle")
-    n, top = 12, 4
+    n, top = 6, 3
     client = subprocess.Popen([sys.executable, "-c", SHORT_CONNECTIONS, str(n)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

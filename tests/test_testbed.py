@@ -105,11 +105,15 @@ def test_fifo_serialisation_and_tail_drop():
             except TimeoutError:
                 pass
     assert [n for n, _ in got] == [0, 1, 2, 3, 4]
-    # Each packet k arrives k * 4 ms after the first, give or take one late wake-up of the
-    # emulator's writer (one of 4 was 44 us late in a CI run); the mean spacing is exact.
-    offsets_us = [(t - got[0][1]) / 1e3 for _, t in got]
-    assert all(abs(o - 4000 * k) < 100 for k, o in enumerate(offsets_us)), offsets_us
-    assert abs(offsets_us[-1] / 4 - 4000) < 20, offsets_us
+    # The emulator schedules packet k at t0 + k x 4 ms; a packet can only come late (a wake-up
+    # of the emulator's writer, or of this VM's vCPU: 285 us once in CI), never early. So the
+    # schedule is anchored at the least late packet, and each packet's lateness must be small;
+    # one may be late by a vCPU stall, not more. Without serialisation (all at once) the
+    # lateness would read 16, 12, 8, 4 and 0 ms.
+    at_us = [t / 1e3 for _, t in got]
+    anchor = min(t - 4000 * k for k, t in enumerate(at_us))
+    late_us = sorted(t - 4000 * k - anchor for k, t in enumerate(at_us))
+    assert late_us[0] == 0 and late_us[-2] < 100, late_us
     drops = sum(int(l.split("drops=")[1].split()[0]) for l in b.emulator_stats if "a->b" in l)
     assert drops == 15, b.emulator_stats
 
