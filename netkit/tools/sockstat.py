@@ -217,7 +217,6 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-
     out = open_output(json, no_color, verbose)
     with _open(pid, name, cgroup) as obj:
         for tracepoint in obj.missing:
