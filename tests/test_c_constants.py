@@ -16,7 +16,7 @@ def _array_length(struct: type, field: str) -> int:
 
 
 @pytest.mark.parametrize("tool", ["sockstat", "soconnlat", "tcpnagle", "gethostlatency",
-                                  "superping", "ieee80211scan"])
+                                  "superping", "ieee80211scan", "netsize"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -63,3 +63,8 @@ def test_gethostlatency_functions_have_entry_programs():
     btf_kind_func = 12
     for name in functions:
         assert L.btf__find_by_name_kind(types.btf, f"enter_{name}".encode(), btf_kind_func) > 0
+
+
+def test_netsize_points_are_the_pythons():
+    from netkit.tools.netsize import POINTS
+    assert sorted(object_types("netsize").enum("netsize_point")) == sorted(POINTS)

@@ -1004,7 +1004,9 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([], "name where to export"),
-    (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: sockstat"),
+    (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: "),
+    (["sockstat", "netsize", "-p", "1", "--prometheus", "0"],
+     "netsize counts packets, which belong to no process (-p, -n and -c select processes)"),
 ])
 def test_netkit_export_usage_errors(args, message):
     assert message in assert_one_line_error(run_netkit("export", *args), "export", 2)
