@@ -16,7 +16,8 @@ def _array_length(struct: type, field: str) -> int:
 
 
 @pytest.mark.parametrize("tool", ["sockstat", "soconnlat", "tcpnagle", "gethostlatency",
-                                  "superping", "ieee80211scan", "netsize"])
+                                  "superping", "ieee80211scan", "netsize",
+                                  "nettxlat"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS

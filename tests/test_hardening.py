@@ -29,6 +29,7 @@ TOOLS = {
     "export": ["export", "--textfile", "/tmp"],
     "ieee80211scan": ["ieee80211scan"],
     "netsize": ["netsize", "1"],
+    "nettxlat": ["nettxlat", "--dev"],
 }
 
 
@@ -180,6 +181,7 @@ OUTPUT_RUNS = {
     "superping": ["superping", "-c", "2", "-i", "0.05", "127.0.0.1"],
     "superping-passive": ["superping", "--passive", "-w", "0.3"],
     "netsize": ["netsize", "0.1", "2"],
+    "nettxlat": ["nettxlat", "0.1", "2"],
 }
 
 
