@@ -17,7 +17,7 @@ def _array_length(struct: type, field: str) -> int:
 
 @pytest.mark.parametrize("tool", ["sockstat", "soconnlat", "tcpnagle", "gethostlatency",
                                   "superping", "ieee80211scan", "netsize",
-                                  "nettxlat"])
+                                  "nettxlat", "qdisclat"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -64,6 +64,11 @@ def test_gethostlatency_functions_have_entry_programs():
     btf_kind_func = 12
     for name in functions:
         assert L.btf__find_by_name_kind(types.btf, f"enter_{name}".encode(), btf_kind_func) > 0
+
+
+def test_qdisclat_kind_length():
+    from netkit.tools.qdisclat import KIND_LEN
+    assert _array_length(object_types("qdisclat").find_struct("qdisc_key"), "kind") == KIND_LEN
 
 
 def test_netsize_points_are_the_pythons():

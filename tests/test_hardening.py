@@ -30,6 +30,7 @@ TOOLS = {
     "ieee80211scan": ["ieee80211scan"],
     "netsize": ["netsize", "1"],
     "nettxlat": ["nettxlat", "--dev"],
+    "qdisclat": ["qdisclat", "1"],
 }
 
 
@@ -182,6 +183,7 @@ OUTPUT_RUNS = {
     "superping-passive": ["superping", "--passive", "-w", "0.3"],
     "netsize": ["netsize", "0.1", "2"],
     "nettxlat": ["nettxlat", "0.1", "2"],
+    "qdisclat": ["qdisclat", "0.1", "2"],
 }
 
 
