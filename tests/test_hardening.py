@@ -31,6 +31,7 @@ TOOLS = {
     "netsize": ["netsize", "1"],
     "nettxlat": ["nettxlat", "--dev"],
     "qdisclat": ["qdisclat", "1"],
+    "skblife": ["skblife"],
 }
 
 
@@ -184,6 +185,7 @@ OUTPUT_RUNS = {
     "netsize": ["netsize", "0.1", "2"],
     "nettxlat": ["nettxlat", "0.1", "2"],
     "qdisclat": ["qdisclat", "0.1", "2"],
+    "skblife": ["skblife", "0.1", "2"],
 }
 
 
