@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from conftest import assert_one_line_error, run_netkit
+from conftest import assert_one_line_error, run_netkit, skip_for_hardware
+from tools.testbed import TestBedError
 from packetbed import (ETH, HOST_ADDR, HOST_DEV, IP, TARGET_ADDR, TARGET_DEV, UDP_HDR, UDP_PORT,
                        packet_bed)
 
@@ -134,6 +135,32 @@ def test_htb_and_the_namespace_rule(bed):
     assert every_out.one(netns=host, dev=HOST_DEV)["count"] == N
     back_record = every_out.one(netns=target, dev=TARGET_DEV)
     assert back_record["qdisc"] == "tbf" and back_record["count"] == 3
+
+
+def test_fq_where_the_kernel_has_it(bed):
+    """The kind the book's tool was written for: nothing in qdisclat is particular to tbf or
+    htb. fq paces one flow at maxrate once its initial quantum is spent, so of 40 packets of
+    1000 bytes at 1 MB/s the last waits some 10-40 ms (a bound, not a model of fq)."""
+    try:
+        qdisc = bed.qdisc(bed.host, HOST_DEV, "fq", "maxrate", f"{RATE * 8}bit")
+        qdisc.__enter__()
+    except TestBedError as e:
+        if "unknown" in str(e).lower() or "not found" in str(e).lower():
+            skip_for_hardware("sch_fq", str(e))
+        raise
+    try:
+        with bed.receiver():
+            tracer = bed.trace("qdisclat", "-q", "fq")
+            burst(bed, 40)
+            time.sleep(40 * PACKET / RATE + 0.05)
+            records = tracer.stop()
+    finally:
+        qdisc.__exit__(None, None, None)
+    record = records.one(dev=HOST_DEV)
+    assert record["qdisc"] == "fq" and record["count"] == 40, record
+    longest = max(b["high"] for b in record["latency_us"])
+    assert 5_000 < longest <= 1_000_000, record
+    assert records.summary["unmatched"] == 0
 
 
 MQ_HOST, MQ_TARGET = "mq0", "mq1"

@@ -36,7 +36,8 @@ def metric_name(name: str) -> str:
 
 
 def bucket_bounds(slot_count: int, unit_seconds: float) -> list[str]:
-    """The `le` of each log2 slot in seconds (or bytes), rounded to 12 digits so 7 us reads 7e-06."""
+    """The `le` of each log2 slot in seconds (bytes for sizes), rounded to 12 digits so 7 us
+    reads 7e-06."""
     return [floatToGoString(float(f"{((2 << i) - 1) * unit_seconds:.12g}"))
             for i in range(slot_count)]
 
