@@ -16,7 +16,8 @@ def _array_length(struct: type, field: str) -> int:
 
 
 @pytest.mark.parametrize("tool", ["sockstat", "soconnlat", "tcpnagle", "gethostlatency",
-                                  "superping", "ieee80211scan"])
+                                  "superping", "ieee80211scan", "netsize", "nettxlat",
+                                  "qdisclat", "skblife"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -63,3 +64,21 @@ def test_gethostlatency_functions_have_entry_programs():
     btf_kind_func = 12
     for name in functions:
         assert L.btf__find_by_name_kind(types.btf, f"enter_{name}".encode(), btf_kind_func) > 0
+
+
+def test_qdisclat_kind_length():
+    from netkit.tools.qdisclat import KIND_LEN
+    assert _array_length(object_types("qdisclat").find_struct("qdisc_key"), "kind") == KIND_LEN
+
+
+def test_skblife_allocators_fit():
+    """allocator_start[0] is __alloc_skb (the cache learner); the list fits the C arrays."""
+    from netkit.tools.skblife import ALLOCATORS
+    rodata = object_types("skblife").variables(".rodata")
+    assert ALLOCATORS[0] == "__alloc_skb"
+    assert len(ALLOCATORS) * 8 == rodata["allocator_start"][1] == rodata["allocator_end"][1]
+
+
+def test_netsize_points_are_the_pythons():
+    from netkit.tools.netsize import POINTS
+    assert sorted(object_types("netsize").enum("netsize_point")) == sorted(POINTS)

@@ -1004,10 +1004,53 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([], "name where to export"),
-    (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: sockstat"),
+    (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: netsize, "
+                                          "nettxlat, qdisclat, skblife, sockstat"),
+    (["sockstat", "netsize", "-p", "1", "--prometheus", "0"],
+     "netsize counts packets, which belong to no process (-p, -n and -c select processes)"),
 ])
 def test_netkit_export_usage_errors(args, message):
     assert message in assert_one_line_error(run_netkit("export", *args), "export", 2)
+
+
+PACKET_TOOLS = ["netsize", "nettxlat", "qdisclat", "skblife"]
+
+
+@pytest.mark.kernel
+def test_netkit_export_runs_the_packet_tools_in_its_namespace(tmp_path):
+    """The four packet tools export their histograms (sizes in bytes, times in seconds); with
+    -p and no tool named, export runs only the tools that select processes."""
+    require_root_bpf("netsize")
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    (tmp_path / "filtered").mkdir()
+    filtered = Traced(["export", "-p", str(os.getpid()), "-d", "0.3", "--textfile",
+                       str(tmp_path / "filtered")], banner="Tracing for export")
+    filtered_err = filtered.wait()[1]
+    assert filtered.proc.returncode == 0, filtered_err
+    banner = next(line for line in filtered_err.splitlines() if "Tracing for export" in line)
+    assert "sockstat" in banner and not any(tool in banner for tool in PACKET_TOOLS), banner
+    agent = Traced(["export", *PACKET_TOOLS, "-i", "0.2", "--textfile", str(tmp_path)],
+                   banner="Tracing for export")
+    try:
+        with receiver, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(5):
+                sender.sendto(b"x" * 300, receiver.getsockname())
+        sends = re.compile(r'^netkit_netsize_packet_bytes_count\{dev="lo",point="send"\} (\S+)$',
+                           re.M)
+
+        def sends_counted():
+            path = tmp_path / "netkit_netsize.prom"
+            found = sends.search(path.read_text()) if path.exists() else None
+            return found and float(found.group(1)) >= 5
+        wait_until(sends_counted, 20, "netsize's count of loopback sends")
+    finally:
+        out, err = agent.finish()
+    assert agent.proc.returncode == 0 and out == "", err
+    text = (tmp_path / "netkit_netsize.prom").read_text()
+    assert 'netkit_netsize_packet_bytes_bucket{dev="lo",le="511.0",point="send"}' in text, text
+    for tool in PACKET_TOOLS[1:]:
+        assert (tmp_path / f"netkit_{tool}.prom").exists(), tool
 
 
 @pytest.mark.kernel

@@ -28,6 +28,10 @@ TOOLS = {
     "pchar": ["pchar", "-n", "127.0.0.1"],
     "export": ["export", "--textfile", "/tmp"],
     "ieee80211scan": ["ieee80211scan"],
+    "netsize": ["netsize", "1"],
+    "nettxlat": ["nettxlat", "--dev"],
+    "qdisclat": ["qdisclat", "1"],
+    "skblife": ["skblife"],
 }
 
 
@@ -178,6 +182,10 @@ OUTPUT_RUNS = {
     "gethostlatency": ["gethostlatency", "-d", "3"],        # a lookup is made while it runs
     "superping": ["superping", "-c", "2", "-i", "0.05", "127.0.0.1"],
     "superping-passive": ["superping", "--passive", "-w", "0.3"],
+    "netsize": ["netsize", "0.1", "2"],
+    "nettxlat": ["nettxlat", "0.1", "2"],
+    "qdisclat": ["qdisclat", "0.1", "2"],
+    "skblife": ["skblife", "0.1", "2"],
 }
 
 

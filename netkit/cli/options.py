@@ -101,7 +101,12 @@ NetnsOpt = Annotated[Optional[str], typer.Option(
          "path (/run/netns/NAME, /proc/PID/ns/net) or an inode number (as lsns shows it).")]
 AllNetnsOpt = Annotated[bool, typer.Option(
     "--all-netns", help="Trace every network namespace and show which one each event is in "
-                        "(NETNS column, \"netns\" key).")]
+                        "(its inode: a NETNS column or in a histogram's title, a \"netns\" "
+                        "key).")]
+
+PerDeviceOpt = Annotated[bool, typer.Option(
+    "--dev", help="One histogram per network device (titled with its name, \"dev\" key), not "
+                  "one for all devices of the namespace.")]
 
 # -- [INTERVAL [COUNT]] ---------------------------------------------------------------------------
 IntervalArg = Annotated[Optional[float], typer.Argument(

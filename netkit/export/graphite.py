@@ -72,7 +72,8 @@ def metric_path(prefix: str, tool: str, name: str, labels: dict[str, str]) -> st
 
 
 def snapshot_lines(prefix: str, snapshot: Snapshot) -> list[str]:
-    """Counters, and each histogram's count and sum_seconds, cumulative (graph with perSecond()).
+    """Counters, and each histogram's count and sum_seconds (sum_bytes for sizes), cumulative
+    (graph with perSecond()).
 
     Labels that differ only in characters a path cannot hold ("python3.11", "python3 11") make
     the same path; their values are summed into one line, as a query summing the two series
@@ -87,7 +88,7 @@ def snapshot_lines(prefix: str, snapshot: Snapshot) -> list[str]:
     for histogram in snapshot.histograms:
         base = metric_path(prefix, snapshot.tool, histogram.name, histogram.labels)
         add(f"{base}.count", sum(histogram.slots))
-        add(f"{base}.sum_seconds", histogram.sum * histogram.unit_seconds)
+        add(f"{base}.sum_{histogram.unit}", histogram.sum * histogram.unit_seconds)
     ts = int(snapshot.ts)
     return [f"{path} {format_value(value)} {ts}" for path, value in values.items()]
 

@@ -1,9 +1,9 @@
 """Prometheus: an HTTP /metrics endpoint and node_exporter textfiles, built from Snapshots.
 
 Counters become `netkit_<name>_total`; log2 histograms become `netkit_<name>_seconds` histograms
-whose buckets are the log2 slots (slot i holds [2^i, 2^(i+1) - 1] units, so its cumulative
-bucket is le = (2^(i+1) - 1) x unit), every slot present so series never appear and vanish, plus
-+Inf, a _sum from the tool's exact sum and a _count.
+(`_bytes` for sizes) whose buckets are the log2 slots (slot i holds [2^i, 2^(i+1) - 1] units, so
+its cumulative bucket is le = (2^(i+1) - 1) x unit), every slot present so series never appear
+and vanish, plus +Inf, a _sum from the tool's exact sum and a _count.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def metric_name(name: str) -> str:
 
 
 def bucket_bounds(slot_count: int, unit_seconds: float) -> list[str]:
-    """The `le` of each log2 slot in seconds, rounded to 12 digits so 7 us reads 7e-06."""
+    """The `le` of each log2 slot in seconds (bytes for sizes), rounded to 12 digits so 7 us
+    reads 7e-06."""
     return [floatToGoString(float(f"{((2 << i) - 1) * unit_seconds:.12g}"))
             for i in range(slot_count)]
 
@@ -64,8 +65,8 @@ def snapshot_families(snapshot: Snapshot) -> list[Metric]:
         families.append(family)
     for name, histograms in _group_by_name(snapshot.histograms).items():
         labels = _label_names(histograms)
-        family = HistogramMetricFamily(metric_name(name) + "_seconds", histograms[0].help,
-                                       labels=labels)
+        family = HistogramMetricFamily(f"{metric_name(name)}_{histograms[0].unit}",
+                                       histograms[0].help, labels=labels)
         for histogram in histograms:
             buckets, running = [], 0
             for le, count in zip(bucket_bounds(len(histogram.slots), histogram.unit_seconds),

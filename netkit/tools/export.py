@@ -7,6 +7,7 @@ handed to the exporters named by --prometheus, --textfile and --graphite.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from typing import Annotated, Optional
 
@@ -25,7 +26,10 @@ MAN = ManPage(
         "named), reads their in-kernel counters every interval and hands the totals to the "
         "exporters: an HTTP endpoint for Prometheus (--prometheus), a .prom file per tool for "
         "node_exporter's textfile collector (--textfile) and carbon's plaintext protocol "
-        "(--graphite). It prints nothing on stdout; notices go to stderr.\n\n"
+        "(--graphite). It prints nothing on stdout; notices go to stderr. The packet tools "
+        "count what happens in netkit's own network namespace, and packets belong to no "
+        "process: with -p, -n or -c only the tools that select processes run, and naming a "
+        "packet tool with them is a usage error.\n\n"
         "Counters are cumulative since export started, so Prometheus' rate() and Graphite's "
         "perSecond() give rates; latencies are histograms in seconds whose buckets are the "
         "tools' log2 slots. The endpoint binds to 127.0.0.1 unless an address is given. "
@@ -43,7 +47,8 @@ MAN = ManPage(
     output=(
         "Metric names: netkit_<tool>_<counter>_total (counters) and netkit_<tool>_<name>_seconds "
         "(histograms) in Prometheus; <prefix>.<tool>.<counter> and <prefix>.<tool>.<name>.count "
-        "and .sum_seconds in Graphite, with <label>.<value> pairs appended in label order."),
+        "and .sum_seconds in Graphite (_bytes and .sum_bytes for sizes), with <label>.<value> "
+        "pairs appended in label order."),
     see_also=["netkit-sockstat(8)", "prometheus(1)", "carbon-cache(1)"],
     exit_status=("0 on success and after Ctrl-C or SIGTERM (the last totals are exported "
                  "first); 1 when a tool or an exporter cannot start (port taken, directory "
@@ -60,9 +65,8 @@ IntervalOpt = Annotated[float, typer.Option(
 
 
 def exportable_tools(names: list[str] | None = None) -> dict:
-    """Tool modules that offer `export_source(pid=, name=, cgroup=)`, by name; when names are
-    given only those are imported (start-up stays short, and a tool that was not asked for
-    cannot get in the way)."""
+    """Tool modules that offer `export_source()`, by name; when names are given only those are
+    imported (start-up stays short, and a tool that was not asked for cannot get in the way)."""
     from netkit.cli import tool_modules
     modules = {}
     for name in names or [None]:
@@ -70,14 +74,26 @@ def exportable_tools(names: list[str] | None = None) -> dict:
     return {name: module for name, module in modules.items() if hasattr(module, "export_source")}
 
 
+def filters_processes(module) -> bool:
+    """The tool's export_source takes -p/-n/-c: packet tools count what no process owns."""
+    return "pid" in inspect.signature(module.export_source).parameters
+
+
 def check_arguments(arguments: dict) -> None:
     if not any(arguments[option] for option in ("prometheus", "textfile", "graphite")):
         raise ExportUsageError("name where to export: --prometheus, --textfile or --graphite")
     named = arguments["tools"] or []
-    unknown = [tool for tool in named if tool not in exportable_tools(named)]
+    available = exportable_tools(named)
+    unknown = [tool for tool in named if tool not in available]
     if unknown:
         raise ExportUsageError(f"cannot export {', '.join(unknown)} "
                                f"(exportable: {', '.join(exportable_tools())})")
+    if any(arguments[option] is not None for option in ("pid", "name", "cgroup")):
+        unfiltered = [tool for tool in named if not filters_processes(available[tool])]
+        if unfiltered:
+            verb = "count" if len(unfiltered) > 1 else "counts"
+            raise ExportUsageError(f"{', '.join(unfiltered)} {verb} packets, which belong to no "
+                                   f"process (-p, -n and -c select processes)")
 
 
 @export_options("export", validate=check_arguments)
@@ -94,11 +110,16 @@ def command(
     from netkit.engine.bpfobject import set_verbose
 
     available = exportable_tools(tools)
+    process_filters = {"pid": pid, "name": name, "cgroup": cgroup}
+    if not tools and any(value is not None for value in process_filters.values()):
+        # -p/-n/-c select processes: the tools that count packets have none to select.
+        available = {tool: module for tool, module in available.items()
+                     if filters_processes(module)}
     chosen = list(dict.fromkeys(tools or sorted(available)))
     set_verbose(verbose)
     with contextlib.ExitStack() as attached:
-        samplers = [attached.enter_context(available[tool].export_source(pid=pid, name=name,
-                                                                         cgroup=cgroup))
+        samplers = [attached.enter_context(available[tool].export_source(
+                        **(process_filters if filters_processes(available[tool]) else {})))
                     for tool in chosen]
         if duration == 0:
             return

@@ -22,6 +22,10 @@ GETHOST = ["tests/test_gethostlatency.py"]
 TCPNAGLE = ["tests/test_tcpnagle.py"]
 SUPERPING = ["tests/test_superping.py", "tests/test_superping_netns.py"]
 PCHAR = ["tests/test_pchar.py"]
+NETSIZE = ["tests/test_netsize.py"]
+NETTXLAT = ["tests/test_nettxlat.py"]
+QDISCLAT = ["tests/test_qdisclat.py"]
+SKBLIFE = ["tests/test_skblife.py"]
 EXPORT = ["tests/test_export.py"]
 RENDER = ["tests/test_render.py"]
 
@@ -119,13 +123,46 @@ MUTANTS = [
            "return sorted((s.size + s.reply_size, s.rtt_ns / 1e9)",
            "return sorted((s.size, s.rtt_ns / 1e9)", PCHAR,
            "pchar: the answer's bytes left out of the fit"),
+    # -- the packet tools --------------------------------------------------------------------------
+    Mutant("counters", "bpf_programs/netsize.bpf.c",
+           "count_size(skb->dev, skb->len, POINT_RECV);",
+           "count_size(skb->dev, skb->len, POINT_NIC_RECV);", NETSIZE,
+           "netsize: the stack's receive counted as the NIC's"),
+    Mutant("classify", "bpf_programs/devhist.h", "if (!per_device || !dev)", "if (1)",
+           NETSIZE + NETTXLAT, "devhist: --dev ignored, one histogram per namespace"),
+    Mutant("classify", "bpf_programs/nettxlat.bpf.c", "if (!netns_selected(netns))", "if (0)",
+           NETTXLAT, "nettxlat: transmits counted in every namespace"),
+    Mutant("units", "bpf_programs/nettxlat.bpf.c", "hist_record_ns(h, now - start->ts);",
+           "hist_record_ns(h, (now - start->ts) / 10);", NETTXLAT,
+           "nettxlat: latencies 10x short"),
+    Mutant("counters", "bpf_programs/qdisclat.bpf.c",
+           "bpf_loop(packets < MAX_BULK ? packets : MAX_BULK, time_one, &walk, 0);",
+           "bpf_loop(1, time_one, &walk, 0);", QDISCLAT,
+           "qdisclat: only the first packet of a bulk dequeue timed"),
+    Mutant("units", "bpf_programs/qdisclat.bpf.c", "hist_record_ns(h, walk->now - stamp->ts);",
+           "hist_record_ns(h, 2 * (walk->now - stamp->ts));", QDISCLAT,
+           "qdisclat: waits doubled"),
+    Mutant("classify", "bpf_programs/qdisclat.bpf.c", "if (!filter_kind[0])", "if (1)",
+           QDISCLAT, "qdisclat: -q KIND keeps every kind"),
+    Mutant("classify", "bpf_programs/skblife.bpf.c",
+           "if (!birth || another_life(birth, addr, head) || birth->head)",
+           "if (!birth || another_life(birth, addr, head))", SKBLIFE,
+           "skblife: an sk_buff belongs to the last device it met, not the first"),
+    Mutant("units", "bpf_programs/skblife.bpf.c",
+           "hist_record_ns(h, bpf_ktime_get_ns() - birth->ts);",
+           "hist_record_ns(h, (bpf_ktime_get_ns() - birth->ts) / 4);", SKBLIFE,
+           "skblife: lifetimes 4x short"),
+    Mutant("export", "netkit/export/prometheus.py",
+           'HistogramMetricFamily(f"{metric_name(name)}_{histograms[0].unit}",',
+           'HistogramMetricFamily(f"{metric_name(name)}_seconds",', EXPORT,
+           "prometheus: byte histograms named _seconds"),
     # -- exporters ---------------------------------------------------------------------------------
     Mutant("export", "netkit/export/prometheus.py", "((2 << i) - 1) * unit_seconds",
            "((1 << i) - 1) * unit_seconds", EXPORT,
            "prometheus: log2 bucket bounds one slot low"),
     Mutant("export", "netkit/export/graphite.py",
-           'add(f"{base}.sum_seconds", histogram.sum * histogram.unit_seconds)',
-           'add(f"{base}.sum_seconds", histogram.sum)', EXPORT,
+           'add(f"{base}.sum_{histogram.unit}", histogram.sum * histogram.unit_seconds)',
+           'add(f"{base}.sum_{histogram.unit}", histogram.sum)', EXPORT,
            "graphite: histogram sums in the tool's unit, not seconds"),
     Mutant("export", "netkit/tools/sockstat.py",
            "return export_snapshot(ts, counts.totals(), view.unavailable) if exporters else None",
