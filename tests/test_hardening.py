@@ -5,7 +5,6 @@ program left in the kernel."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
