@@ -62,7 +62,14 @@ def no_bpf_left_behind():
     ours = netkit_program_names()
     before = set(loaded_programs())
     yield
-    left = {i: n for i, n in loaded_programs().items() if i not in before and n in ours}
+    # The kernel frees a program whose link held it only after an RCU grace period, so the
+    # last tool's programs may outlive its process by some milliseconds: wait up to 5 s.
+    deadline = time.monotonic() + 5
+    while True:
+        left = {i: n for i, n in loaded_programs().items() if i not in before and n in ours}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not left, f"BPF programs left loaded: {left}"
 
 
