@@ -92,7 +92,9 @@ def test_first_byte_after_the_servers_delay_and_within_the_clients_time(workload
     out, err = tool.finish()
     text, _ = in_ms.finish()
     assert tool.proc.returncode == 0, err
-    [hist] = [h for h in json_records(out)["hist"] if h["scope"] == "run"]
+    got = json_records(out)
+    [hist] = [h for h in got["hist"] if h["scope"] == "run"]
+    assert got["summary"][0]["connects"] == TCP_EXCHANGES + 1
     assert (hist["pid"], hist["comm"], hist["count"]) == (workload.pid, "nk1stbyte",
                                                           TCP_EXCHANGES + 1)
     delays_us = [TCP_DELAY * 1e6] * TCP_EXCHANGES + [UDP_DELAY * 1e6]

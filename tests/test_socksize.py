@@ -65,7 +65,10 @@ def test_histograms_hold_the_exact_sizes(exchange, tmp_path):
     time.sleep(0.2)
     out, err = tool.finish()
     assert tool.proc.returncode == 0, err
-    hists = {h["dir"]: h for h in json_records(out)["hist"] if h["scope"] == "run"}
+    got = json_records(out)
+    hists = {h["dir"]: h for h in got["hist"] if h["scope"] == "run"}
+    summary = got["summary"][0]
+    assert (summary["read"], summary["write"]) == (sum(READS.values()), sum(WRITES.values()))
     for direction, sizes in (("write", WRITES), ("read", READS)):
         h = hists[direction]
         assert (h["pid"], h["comm"]) == (workload.pid, "nksize")

@@ -4,12 +4,14 @@ test holds; the tool, filtered to it, must print each call once, in order, with 
 address, port, protocol and result, and a latency within the workload's own timing of it."""
 from __future__ import annotations
 
+import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import Traced, require_root_bpf
+from conftest import Traced, require_or_skip, require_root_bpf
 from sockworkload import SocketWorkload, json_records
 
 pytestmark = pytest.mark.kernel
@@ -125,3 +127,31 @@ def test_family_and_port_filters_and_plain_columns(workload, targets):
     assert all(0 < float(r[0]) < 30 and float(r[6]) > 0 for r in rows)
     assert [e["family"] for e in json_records(out4)["connect"]] == [
         fam for fam, *_ in expected if fam == "IPv4"]
+
+
+def test_cgroup_filter_and_the_owners_cgroup_path(targets):
+    """Each event names its caller's cgroup v2 path (bpf_get_current_cgroup_id, found again by
+    inode in the hierarchy); -c keeps that cgroup's callers only."""
+    require_root_bpf("soconnect")
+    root = next((r for r in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+                 if (r / "cgroup.controllers").exists()), None)
+    if root is None:
+        require_or_skip("no cgroup v2 hierarchy mounted")
+    group = root / f"nksoconnect{os.getpid()}"
+    group.mkdir()
+    try:
+        with SocketWorkload("nkcgroup") as inside, SocketWorkload("nkcgroup") as outside:
+            (group / "cgroup.procs").write_text(str(inside.pid))
+            tool = Traced(["soconnect", "-c", str(group), "--json"])
+            addr, port = targets[0][4]
+            plan = [{"family": 4, "addr": addr, "port": port}]
+            outside.run(STEPS, plan=plan)
+            inside.run(STEPS, plan=plan * 2)
+            time.sleep(0.2)
+            out, _ = tool.finish()
+        events = json_records(out)["connect"]
+        assert [(e["pid"], e["cgroup"], e["port"]) for e in events] == \
+            [(inside.pid, f"/{group.name}", port)] * 2
+    finally:
+        time.sleep(0.1)
+        group.rmdir()

@@ -38,6 +38,11 @@ def process_hists(bpf_map, kinds: dict[int, str]) -> CumulativeMap:
     return per_process(bpf_map, decode)
 
 
+def counts_by_kind(totals: dict, kinds) -> dict[str, int]:
+    """How many values the per-process histograms hold, per kind (all processes)."""
+    return {kind: sum(h.count for key, h in totals.items() if key.kind == kind) for kind in kinds}
+
+
 def hist_snapshot(tool: str, ts: float, totals: dict, metrics: dict[str, tuple[str, str]],
                   unit_seconds: float, unit: str = "seconds"):
     """The run's per-process histograms for the exporters, summed per comm (processes come and

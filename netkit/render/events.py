@@ -1,9 +1,11 @@
 """Tools that print one line per event: a header and fixed-width rows in text, one object per
 event with --json, and at the end the events that never reached netkit (a summary object with
-lost_events in JSON, a line on stderr in text)."""
+lost_events in JSON, a line on stderr in text). Events that carry a "result" (a syscall's: OK,
+ECONNREFUSED...) are counted by it for the summary."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Sequence
 
 from netkit.render.output import Column
@@ -23,10 +25,13 @@ class EventLines:
         lead = [Column("TIME(s)", 9, "<", style="dim")] if timestamps else []
         self.table = StreamTable(out, lead + list(columns))
         self.count = 0
+        self.results: Counter = Counter()
 
     def event(self, record: dict, cells: list, stamp_ns: int) -> None:
         """One event: `record` (its JSON object, without ts) or the row `cells`."""
         self.count += 1
+        if "result" in record:
+            self.results[record["result"]] += 1
         if self.out.mode == "json":
             from netkit.render.fields import iso
             self.out.record({"ts": iso(self.clock.wall(stamp_ns), "microseconds"), **record})
@@ -37,6 +42,7 @@ class EventLines:
     def summary(self, tool: str, seconds: float, lost: int, what: str = "events",
                 **fields) -> None:
         if self.out.mode == "json":
+            results = {"results": dict(self.results)} if self.results else {}
             self.out.record({"type": "summary", "duration_s": round(seconds, 3),
-                             "events": self.count, **fields, "lost_events": lost})
+                             "events": self.count, **results, **fields, "lost_events": lost})
         self.out.lost(tool, lost, what)

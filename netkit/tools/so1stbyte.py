@@ -6,9 +6,7 @@ returns data), sock:inet_sock_set_state (to forget TCP sockets that close first)
 """
 from __future__ import annotations
 
-import contextlib
-
-from netkit.cli.loop import Loop
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.options import (CgroupOpt, CountArg, DportOpt, DurationOpt, IntervalArg, Ipv4Opt,
                                 Ipv6Opt, JsonOpt, MillisecondsOpt, NameOpt, NoColorOpt, PidOpt,
                                 VerboseOpt, family_of, ports_of)
@@ -58,7 +56,8 @@ MAN = ManPage(
         "JSON: one object per process with type \"hist\", scope (\"interval\" or \"run\"), "
         "interval_s or duration_s, pid, comm, count, latency_us_sum, latency_us_avg and "
         "latency_us: the buckets, a list of objects with low, high and count for [low, high) "
-        "(latency_ms_* with -m).\n\n"
+        "(latency_ms_* with -m); at the end one object with type \"summary\", duration_s and "
+        "connects (the connects measured, all processes).\n\n"
         "Exporters: netkit_so1stbyte_latency_seconds, a histogram per comm."),
     see_also=["netkit-soconnlat(8)", "netkit-soconnect(8)",
               "so1stbyte.bt (BPF Performance Tools, ch. 10)"],
@@ -83,12 +82,8 @@ def _open(pid, name, cgroup, family: int = 0, dports=(), ms: bool = False):
                      rodata={"filter_family": family, "unit_ns": 1_000_000 if ms else 1_000})
 
 
-@contextlib.contextmanager
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach so1stbyte's probes, yield a function ts -> Snapshot."""
-    from netkit.cli.counting import sampler
-    with _open(pid, name, cgroup) as obj:
-        yield sampler(read_hists(obj), snapshot_for(False))
+export_source = export_source_of(
+    _open, lambda obj: sampler(read_hists(obj), snapshot_for(ms=False)))
 
 
 @export_options("so1stbyte")
@@ -108,7 +103,6 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.cli.counting import run_intervals
     from netkit.render.keyed import HistList, process_hists
 
     family, dports = family_of(ipv4, ipv6), ports_of(dport, "-D")
@@ -118,9 +112,10 @@ def command(
             return
         view = HistList(out, "latency", "ms" if milliseconds else "us",
                         "(no connect was followed by a read)")
-        loop = Loop(out, interval=interval, count=count, duration=duration, exporters=exporters)
-        run_intervals(out, read_hists(obj),
-                      lambda hists, *how: view.show(process_hists(hists, None), *how),
-                      snapshot_for(milliseconds), loop,
-                      "Tracing connect() to first byte read... Hit Ctrl-C to end.",
-                      "Connect to first byte over {seconds:.1f} s:")
+        run_counting(out, read_hists(obj),
+                     lambda hists, *how: view.show(process_hists(hists, None), *how),
+                     snapshot=snapshot_for(milliseconds),
+                     summary=lambda totals: {"connects": sum(h.count for h in totals.values())},
+                     banner="Tracing connect() to first byte read... Hit Ctrl-C to end.",
+                     run_title="Connect to first byte over {seconds:.1f} s:", interval=interval,
+                     count=count, duration=duration, exporters=exporters)

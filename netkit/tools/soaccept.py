@@ -7,9 +7,6 @@ printed.
 """
 from __future__ import annotations
 
-from collections import Counter
-
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, DurationOpt, Ipv4Opt, Ipv6Opt, JsonOpt, LportOpt,
                                 NameOpt, NoColorOpt, PidOpt, TimestampOpt, VerboseOpt, family_of,
                                 ports_of)
@@ -68,13 +65,11 @@ class AcceptView:
         from netkit.render.sockets import Owners
         self.owners = Owners()
         self.lines = EventLines(out, COLUMNS, timestamps)
-        self.results: Counter = Counter()
 
     def event(self, e) -> None:
         from netkit.render.fields import comm, ip_version
         from netkit.render.sockets import Endpoint, result
         peer, local, outcome = Endpoint(e.peer), Endpoint(e.local), result(min(e.ret, 0))
-        self.results[outcome] += 1
         record = {"type": "accept", **self.owners.fields(e.owner),
                   "family": ip_version(e.family), "address": peer.address or None,
                   "port": peer.port if peer else None, "laddr": local.address,
@@ -98,6 +93,7 @@ def command(
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
 ):
+    from netkit.cli.runs import run_events
     from netkit.engine.bpfobject import BPFObject, Filters
     family, lports = family_of(ipv4, ipv6), ports_of(lport, "-L")
     out = open_output(json, no_color, verbose)
@@ -106,9 +102,7 @@ def command(
         if duration == 0:
             return
         view = AcceptView(out, timestamp)
-        ring = obj.ring_buffer("events", "soaccept_event", view.event)
-        seconds = Loop(out, duration=duration, rings=[ring]).run(
-            lambda *tick: None, "Tracing IP accept() calls... Hit Ctrl-C to end.")
+        seconds = run_events(out, obj, "events", "soaccept_event", view.event, duration,
+                             "Tracing IP accept() calls... Hit Ctrl-C to end.")
         would_block = sum(v.value for v in obj.map("would_block").lookup(0) or [])
-        view.lines.summary("soaccept", seconds, obj.lost_events(), results=dict(view.results),
-                           would_block=would_block)
+        view.lines.summary("soaccept", seconds, obj.lost_events(), would_block=would_block)

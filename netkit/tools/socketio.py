@@ -4,11 +4,10 @@ sock:sock_recv_length); per INTERVAL or for the whole run.
 """
 from __future__ import annotations
 
-import contextlib
 import socket
 from typing import NamedTuple
 
-from netkit.cli.loop import Loop
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.options import (CgroupOpt, CountArg, DportOpt, DurationOpt, IntervalArg, Ipv4Opt,
                                 Ipv6Opt, JsonOpt, NameOpt, NoColorOpt, PidOpt, TopOpt, VerboseOpt,
                                 family_of, ports_of)
@@ -125,12 +124,7 @@ def _open(pid, name, cgroup, family: int = 0, dports=()):
                      rodata={"filter_family": af})
 
 
-@contextlib.contextmanager
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach socketio's probes, yield a function ts -> Snapshot."""
-    from netkit.cli.counting import sampler
-    with _open(pid, name, cgroup) as obj:
-        yield sampler(read_counts(obj), snapshot)
+export_source = export_source_of(_open, lambda obj: sampler(read_counts(obj), snapshot))
 
 
 @export_options("socketio")
@@ -150,7 +144,6 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.cli.counting import run_intervals
     from netkit.render.keyed import CountTable
 
     family, dports = family_of(ipv4, ipv6), ports_of(dport, "-D")
@@ -159,11 +152,9 @@ def command(
         if duration == 0:
             return
         table = CountTable(out, "io", COLUMNS, "(no socket I/O)")
-        loop = Loop(out, interval=interval, count=count, duration=duration, exporters=exporters)
-        seconds, totals = run_intervals(
-            out, read_counts(obj), lambda counts, *how: table.show(rows(counts, top), *how),
-            snapshot, loop, "Tracing socket I/O... Hit Ctrl-C to end.",
-            "Socket I/O over {seconds:.1f} s:")
-        if out.mode == "json":
-            out.record({"type": "summary", "duration_s": round(seconds, 3),
-                        **totals_by_direction(totals)})
+        run_counting(out, read_counts(obj),
+                     lambda counts, *how: table.show(rows(counts, top), *how),
+                     snapshot=snapshot, summary=totals_by_direction,
+                     banner="Tracing socket I/O... Hit Ctrl-C to end.",
+                     run_title="Socket I/O over {seconds:.1f} s:", interval=interval,
+                     count=count, duration=duration, exporters=exporters)

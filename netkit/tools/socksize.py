@@ -4,9 +4,7 @@ INTERVAL or for the whole run.
 """
 from __future__ import annotations
 
-import contextlib
-
-from netkit.cli.loop import Loop
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
                                 NoColorOpt, PidOpt, VerboseOpt)
 from netkit.cli.tool import ManPage, open_output
@@ -48,7 +46,8 @@ MAN = ManPage(
         "JSON: one object per process and direction with type \"hist\", scope (\"interval\" or "
         "\"run\"), interval_s or duration_s, pid, comm, dir (read or write), count, "
         "size_bytes_sum (exact), size_bytes_avg and size_bytes: the buckets, a list of objects "
-        "with low, high and count for [low, high).\n\n"
+        "with low, high and count for [low, high); at the end one object with type "
+        "\"summary\", duration_s, read and write (the sizes recorded, all processes).\n\n"
         "Exporters: netkit_socksize_read_bytes and netkit_socksize_write_bytes, histograms "
         "per comm with buckets in bytes."),
     see_also=["netkit-socketio(8)", "netkit-sockstat(8)",
@@ -74,12 +73,7 @@ def _open(pid, name, cgroup):
     return BPFObject("socksize", Filters(pid, name, cgroup))
 
 
-@contextlib.contextmanager
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach socksize's probes, yield a function ts -> Snapshot."""
-    from netkit.cli.counting import sampler
-    with _open(pid, name, cgroup) as obj:
-        yield sampler(read_hists(obj), snapshot)
+export_source = export_source_of(_open, lambda obj: sampler(read_hists(obj), snapshot))
 
 
 @export_options("socksize")
@@ -95,7 +89,7 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.cli.counting import run_intervals
+    from netkit.engine.perprocess import counts_by_kind
     from netkit.render.keyed import HistList, process_hists
 
     out = open_output(json, no_color, verbose)
@@ -103,8 +97,9 @@ def command(
         if duration == 0:
             return
         view = HistList(out, "size", "bytes", "(no socket reads or writes)")
-        loop = Loop(out, interval=interval, count=count, duration=duration, exporters=exporters)
-        run_intervals(out, read_hists(obj),
-                      lambda hists, *how: view.show(process_hists(hists, "dir"), *how),
-                      snapshot, loop, "Tracing socket read and write sizes... Hit Ctrl-C to end.",
-                      "Socket I/O sizes over {seconds:.1f} s:")
+        run_counting(out, read_hists(obj),
+                     lambda hists, *how: view.show(process_hists(hists, "dir"), *how),
+                     snapshot=snapshot, summary=lambda totals: counts_by_kind(totals, METRICS),
+                     banner="Tracing socket read and write sizes... Hit Ctrl-C to end.",
+                     run_title="Socket I/O sizes over {seconds:.1f} s:", interval=interval,
+                     count=count, duration=duration, exporters=exporters)

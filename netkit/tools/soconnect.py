@@ -7,9 +7,6 @@ A non-blocking connect returns EINPROGRESS at once: its LAT is the syscall's tim
 """
 from __future__ import annotations
 
-from collections import Counter
-
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, DportOpt, DurationOpt, Ipv4Opt, Ipv6Opt, JsonOpt,
                                 NameOpt, NoColorOpt, PidOpt, TimestampOpt, VerboseOpt, family_of,
                                 ports_of)
@@ -79,15 +76,13 @@ class ConnectView:
     def __init__(self, out, timestamps: bool):
         from netkit.render.events import EventLines
         from netkit.render.sockets import Owners
-        self.out, self.owners = out, Owners()
+        self.owners = Owners()
         self.lines = EventLines(out, COLUMNS, timestamps)
-        self.results: Counter = Counter()
 
     def event(self, e) -> None:
         from netkit.render.fields import comm
         from netkit.render.sockets import Endpoint, result
         dest, outcome = Endpoint(e.dest), result(e.ret)
-        self.results[outcome] += 1
         lat_us = round(e.lat_ns / 1000, 3)
         record = {"type": "connect", **self.owners.fields(e.owner), "family": dest.version,
                   "address": dest.address, "port": dest.port,
@@ -111,14 +106,13 @@ def command(
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
 ):
+    from netkit.cli.runs import run_events
     family, dports = family_of(ipv4, ipv6), ports_of(dport, "-D")
     out = open_output(json, no_color, verbose)
     with open_connects("soconnect", pid, name, cgroup, family, dports, udp_only=False) as obj:
         if duration == 0:
             return
         view = ConnectView(out, timestamp)
-        ring = obj.ring_buffer("events", "soconnect_event", view.event)
-        seconds = Loop(out, duration=duration, rings=[ring]).run(
-            lambda *tick: None, "Tracing IP connect() calls... Hit Ctrl-C to end.")
-        view.lines.summary("soconnect", seconds, obj.lost_events(),
-                           results=dict(view.results))
+        seconds = run_events(out, obj, "events", "soconnect_event", view.event, duration,
+                             "Tracing IP connect() calls... Hit Ctrl-C to end.")
+        view.lines.summary("soconnect", seconds, obj.lost_events())

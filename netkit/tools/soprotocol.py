@@ -7,10 +7,9 @@ accept() returned at exit), where the book's soprotocol.bt used kprobes on the s
 """
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
-from netkit.cli.loop import Loop
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
                                 NoColorOpt, PidOpt, VerboseOpt)
 from netkit.cli.tool import ManPage, open_output
@@ -62,6 +61,7 @@ MAN = ManPage(
               "soprotocol.bt (BPF Performance Tools, ch. 10)", "protocols(5)"],
 )
 
+BY = "protocol"
 COLUMNS = [Column("PID", 7), Column("COMM", 15, "<", style="bold"), Column("CALL", 7, "<"),
            Column("PROTO", 5), Column("IPPROTO", 15, "<"), Column("NAME", 15, "<"),
            Column("COUNT", 8)]
@@ -120,12 +120,7 @@ def _open(pid, name, cgroup):
     return BPFObject("soprotocol", Filters(pid, name, cgroup))
 
 
-@contextlib.contextmanager
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach soprotocol's probes, yield a function ts -> Snapshot."""
-    from netkit.cli.counting import sampler
-    with _open(pid, name, cgroup) as obj:
-        yield sampler(read_counts(obj), snapshot)
+export_source = export_source_of(_open, lambda obj: sampler(read_counts(obj), snapshot))
 
 
 @export_options("soprotocol")
@@ -141,7 +136,6 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.cli.counting import run_intervals
     from netkit.render.keyed import CountTable
 
     out = open_output(json, no_color, verbose)
@@ -149,11 +143,8 @@ def command(
         if duration == 0:
             return
         table = CountTable(out, "count", COLUMNS, "(no new connections)")
-        loop = Loop(out, interval=interval, count=count, duration=duration, exporters=exporters)
-        seconds, totals = run_intervals(
-            out, read_counts(obj), lambda counts, *how: table.show(rows(counts), *how), snapshot,
-            loop, "Tracing connect() and accept() by protocol... Hit Ctrl-C to end.",
-            "New connections over {seconds:.1f} s:")
-        if out.mode == "json":
-            out.record({"type": "summary", "duration_s": round(seconds, 3),
-                        **call_totals(totals)})
+        run_counting(out, read_counts(obj), lambda counts, *how: table.show(rows(counts), *how),
+                     snapshot=snapshot, summary=call_totals,
+                     banner=f"Tracing connect() and accept() by {BY}... Hit Ctrl-C to end.",
+                     run_title="New connections over {seconds:.1f} s:", interval=interval,
+                     count=count, duration=duration, exporters=exporters)

@@ -7,9 +7,7 @@ sock:sock_exceed_buf_limit, skb:kfree_skb (the drop reasons of a full receive bu
 """
 from __future__ import annotations
 
-import contextlib
-
-from netkit.cli.loop import Loop
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
                                 NoColorOpt, PidOpt, VerboseOpt)
 from netkit.cli.tool import ManPage, open_output
@@ -152,12 +150,8 @@ def _open(pid, name, cgroup):
     return BPFObject("sormem", Filters(pid, name, cgroup))
 
 
-@contextlib.contextmanager
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach sormem's probes, yield a function ts -> Snapshot."""
-    from netkit.cli.counting import sampler
-    with _open(pid, name, cgroup) as obj:
-        yield sampler(read_hists(obj), snapshot_with(EventCounts(obj)))
+export_source = export_source_of(
+    _open, lambda obj: sampler(read_hists(obj), snapshot_with(EventCounts(obj))))
 
 
 @export_options("sormem")
@@ -173,7 +167,6 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.cli.counting import run_intervals
     from netkit.render.keyed import HistList, process_hists
 
     out = open_output(json, no_color, verbose)
@@ -183,13 +176,12 @@ def command(
         events = EventCounts(obj)
         view = EventView(out, obj.enum("sormem_event_kind"))
         hists = HistList(out, "size", "bytes", "(no socket reads)")
-        ring = obj.ring_buffer("events", "sormem_event", view.event)
-        loop = Loop(out, interval=interval, count=count, duration=duration, rings=[ring],
-                    exporters=exporters)
-        seconds, _ = run_intervals(
+        seconds, _ = run_counting(
             out, read_hists(obj), lambda h, *how: hists.show(process_hists(h, "buffer"), *how),
-            snapshot_with(events), loop,
-            "Tracing socket receive buffers... Hit Ctrl-C to end.",
-            "Receive buffers at read time over {seconds:.1f} s:")
+            snapshot=snapshot_with(events),
+            banner="Tracing socket receive buffers... Hit Ctrl-C to end.",
+            run_title="Receive buffers at read time over {seconds:.1f} s:", interval=interval,
+            count=count, duration=duration, exporters=exporters,
+            rings=[obj.ring_buffer("events", "sormem_event", view.event)])
         by_event = events.read()
         view.lines.summary("sormem", seconds, obj.lost_events(), by_event=by_event)

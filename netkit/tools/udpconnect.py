@@ -7,9 +7,6 @@ kprobes on ip4_datagram_connect and ip6_datagram_connect.
 """
 from __future__ import annotations
 
-from collections import Counter
-
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, DportOpt, DurationOpt, Ipv4Opt, Ipv6Opt, JsonOpt,
                                 NameOpt, NoColorOpt, PidOpt, VerboseOpt, family_of, ports_of)
 from netkit.cli.tool import ManPage, open_output
@@ -65,13 +62,11 @@ class UdpConnectView:
         from netkit.render.sockets import Owners
         self.owners = Owners()
         self.lines = EventLines(out, COLUMNS)
-        self.results: Counter = Counter()
 
     def event(self, e) -> None:
         from netkit.render.fields import clock, comm
         from netkit.render.sockets import Endpoint, result
         peer, outcome = Endpoint(e.dest), result(e.ret)
-        self.results[outcome] += 1
         ip = 6 if peer.family == 6 else 4 if peer else None
         record = {"type": "udpconnect", **self.owners.fields(e.owner), "ip": ip,
                   "raddr": peer.address or None, "rport": peer.port if peer else None,
@@ -96,6 +91,7 @@ def command(
     no_color: NoColorOpt = False,
     verbose: VerboseOpt = False,
 ):
+    from netkit.cli.runs import run_events
     from netkit.tools.soconnect import open_connects
     family, dports = family_of(ipv4, ipv6), ports_of(dport, "-D")
     out = open_output(json, no_color, verbose)
@@ -103,8 +99,6 @@ def command(
         if duration == 0:
             return
         view = UdpConnectView(out)
-        ring = obj.ring_buffer("events", "soconnect_event", view.event)
-        seconds = Loop(out, duration=duration, rings=[ring]).run(
-            lambda *tick: None, "Tracing UDP connect() calls... Hit Ctrl-C to end.")
-        view.lines.summary("udpconnect", seconds, obj.lost_events(),
-                           results=dict(view.results))
+        seconds = run_events(out, obj, "events", "soconnect_event", view.event, duration,
+                             "Tracing UDP connect() calls... Hit Ctrl-C to end.")
+        view.lines.summary("udpconnect", seconds, obj.lost_events())
