@@ -60,9 +60,10 @@ def exchange():
 
 def test_histograms_hold_the_exact_sizes(exchange, tmp_path):
     workload, talk = exchange
-    tool = Traced(["socksize", "-p", str(workload.pid), "--json", "--textfile", str(tmp_path)])
+    tool = Traced(["socksize", "-p", str(workload.pid), "--json", "--textfile", str(tmp_path),
+                   "0.1"])
     talk()
-    time.sleep(0.2)
+    time.sleep(0.3)             # intervals with nothing new pass: the exporter keeps the totals
     out, err = tool.finish()
     assert tool.proc.returncode == 0, err
     got = json_records(out)

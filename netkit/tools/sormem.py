@@ -51,7 +51,12 @@ MAN = ManPage(
         "the file descriptor, the same moment for reads by syscall, but reads through io_uring "
         "and 32-bit (compat) syscalls are not sampled; MSG_PEEK reads are sampled, as there. "
         "Histograms are printed for each INTERVAL when one is given, and for the whole run at "
-        "the end; events as they come."),
+        "the end; events as they come.\n\n"
+        "Cost: the sample is taken at every read syscall of the traced processes, and finding "
+        "out whether the descriptor is a socket walks the file table, for files and pipes too. "
+        "Measured on the 2-CPU machine this was written on: dd bs=1 count=2000000 (two million "
+        "reads and as many writes) took 0.9 s untraced, 1.8 s under sormem system-wide, 1.4 s "
+        "under sormem -p naming another process. Give -p, -n or -c on a busy host."),
     examples=[
         ("netkit sormem", "histograms at the end, events as they come"),
         ("netkit sormem -p 1234 10", "one process, histograms every ten seconds"),

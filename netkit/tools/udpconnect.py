@@ -29,9 +29,8 @@ MAN = ManPage(
         "the call, and the socket is found through its file descriptor (task -> files -> "
         "fdtable -> file -> socket -> sk) to keep UDP sockets only (sk_protocol 17, UDP and "
         "UDPv6; UDP-Lite, raw and ping sockets, which the kprobes also saw, are left out). "
-        "Connects made inside the kernel (kernel_connect: SUNRPC, WireGuard and VXLAN do not "
-        "connect, NFS over UDP does) and through io_uring are not seen, nor 32-bit (compat) "
-        "syscalls. The filters -p, -n, -c, -4, -6 and -D are applied in the kernel; a "
+        "Connects made inside the kernel (kernel_connect, as the NFS client over UDP makes "
+        "them) and through io_uring are not seen, nor 32-bit (compat) syscalls. The filters -p, -n, -c, -4, -6 and -D are applied in the kernel; a "
         "disconnect passes -4/-6 by its socket's family and has no port for -D."),
     examples=[
         ("netkit udpconnect", "every UDP connect() until Ctrl-C"),
