@@ -17,6 +17,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from conftest import require_root_bpf
+
 CHILD = """
 import ctypes, errno, json, select, socket, struct, sys, time
 ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
@@ -59,6 +63,17 @@ class SocketWorkload:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def workload_fixture(tool: str, comm: str):
+    """A test module's `workload` fixture: a SocketWorkload named `comm`, once `tool`'s BPF
+    object is there to trace it (the test fails in CI, is skipped elsewhere, when it is not)."""
+    @pytest.fixture
+    def workload():
+        require_root_bpf(tool)
+        with SocketWorkload(comm) as w:
+            yield w
+    return workload
 
 
 def json_records(stdout: str) -> dict[str, list[dict]]:

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import Traced, require_root_bpf, slots_of
-from sockworkload import SocketWorkload, json_records
+from conftest import Traced, slots_of
+from sockworkload import json_records, workload_fixture
 
 pytestmark = pytest.mark.kernel
 
@@ -75,11 +75,7 @@ def servers():
     udp.close()
 
 
-@pytest.fixture
-def workload():
-    require_root_bpf("so1stbyte")
-    with SocketWorkload("nk1stbyte") as w:
-        yield w
+workload = workload_fixture("so1stbyte", "nk1stbyte")
 
 
 def test_first_byte_after_the_servers_delay_and_within_the_clients_time(workload, servers):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import Traced, require_root_bpf
-from sockworkload import SocketWorkload, json_records
+from conftest import Traced
+from sockworkload import json_records, workload_fixture
 
 pytestmark = pytest.mark.kernel
 
@@ -39,11 +39,7 @@ for s in accepted + [idle, l4, l6]:
 """
 
 
-@pytest.fixture
-def workload():
-    require_root_bpf("soaccept")
-    with SocketWorkload("nkaccept") as w:
-        yield w
+workload = workload_fixture("soaccept", "nkaccept")
 
 
 def connect_clients(port4: int, port6: int) -> tuple[list[socket.socket], list[tuple]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Traced, require_or_skip, require_root_bpf
-from sockworkload import SocketWorkload, json_records
+from sockworkload import SocketWorkload, json_records, workload_fixture
 
 pytestmark = pytest.mark.kernel
 
@@ -79,11 +79,7 @@ def plan_of(targets) -> tuple[list[dict], list[tuple]]:
     return plan, expected
 
 
-@pytest.fixture
-def workload():
-    require_root_bpf("soconnect")
-    with SocketWorkload("nkconnect") as w:
-        yield w
+workload = workload_fixture("soconnect", "nkconnect")
 
 
 def test_every_call_in_order_with_result_and_latency(workload, targets):

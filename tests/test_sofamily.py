@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
-from conftest import BpftracePeer, Traced, require_root_bpf
+from conftest import BpftracePeer, Traced
 from sockworkload import (CONNECTION_PLAN, CONNECTION_STEPS, FAMILY_OF_PROTOCOL, PROTOCOL_COUNTS,
-                          SocketWorkload, json_records)
+                          json_records, workload_fixture)
 
 pytestmark = pytest.mark.kernel
 
@@ -22,11 +22,7 @@ for (call, proto), n in PROTOCOL_COUNTS.items():
 AF = {"AF_INET": 2, "AF_INET6": 10, "AF_UNIX": 1}
 
 
-@pytest.fixture
-def workload():
-    require_root_bpf("sofamily")
-    with SocketWorkload("nkfamily") as w:
-        yield w
+workload = workload_fixture("sofamily", "nkfamily")
 
 
 def test_counts_per_call_and_family_are_exact(workload):

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from conftest import Traced, require_root_bpf
-from sockworkload import CONNECTION_PLAN, CONNECTION_STEPS, PROTOCOL_COUNTS, SocketWorkload, \
-    json_records
+from conftest import Traced
+from sockworkload import (CONNECTION_PLAN, CONNECTION_STEPS, PROTOCOL_COUNTS, json_records,
+                          workload_fixture)
 
 pytestmark = pytest.mark.kernel
 
@@ -17,11 +17,7 @@ NUMBERS = {"TCP": (6, "IPPROTO_TCP"), "TCPv6": (6, "IPPROTO_TCP"), "UDP": (17, "
            "UDPv6": (17, "IPPROTO_UDP"), "UNIX-STREAM": (0, None), "UNIX": (0, None)}
 
 
-@pytest.fixture
-def workload():
-    require_root_bpf("soprotocol")
-    with SocketWorkload("nkproto") as w:
-        yield w
+workload = workload_fixture("soprotocol", "nkproto")
 
 
 def test_counts_per_call_and_protocol_are_exact(workload):

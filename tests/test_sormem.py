@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import Traced, require_root_bpf, slots_of
-from sockworkload import SocketWorkload, json_records
+from conftest import Traced, slots_of
+from sockworkload import json_records, workload_fixture
 
 pytestmark = pytest.mark.kernel
 
@@ -54,11 +54,7 @@ def drops_of(s: socket.socket) -> int:
     return struct.unpack("9I", s.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[8]
 
 
-@pytest.fixture
-def workload():
-    require_root_bpf("sormem")
-    with SocketWorkload("nkmem") as w:
-        yield w
+workload = workload_fixture("sormem", "nkmem")
 
 
 def log2_slots(values: list[int]) -> list[int]:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import Traced, require_root_bpf
-from sockworkload import SocketWorkload, json_records
+from conftest import Traced
+from sockworkload import json_records, workload_fixture
 
 pytestmark = pytest.mark.kernel
 
@@ -32,11 +32,7 @@ EXPECTED = [(4, "127.0.0.1", 5301, "UDP"), (6, "::1", 5302, "UDPv6"),
             (None, None, None, "UDP")]
 
 
-@pytest.fixture
-def workload():
-    require_root_bpf("soconnect")
-    with SocketWorkload("nkudp") as w:
-        yield w
+workload = workload_fixture("soconnect", "nkudp")
 
 
 def test_each_udp_connect_and_the_disconnect(workload):
