@@ -26,6 +26,7 @@
 #include "common.h"
 #include "syscalls.h"
 #include "sockfd.h"
+#include "sockaddr.h"
 #include "soconnlat.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -93,42 +94,10 @@ const enum soconnlat_result *result_btf_anchor __attribute__((unused));
 /* Too big for the stack next to the rest: a zeroed value to insert new keys with. */
 struct soconnlat_value zero_value = {};
 
-/* Read the destination from the user's sockaddr; false for anything but IPv4/IPv6 or a
- * sockaddr too short to be one (the kernel rejects those with EINVAL). */
-static __always_inline bool read_dest(const void *uaddr, int addrlen, struct pending *p)
-{
-	union {
-		struct sockaddr_in in;
-		struct sockaddr_in6 in6;
-	} sa;
-	__u16 family = 0;
-	__u32 size;
-
-	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), uaddr))
-		return false;
-	if (family == AF_INET)
-		size = sizeof(sa.in);
-	else if (family == AF_INET6)
-		size = sizeof(sa.in6);
-	else
-		return false;
-	if (addrlen < (int)size || bpf_probe_read_user(&sa, size, uaddr))
-		return false;
-	/* sin_port and sin6_port share their offset. */
-	p->dport = bpf_ntohs(sa.in.sin_port);
-	if (family == AF_INET) {
-		p->family = 4;
-		__builtin_memcpy(p->daddr, &sa.in.sin_addr, 4);
-	} else {
-		p->family = 6;
-		__builtin_memcpy(p->daddr, &sa.in6.sin6_addr, 16);
-	}
-	return true;
-}
-
 SEC("tp_btf/sys_enter")
 int BPF_PROG(connect_enter, struct pt_regs *regs, long id)
 {
+	struct ip_endpoint dest;
 	struct pending p;
 	struct socket *sock;
 	struct sock *sk;
@@ -156,16 +125,18 @@ int BPF_PROG(connect_enter, struct pt_regs *regs, long id)
 		return 0;
 	proto = BPF_CORE_READ(sk, sk_protocol);
 	if (proto == IPPROTO_TCP) {
-		/* A second connect() on a socket already connecting or connected (EALREADY,
-		 * EISCONN, or the 0 that reports completion) is a status check, not a connect. */
-		if (BPF_CORE_READ(sock, state) != SS_UNCONNECTED)
+		if (connect_is_status_check(sock))
 			return 0;
 	} else if (!(include_udp && proto == IPPROTO_UDP)) {
 		return 0;
 	}
-	if (!read_dest((const void *)PT_REGS_PARM2_CORE_SYSCALL(regs),
-		       (int)PT_REGS_PARM3_CORE_SYSCALL(regs), &p))
+	read_user_sockaddr((const void *)PT_REGS_PARM2_CORE_SYSCALL(regs),
+			   (int)PT_REGS_PARM3_CORE_SYSCALL(regs), &dest);
+	if (!dest.family)
 		return 0;
+	p.family = dest.family;
+	p.dport = dest.port;
+	__builtin_memcpy(p.daddr, dest.addr, sizeof(p.daddr));
 	if (filter_family && p.family != filter_family)
 		return 0;
 	if (!dport_selected(p.dport))

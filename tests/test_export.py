@@ -101,6 +101,19 @@ def test_histogram_buckets_are_cumulative_log2_bounds_in_seconds():
     assert 'netkit_demo_connect_calls_total{comm="curl"} 5.0' in text
 
 
+def test_size_histograms_are_exported_in_bytes():
+    """A histogram of sizes (socksize, sormem) keeps bytes: no _seconds name, bounds in bytes."""
+    snapshot = Snapshot("demo", 1700000000, histograms=[
+        Histogram("demo_write", "Bytes per write", (0, 0, 0, 2), 20, 1.0, {"comm": "x"},
+                  unit="bytes")])
+    text = exposition([snapshot]).decode()
+    assert "_seconds" not in text
+    assert 'netkit_demo_write_bytes_bucket{comm="x",le="7.0"} 0.0' in text
+    assert 'netkit_demo_write_bytes_bucket{comm="x",le="15.0"} 2.0' in text
+    assert 'netkit_demo_write_bytes_sum{comm="x"} 20.0' in text
+    assert "p.demo.write.comm.x.sum_bytes 20 1700000000" in snapshot_lines("p", snapshot)
+
+
 def test_promtool_accepts_the_exposition():
     promtool = need_program("promtool")
     payload = exposition([sample_snapshot("sockstat"), sample_snapshot("soconnlat")])
@@ -1005,7 +1018,9 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
 @pytest.mark.parametrize("args, message", [
     ([], "name where to export"),
     (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: netsize, "
-                                          "nettxlat, qdisclat, skblife, sockstat"),
+                                          "nettxlat, qdisclat, skblife, so1stbyte, socketio, "
+                                          "socksize, sockstat, soconnlat, sofamily, soprotocol, "
+                                          "sormem, tcpnagle)"),
     (["sockstat", "netsize", "-p", "1", "--prometheus", "0"],
      "netsize counts packets, which belong to no process (-p, -n and -c select processes)"),
 ])

@@ -31,6 +31,13 @@ TOOLS = {
     "nettxlat": ["nettxlat", "--dev"],
     "qdisclat": ["qdisclat", "1"],
     "skblife": ["skblife"],
+    # The socket tools by kind (the others share these code paths: udpconnect soconnect's,
+    # sofamily and soprotocol socketio's, socksize so1stbyte's).
+    "soconnect": ["soconnect"],
+    "soaccept": ["soaccept", "-t"],
+    "socketio": ["socketio", "1"],
+    "so1stbyte": ["so1stbyte", "1"],
+    "sormem": ["sormem", "1"],
 }
 
 
@@ -200,6 +207,11 @@ OUTPUT_RUNS = {
     "nettxlat": ["nettxlat", "0.1", "2"],
     "qdisclat": ["qdisclat", "0.1", "2"],
     "skblife": ["skblife", "0.1", "2"],
+    "sofamily": ["sofamily", "0.1", "2"],
+    "socketio": ["socketio", "0.1", "2"],
+    "socksize": ["socksize", "0.1", "2"],
+    "so1stbyte": ["so1stbyte", "0.1", "2"],
+    "sormem": ["sormem", "0.1", "2"],
 }
 
 

@@ -28,6 +28,15 @@ QDISCLAT = ["tests/test_qdisclat.py"]
 SKBLIFE = ["tests/test_skblife.py"]
 EXPORT = ["tests/test_export.py"]
 RENDER = ["tests/test_render.py"]
+SOFAMILY = ["tests/test_sofamily.py"]
+SOPROTOCOL = ["tests/test_soprotocol.py"]
+SOCONNECT = ["tests/test_soconnect.py"]
+SOACCEPT = ["tests/test_soaccept.py"]
+UDPCONNECT = ["tests/test_udpconnect.py"]
+SOCKETIO = ["tests/test_socketio.py"]
+SOCKSIZE = ["tests/test_socksize.py"]
+SO1STBYTE = ["tests/test_so1stbyte.py"]
+SORMEM = ["tests/test_sormem.py"]
 
 MUTANTS = [
     # -- sockstat: counters ---------------------------------------------------------------------
@@ -156,6 +165,67 @@ MUTANTS = [
            'HistogramMetricFamily(f"{metric_name(name)}_{histograms[0].unit}",',
            'HistogramMetricFamily(f"{metric_name(name)}_seconds",', EXPORT,
            "prometheus: byte histograms named _seconds"),
+    # -- the socket tools (issue 15) ------------------------------------------------------------
+    Mutant("counters", "bpf_programs/newconn.h", "count(sk, CALL_ACCEPT);",
+           "count(sk, CALL_CONNECT);", SOFAMILY + SOPROTOCOL,
+           "sofamily/soprotocol: accepts counted as connects"),
+    Mutant("classify", "bpf_programs/sockfd.h",
+           "return BPF_CORE_READ(sock, state) != SS_UNCONNECTED;", "return false;",
+           SOFAMILY, "sockfd.h: a connect() status check counted as a new connection"),
+    Mutant("classify", "bpf_programs/soprotocol.bpf.c",
+           "key->protocol = BPF_CORE_READ(sk, sk_protocol);",
+           "key->protocol = BPF_CORE_READ(sk, sk_type);", SOPROTOCOL,
+           "soprotocol: the socket type shown as its protocol number"),
+    Mutant("units", "bpf_programs/soconnect.bpf.c",
+           "e->lat_ns = bpf_ktime_get_ns() - p->start_ns;", "e->lat_ns = bpf_ktime_get_ns();",
+           SOCONNECT, "soconnect: a timestamp shown as the latency"),
+    Mutant("classify", "bpf_programs/soconnect.bpf.c",
+           "if (e.protocol != IPPROTO_UDP ||", "if (e.protocol == 0 ||", UDPCONNECT,
+           "udpconnect: TCP connects shown too"),
+    Mutant("engine", "netkit/render/sockets.py",
+           "ip_address(raw.family, raw.addr, unmap=False)",
+           "ip_address(raw.family, raw.addr, unmap=True)", UDPCONNECT,
+           "socket endpoints: an IPv4-mapped peer shown as the IPv4 address it was not given"),
+    Mutant("classify", "bpf_programs/soaccept.bpf.c", "if (ret == -EAGAIN) {",
+           "if (ret == -22) {", SOACCEPT, "soaccept: EINVAL hidden, EAGAIN shown"),
+    Mutant("engine", "bpf_programs/sockaddr.h",
+           "ep->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));",
+           "ep->port = BPF_CORE_READ(sk, __sk_common.skc_num);", SOACCEPT,
+           "sock_peer: the local port given as the peer's"),
+    Mutant("counters", "bpf_programs/socketio.bpf.c", "if (!(flags & MSG_PEEK))", "if (1)",
+           SOCKETIO, "socketio: MSG_PEEK reads counted"),
+    Mutant("counters", "bpf_programs/socketio.bpf.c", "if (ret > 0)\n\t\tv->bytes += ret;",
+           "v->bytes += ret;", SOCKETIO, "socketio: a failed call's -errno added to bytes"),
+    Mutant("ranking", "netkit/tools/socketio.py", 'key=lambda kv: (-kv[1]["calls"],',
+           'key=lambda kv: (kv[1]["calls"],', SOCKETIO, "socketio -T: quietest first"),
+    Mutant("counters", "bpf_programs/socksize.bpf.c", "if (size <= 0 || !task_selected())",
+           "if (size < 0 || !task_selected())", SOCKSIZE,
+           "socksize: reads of 0 bytes (end of file) counted as sizes"),
+    Mutant("classify", "bpf_programs/socksize.bpf.c", "record(SIZE_WRITE, ret);",
+           "record(SIZE_READ, ret);", SOCKSIZE, "socksize: writes counted as reads"),
+    Mutant("export", "netkit/engine/perprocess.py", '{"comm": comm}, unit)',
+           '{"comm": comm})', SOCKSIZE, "per-process histograms of bytes exported as seconds"),
+    Mutant("export", "netkit/cli/runs.py",
+           "return snapshot(ts, counts.totals()) if exporters and snapshot else None",
+           "return snapshot(ts, delta) if exporters and snapshot else None", SOCKSIZE,
+           "counting tools: exporters get the interval's change, not cumulative totals"),
+    Mutant("engine", "netkit/render/keyed.py", 'f"{self.key}_sum": hist.sum,',
+           'f"{self.key}_sum": hist.count,', SOCKSIZE, "HistList: the count given as the sum"),
+    Mutant("units", "bpf_programs/so1stbyte.bpf.c", "(now - s->start_ns) / unit_ns);",
+           "(now - s->start_ns) / 1000000);", SO1STBYTE,
+           "so1stbyte: milliseconds in the microsecond histogram"),
+    Mutant("classify", "bpf_programs/so1stbyte.bpf.c", "if (s->ino == sock_ino(sk)) {",
+           "if (s->ino != sock_ino(sk)) {", SO1STBYTE,
+           "so1stbyte: the socket identity check inverted"),
+    Mutant("classify", "bpf_programs/sormem.bpf.c", "kind = EVENT_SOCKET_RCVBUFF;",
+           "kind = EVENT_SOCKET_BACKLOG;", SORMEM,
+           "sormem: a full receive buffer called a full backlog"),
+    Mutant("classify", "bpf_programs/sormem.bpf.c", "if (!reader && task_filtered())",
+           "if (!reader && 0)", SORMEM, "sormem -p: events of sockets nobody selected read"),
+    Mutant("counters", "bpf_programs/sormem.bpf.c",
+           "(__u32)BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter));",
+           "(__u32)BPF_CORE_READ(sk, sk_rcvbuf));", SORMEM,
+           "sormem: rcvbuf sampled as rmem_alloc"),
     # -- exporters ---------------------------------------------------------------------------------
     Mutant("export", "netkit/export/prometheus.py", "((2 << i) - 1) * unit_seconds",
            "((1 << i) - 1) * unit_seconds", EXPORT,
