@@ -7,8 +7,9 @@ the tree, run the tests that should notice it, and print which were killed.
 
 A mutant is a small, plausible bug (two counters swapped, a unit off by 1000, an estimator
 without its t-factor, a ranking reversed). It is killed when its tests fail. The scratch copy
-lives in /tmp/netkit-mutate; it reuses this tree's venv (PYTHONPATH puts the copy first) and
-BPF build, and rebuilds an object only when a mutant is in C. Not part of CI: it takes a while.
+lives in /tmp/netkit-mutate-<tree directory name>; it reuses this tree's venv (PYTHONPATH puts
+the copy first) and BPF build, and rebuilds an object only when a mutant is in C. Not part of
+CI: it takes a while.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRATCH = Path(os.environ.get("NETKIT_MUTATE_DIR", "/tmp/netkit-mutate"))
+# One scratch copy per tree, so that mutation runs from two worktrees never share one.
+SCRATCH = Path(os.environ.get("NETKIT_MUTATE_DIR", f"/tmp/netkit-mutate-{ROOT.name}"))
 TIMEOUT = 1800
 LOCK = "/tmp/netkit-heavy.lock"
 
