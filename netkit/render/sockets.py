@@ -77,3 +77,14 @@ class Owners:
     def fields(self, owner) -> dict:
         return {"pid": owner.pid, "tid": owner.tid, "comm": comm(owner.comm),
                 "cgroup": self.cgroups.path(owner.cgroup_id)}
+
+
+# include/net/tcp_states.h, as ss(8) and bcc's tools name them.
+TCP_STATES = ["-", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+              "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
+              "BOUND_INACTIVE"]
+
+
+def tcp_state(state: int) -> str:
+    """ESTABLISHED for 1...; "-" for 0 (no socket); the number when this table lacks it."""
+    return TCP_STATES[state] if 0 <= state < len(TCP_STATES) else str(state)
