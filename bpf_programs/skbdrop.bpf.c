@@ -20,6 +20,9 @@
 #include <bpf/bpf_endian.h>
 #include "common.h"
 #include "netns.h"
+#include "sockfd.h"
+#include "owner.h"
+#include "sockowners.h"	/* its programs are attached by tcpdrop only */
 #include "skbdrop.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -154,12 +157,22 @@ static __always_inline void emit_tcp_event(void *ctx, struct sk_buff *skb, struc
 {
 	unsigned char *nh = skb->head + skb->network_header;
 	struct drop_event *e;
+	struct owner owner;
 	struct sock *sk;
 	__u32 th_off;
 	__u8 ihl;
 
 	if (filter_family && filter_family != key->family)
 		return;
+	sk = segment_sock(skb, rx_sk, netns);
+	if (sk) {
+		if (!owner_selected(sk, &owner))
+			return;
+	} else {
+		if (!task_selected())
+			return;
+		owner_of_current(&owner);
+	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_lost_event();
@@ -167,6 +180,7 @@ static __always_inline void emit_tcp_event(void *ctx, struct sk_buff *skb, struc
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
+	e->owner = owner;
 	e->reason = key->reason;
 	e->netns = netns;
 	e->stack_id = key->stack_id;
@@ -187,11 +201,8 @@ static __always_inline void emit_tcp_event(void *ctx, struct sk_buff *skb, struc
 	bpf_probe_read_kernel(&e->tcp_flags, 1, nh + th_off + 13);
 	e->sport = bpf_ntohs(e->sport);
 	e->dport = bpf_ntohs(e->dport);
-	sk = segment_sock(skb, rx_sk, netns);
 	if (sk)
 		e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -207,7 +218,8 @@ int BPF_PROG(skbdrop_free, struct sk_buff *skb, void *location, enum skb_drop_re
 	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET))
 		return 0;
 	netns = drop_netns(skb, rx_sk);
-	if (!netns_selected(netns) || !task_selected())
+	/* tcpdrop selects by the segment's socket's owner where there is one (emit_tcp_event) */
+	if (!netns_selected(netns) || (!tcp_events && !task_selected()))
 		return 0;
 	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED) &&
 	    !count_unspecified) {

@@ -33,11 +33,12 @@ struct drop_key {
 };
 
 /* One dropped TCP segment (tcpdrop). Addresses as the segment carries them: IPv4 in the first 4
- * bytes. The owner is the socket's when the segment belonged to one. */
+ * bytes. The owner is the socket's when the segment belonged to one (sockowners.h; pid 0 when
+ * nobody was seen owning it), else the task the kernel ran the drop in. */
 struct drop_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns() */
+	struct owner owner;
 	__u32 reason;
-	__u32 pid;		/* tgid; 0 when not known */
 	__u32 netns;
 	__s32 stack_id;
 	__u8 family;		/* 4 or 6 */
@@ -48,7 +49,6 @@ struct drop_event {
 	__u16 dport;
 	__u8 saddr[16];
 	__u8 daddr[16];
-	char comm[TASK_COMM_LEN];
 };
 
 #endif

@@ -8,7 +8,10 @@ Each kind of drop has its own count, so two swapped reasons fail:
   SOCKET_RCVBUFF  40 datagrams of 1200 bytes to a socket with the smallest receive buffer,
                   read only afterwards: sent minus read were dropped (and UdpRcvbufErrors says
                   the same)
-and 13 datagrams delivered normally, which are not drops.
+and 13 datagrams delivered normally, which are not drops. For tcpdrop (the same object) the
+child also makes TCP drops: 3 SYNs to a closed port (NO_SOCKET; the target's TcpOutRsts
+answers each) and 2 SYNs an nft rule drops (NETFILTER_DROP; the rule's counter), the
+connections closed before the SYN would be sent again.
 
 Three tracers run at once: -p CHILD in the target's namespace, everything in the target's
 namespace with -s, and netkit's own (the host's) namespace, where none of this happens.
@@ -31,6 +34,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.kernel]
 
 CLOSED_PORT, FIREWALLED_PORT, SMALL_PORT, OPEN_PORT = 4444, 5555, 6666, 7777
 NO_SOCKET, BY_OTHERS, FIREWALLED, FLOOD, DELIVERED = 7, 5, 11, 40, 13
+TCP_CLOSED_PORT, TCP_FIREWALLED_PORT, TCP_REFUSED, TCP_FIREWALLED = 4445, 5556, 3, 2
 FLOOD_SIZE = 1200
 
 # The child: enters the target namespace to open its two receiving sockets, goes back to the
@@ -43,7 +47,7 @@ def enter(ns):
     assert libc.setns(fd, 0x40000000) == 0, ctypes.get_errno()
     os.close(fd)
 host, target, addr = sys.argv[1:4]
-closed, firewalled, small_port, open_port = map(int, sys.argv[4:8])
+closed, firewalled, small_port, open_port, tcp_closed, tcp_firewalled = map(int, sys.argv[4:10])
 enter(target)
 small = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)        # the kernel's minimum
@@ -58,6 +62,13 @@ for port, count, size in ((closed, {no_socket}, 10), (firewalled, {firewalled_n}
                           (small_port, {flood}, {flood_size}), (open_port, {delivered}, 30)):
     for _ in range(count):
         out.sendto(b"d" * size, (addr, port))
+for _ in range({tcp_refused}):
+    with socket.socket() as s:
+        assert s.connect_ex((addr, tcp_closed)) == 111                 # ECONNREFUSED
+for _ in range({tcp_firewalled}):
+    with socket.socket() as s:
+        s.setblocking(False)
+        assert s.connect_ex((addr, tcp_firewalled)) == 115             # EINPROGRESS
 got = 0
 try:
     while True:
@@ -71,20 +82,27 @@ for _ in range({delivered}):
 print(got, flush=True)
 sys.stdin.readline()
 """.format(no_socket=NO_SOCKET, firewalled_n=FIREWALLED, flood=FLOOD, flood_size=FLOOD_SIZE,
-           delivered=DELIVERED)
+           delivered=DELIVERED, tcp_refused=TCP_REFUSED, tcp_firewalled=TCP_FIREWALLED)
 
 
-def udp_counters(bed, ns: str) -> dict[str, int]:
-    """/proc/net/snmp's Udp line of namespace ns, read by cat inside it."""
-    lines = [l.split() for l in bed.bed.run(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
-             if l.startswith("Udp:")]
-    return {name: int(value) for name, value in zip(lines[0][1:], lines[1][1:])}
+def snmp_counters(bed, ns: str) -> dict[str, int]:
+    """/proc/net/snmp of namespace ns, read by cat inside it: Udp's and Tcp's lines, named as
+    nstat names them (UdpNoPorts, TcpOutRsts)."""
+    lines = bed.bed.run(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
+    counters = {}
+    for header, values in zip(lines[::2], lines[1::2]):
+        group = header.split(":")[0]
+        counters.update({group + k: int(v) for k, v in zip(header.split()[1:],
+                                                            values.split()[1:])})
+    return counters
 
 
-def nft_counter(bed, ns: str) -> int:
+def nft_counters(bed, ns: str) -> list[int]:
+    """The packets each rule of table nkloss counted, in order."""
     ruleset = json.loads(bed.bed.run(ns, ["nft", "-j", "list", "table", "inet", "nkloss"]).stdout)
     rules = [item["rule"] for item in ruleset["nftables"] if "rule" in item]
-    return next(expr["counter"]["packets"] for expr in rules[0]["expr"] if "counter" in expr)
+    return [next(expr["counter"]["packets"] for expr in rule["expr"] if "counter" in expr)
+            for rule in rules]
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +112,22 @@ def run(tmp_path_factory):
     for bed in packet_bed("skbdrop"):
         bed.bed.run(bed.target, ["nft", "-f", "-"], input=(
             "table inet nkloss {\n chain input {\n  type filter hook input priority 0;\n"
-            f"  udp dport {FIREWALLED_PORT} counter drop\n }}\n}}\n"))
+            f"  udp dport {FIREWALLED_PORT} counter drop\n"
+            f"  tcp dport {TCP_FIREWALLED_PORT} counter drop\n }}\n}}\n"))
         child = subprocess.Popen([sys.executable, "-c", CHILD, bed.host, bed.target, TARGET_ADDR,
                                   str(CLOSED_PORT), str(FIREWALLED_PORT), str(SMALL_PORT),
-                                  str(OPEN_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  str(OPEN_PORT), str(TCP_CLOSED_PORT),
+                                  str(TCP_FIREWALLED_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True)
         try:
-            before = udp_counters(bed, bed.target)
+            before = snmp_counters(bed, bed.target)
             tracers = {
                 "child": bed.trace("skbdrop", "--netns", bed.target, "-p", str(child.pid)),
                 "target": bed.trace("skbdrop", "--netns", bed.target, "-s"),
                 "host": bed.trace("skbdrop"),
+                "tcp_child": bed.trace("tcpdrop", "--netns", bed.target, "-p", str(child.pid)),
+                "tcp_all": bed.trace("tcpdrop", "--netns", bed.target, "-s"),
+                "tcp_v6": bed.trace("tcpdrop", "--netns", bed.target, "-6"),
             }
             with bed.sender() as other:
                 for _ in range(BY_OTHERS):
@@ -113,10 +136,10 @@ def run(tmp_path_factory):
             child.stdin.flush()
             received = int(child.stdout.readline())
             records = {name: tracer.stop() for name, tracer in tracers.items()}
-            after = udp_counters(bed, bed.target)
+            after = snmp_counters(bed, bed.target)
             yield {"records": records, "received": received, "child": child.pid,
-                   "nft": nft_counter(bed, bed.target),
-                   "udp": {k: after[k] - before[k] for k in after},
+                   "nft": nft_counters(bed, bed.target),
+                   "snmp": {k: after[k] - before.get(k, 0) for k in after},
                    "target_inode": bed.inode(bed.target), "host_inode": bed.inode(bed.host)}
         finally:
             child.kill()
@@ -138,9 +161,11 @@ def test_the_childs_drops_are_counted_exactly_by_reason(run):
     summary = run["records"]["child"].summary
     assert counts(summary) == {("NO_SOCKET", "UDP"): NO_SOCKET,
                                ("NETFILTER_DROP", "UDP"): FIREWALLED,
-                               ("SOCKET_RCVBUFF", "UDP"): dropped}, summary
+                               ("SOCKET_RCVBUFF", "UDP"): dropped,
+                               ("NO_SOCKET", "TCP"): TCP_REFUSED,
+                               ("NETFILTER_DROP", "TCP"): TCP_FIREWALLED}, summary
     assert all(d["family"] == "IPv4" for d in summary["drops"])
-    assert summary["total"] == NO_SOCKET + FIREWALLED + dropped
+    assert summary["total"] == NO_SOCKET + FIREWALLED + dropped + TCP_REFUSED + TCP_FIREWALLED
     assert summary["netns"] == run["target_inode"] and summary["lost_events"] == 0
 
 
@@ -150,15 +175,18 @@ def test_counts_agree_with_the_kernels_own_counters(run):
     dropped = FLOOD - run["received"]
     summary = run["records"]["target"].summary
     found = counts(summary)
-    assert found[("NO_SOCKET", "UDP")] == NO_SOCKET + BY_OTHERS == run["udp"]["NoPorts"]
-    assert found[("SOCKET_RCVBUFF", "UDP")] == dropped == run["udp"]["RcvbufErrors"]
-    assert found[("NETFILTER_DROP", "UDP")] == FIREWALLED == run["nft"]
+    assert found[("NO_SOCKET", "UDP")] == NO_SOCKET + BY_OTHERS == run["snmp"]["UdpNoPorts"]
+    assert found[("SOCKET_RCVBUFF", "UDP")] == dropped == run["snmp"]["UdpRcvbufErrors"]
+    assert found[("NETFILTER_DROP", "UDP")] == FIREWALLED == run["nft"][0]
     # skbdrop's own nstat-style deltas of the traced namespace say the same
     assert summary["snmp"]["UdpNoPorts"] == NO_SOCKET + BY_OTHERS
     assert summary["snmp"]["UdpRcvbufErrors"] == dropped
     # the normally delivered datagrams were not drops
-    assert run["udp"]["InDatagrams"] == DELIVERED + run["received"]
-    assert sum(found.values()) == summary["total"] == NO_SOCKET + BY_OTHERS + FIREWALLED + dropped
+    assert run["snmp"]["UdpInDatagrams"] == DELIVERED + run["received"]
+    assert found[("NO_SOCKET", "TCP")] == TCP_REFUSED == run["snmp"]["TcpOutRsts"]
+    assert found[("NETFILTER_DROP", "TCP")] == TCP_FIREWALLED == run["nft"][1]
+    assert sum(found.values()) == summary["total"] == (NO_SOCKET + BY_OTHERS + FIREWALLED +
+                                                       dropped + TCP_REFUSED + TCP_FIREWALLED)
 
 
 def test_stacks_name_the_function_that_dropped(run):
@@ -178,6 +206,35 @@ def test_another_namespace_sees_none_of_it(run):
     summary = run["records"]["host"].summary
     assert summary["netns"] == run["host_inode"]
     assert not {r for r, _ in counts(summary)} & {"NO_SOCKET", "NETFILTER_DROP", "SOCKET_RCVBUFF"}
+
+
+def tcp_drops(records) -> list[dict]:
+    return [r for r in records if r["type"] == "drop"]
+
+
+def test_tcpdrop_shows_each_dropped_segment(run):
+    """One line per SYN the child's connects lost, for the child (the drops ran in its
+    context: veth receives in the sender's softirq), with the kernel's reason."""
+    drops = tcp_drops(run["records"]["tcp_child"])
+    seen = sorted((d["reason"], d["dport"], d["flags"], d["state"]) for d in drops)
+    assert seen == sorted([("NO_SOCKET", TCP_CLOSED_PORT, ["SYN"], "-")] * TCP_REFUSED +
+                          [("NETFILTER_DROP", TCP_FIREWALLED_PORT, ["SYN"], "-")] *
+                          TCP_FIREWALLED), drops
+    assert {(d["saddr"], d["daddr"], d["family"], d["protocol"], d["pid"]) for d in drops} == \
+        {("198.18.0.1", TARGET_ADDR, "IPv4", "TCP", run["child"])}
+    assert len({d["sport"] for d in drops}) == TCP_REFUSED + TCP_FIREWALLED
+    summary = run["records"]["tcp_child"].summary
+    assert summary["events"] == TCP_REFUSED + TCP_FIREWALLED and summary["lost_events"] == 0
+
+
+def test_tcpdrop_stacks_and_filters(run):
+    drops = tcp_drops(run["records"]["tcp_all"])
+    # the whole namespace: the same segments (no other TCP crossed the quiet link)
+    assert len(drops) == run["snmp"]["TcpOutRsts"] + run["nft"][1]
+    frames = {d["reason"]: d["stack"] for d in drops}
+    assert any(f.startswith("tcp_v4_rcv") for f in frames["NO_SOCKET"]), frames
+    assert any(f.startswith("nf_hook_slow") for f in frames["NETFILTER_DROP"]), frames
+    assert not tcp_drops(run["records"]["tcp_v6"])          # -6: none of these IPv4 drops
 
 
 def test_reason_names_are_the_kernels():

@@ -81,3 +81,23 @@ class KernelSymbols:
                 continue                    # still inside the tracing machinery
             named.append(symbol or f"0x{address:x}")
         return named
+
+
+class StackNames:
+    """The stacks a BPF stack-trace map holds, by id, as lists of function names (each read
+    once)."""
+
+    def __init__(self, stack_map, symbols: KernelSymbols):
+        self.map, self.symbols = stack_map, symbols
+        self.named: dict[int, list[str]] = {}
+
+    def __call__(self, stack_id: int) -> list[str]:
+        if stack_id < 0:
+            return ["[stack not recorded]"]
+        if stack_id not in self.named:
+            import struct
+            # A stack map has no BTF types: its key and value are plain bytes.
+            raw = self.map.lookup(self.map.key_type.from_buffer_copy(struct.pack("I", stack_id)))
+            frames = struct.unpack(f"{len(bytes(raw)) // 8}Q", bytes(raw)) if raw else ()
+            self.named[stack_id] = self.symbols.stack(frames) or ["[stack gone]"]
+        return self.named[stack_id]

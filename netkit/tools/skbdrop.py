@@ -177,13 +177,23 @@ class Unspecified:
         return change
 
 
-def _open(pid, name, cgroup, netns: int | None, stacks=False, unspecified=False):
-    """netns: the inode of the namespace to trace, None for all."""
+# bpf_programs/sockowners.h's programs: only tcpdrop names a dropped segment's socket owner.
+OWNER_PROGRAMS = {"owner_sys_exit", "owner_state", "owner_send"}
+
+
+def open_drops(pid, name, cgroup, netns: int | None, stacks=False, unspecified=False,
+          tcp_family: int | None = None):
+    """netns: the inode of the namespace to trace, None for all. tcp_family: tcpdrop's events
+    (0 for both families, 4 or 6) instead of skbdrop's counts."""
     from netkit.engine import netns as namespaces
     from netkit.engine.bpfobject import BPFObject, Filters
+    tcpdrop = tcp_family is not None
     rodata = {**namespaces.rodata(netns), "with_stacks": stacks,
-              "count_unspecified": unspecified, "key_netns": netns is None}
-    return BPFObject("skbdrop", Filters(pid, name, cgroup), rodata=rodata)
+              "count_unspecified": unspecified, "key_netns": netns is None,
+              "count_drops": not tcpdrop, "tcp_events": tcpdrop,
+              "filter_family": tcp_family or 0}
+    return BPFObject("skbdrop", Filters(pid, name, cgroup), rodata=rodata,
+                     manual=set() if tcpdrop else OWNER_PROGRAMS)
 
 
 def snapshot(ts: float, totals: dict[Drop, int], unspecified: int):
@@ -203,7 +213,7 @@ def export_source(pid: int | None = None, name: str | None = None, cgroup: str |
     from netkit.engine import netns
     from netkit.engine.dropreasons import kernel_drop_reasons
     reasons = kernel_drop_reasons()
-    with _open(pid, name, cgroup, netns.current()) as obj:
+    with open_drops(pid, name, cgroup, netns.current()) as obj:
         counts = DropCounts(obj, reasons)
         unspecified = Unspecified(obj.map("unspecified"))
 
@@ -215,26 +225,14 @@ def export_source(pid: int | None = None, name: str | None = None, cgroup: str |
 
 class SkbdropView:
     def __init__(self, out, all_netns: bool, stacks: bool, symbols, stack_map):
+        from netkit.engine.kallsyms import StackNames
         from netkit.render.output import StreamTable
         self.out, self.all_netns, self.stacks = out, all_netns, stacks
-        self.symbols, self.stack_map = symbols, stack_map
-        self._named: dict[int, list[str]] = {}
+        self.stack = StackNames(stack_map, symbols)
         where = [Column("NETNS", 10)] if all_netns else []
         self.columns = [Column("REASON", 24, "<", style="bold"), Column("IP", 2, "<"),
                         Column("PROTOCOL", 8, "<")] + where + [Column("DROPS", 8)]
         self.stream = StreamTable(out, [Column("TIME", 8, "<", style="dim")] + self.columns)
-
-    def stack(self, stack_id: int) -> list[str]:
-        if stack_id < 0:
-            return ["[stack not recorded]"]
-        if stack_id not in self._named:
-            import struct
-            # The stack map has no BTF types: its key and value are plain bytes.
-            raw = self.stack_map.lookup(self.stack_map.key_type.from_buffer_copy(
-                struct.pack("I", stack_id)))
-            frames = struct.unpack(f"{len(bytes(raw)) // 8}Q", bytes(raw)) if raw else ()
-            self._named[stack_id] = self.symbols.stack(frames) or ["[stack gone]"]
-        return self._named[stack_id]
 
     def _json(self, rows) -> list[dict]:
         records = []
@@ -326,7 +324,7 @@ def command(
     reasons = kernel_drop_reasons()
     symbols = KernelSymbols() if stack else None
     counters = snmp.Counters(traced)
-    with _open(pid, name, cgroup, traced, stack, unspecified) as obj:
+    with open_drops(pid, name, cgroup, traced, stack, unspecified) as obj:
         if duration == 0:
             return
         view = SkbdropView(out, traced is None, stack, symbols, obj.map("stacks"))
