@@ -5,13 +5,18 @@
  * tcp:tcp_probe is called at the top of that same function, for every segment received on an
  * established connection, with the socket: srtt is read there, from the socket, in the kernel's
  * unit (srtt_us holds 8 times the microseconds). Histograms are log2, keyed by nothing, by the
- * local address or by the remote one, with the exact count and sum (so the mean) of each. */
+ * local address or by the remote one, with the exact count and sum (so the mean) of each.
+ * Segments arrive in softirq: -p/-n/-c select by the socket's owner (sockowners.h, whose
+ * programs netkit attaches only then). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "common.h"
+#include "sockfd.h"
+#include "owner.h"
+#include "sockowners.h"
 #include "tcprtt.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -80,9 +85,12 @@ int BPF_PROG(tcprtt_probe, struct sock *sk, const struct sk_buff *skb)
 	struct rtt_key key = {};
 	__u8 laddr[16] = {}, raddr[16] = {};
 	__u16 lport, rport;
+	struct owner owner;
 	__u8 family;
 	__u64 srtt;
 
+	if (process_filtered() && !owner_selected(sk, &owner))
+		return 0;
 	lport = sk->__sk_common.skc_num;
 	rport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (!ports_selected(lport, rport))

@@ -5,12 +5,17 @@
  * kprobe). tcp:tcp_probe is called at the top of that function with the socket, so the same
  * fields are read at the same moment: snd_cwnd, snd_ssthresh, sk_sndbuf, sk_wmem_queued, and
  * srtt and snd_wnd beside them. One event per segment goes to userspace through a ring buffer;
- * events it could not take are counted (common.h). */
+ * events it could not take are counted (common.h). The segment arrives in softirq: the event
+ * names the socket's owner (sockowners.h), and -p/-n/-c select by it. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "sockfd.h"
+#include "owner.h"
+#include "sockowners.h"
 #include "tcpwin.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -30,8 +35,9 @@ int BPF_PROG(tcpwin_probe, struct sock *sk, const struct sk_buff *skb)
 	__u16 rport = bpf_ntohs(sk->__sk_common.skc_dport);
 	struct win_event *e;
 	struct tcp_sock *tp;
+	struct owner owner;
 
-	if (!ports_selected(lport, rport))
+	if (!ports_selected(lport, rport) || !owner_selected(sk, &owner))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -51,7 +57,8 @@ int BPF_PROG(tcpwin_probe, struct sock *sk, const struct sk_buff *skb)
 	e->snd_wnd = tp->snd_wnd;
 	e->lport = lport;
 	e->rport = rport;
-	e->pid = 0;
+	e->pad = 0;
+	e->owner = owner;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -14,7 +14,8 @@ struct win_event {
 	__u32 snd_wnd;		/* the peer's receive window, bytes */
 	__u16 lport;		/* host order */
 	__u16 rport;
-	__u32 pid;		/* the socket's owner; 0 when not known */
+	__u32 pad;
+	struct owner owner;	/* the socket's owner (sockowners.h); pid 0 when not known */
 };
 
 #endif

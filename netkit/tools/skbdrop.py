@@ -177,15 +177,12 @@ class Unspecified:
         return change
 
 
-# bpf_programs/sockowners.h's programs: only tcpdrop names a dropped segment's socket owner.
-OWNER_PROGRAMS = {"owner_sys_exit", "owner_state", "owner_send"}
-
-
 def open_drops(pid, name, cgroup, netns: int | None, stacks=False, unspecified=False,
           tcp_family: int | None = None):
     """netns: the inode of the namespace to trace, None for all. tcp_family: tcpdrop's events
     (0 for both families, 4 or 6) instead of skbdrop's counts."""
     from netkit.engine import netns as namespaces
+    from netkit.engine import sockowners
     from netkit.engine.bpfobject import BPFObject, Filters
     tcpdrop = tcp_family is not None
     rodata = {**namespaces.rodata(netns), "with_stacks": stacks,
@@ -193,7 +190,7 @@ def open_drops(pid, name, cgroup, netns: int | None, stacks=False, unspecified=F
               "count_drops": not tcpdrop, "tcp_events": tcpdrop,
               "filter_family": tcp_family or 0}
     return BPFObject("skbdrop", Filters(pid, name, cgroup), rodata=rodata,
-                     manual=set() if tcpdrop else OWNER_PROGRAMS)
+                     manual=sockowners.unattached(tcpdrop))
 
 
 def snapshot(ts: float, totals: dict[Drop, int], unspecified: int):

@@ -9,9 +9,9 @@ from typing import Annotated, NamedTuple, Optional
 import typer
 
 from netkit.cli.loop import Loop
-from netkit.cli.options import (CountArg, DportOpt, DurationOpt, IntervalArg, Ipv4Opt, Ipv6Opt,
-                                JsonOpt, LportOpt, MillisecondsOpt, NoColorOpt, VerboseOpt,
-                                family_of, ports_of, seconds)
+from netkit.cli.options import (CgroupOpt, CountArg, DportOpt, DurationOpt, IntervalArg,
+                                Ipv4Opt, Ipv6Opt, JsonOpt, LportOpt, MillisecondsOpt, NameOpt,
+                                NoColorOpt, PidOpt, VerboseOpt, family_of, ports_of, seconds)
 from netkit.cli.tool import ManPage, open_output
 from netkit.engine.errors import UsageError
 from netkit.export import ExportHub, export_options
@@ -33,7 +33,10 @@ MAN = ManPage(
         "kprobes. What neither sees: connections before ESTABLISHED and segments handled "
         "elsewhere (a SYN-ACK, a FIN in other states).\n\n"
         "bcc's letters that changed: -p and -P (local and remote port) are -L/--lport and "
-        "-D/--dport here, as in netkit's other tools (-p is a process ID in netkit). -T (the "
+        "-D/--dport here, as in netkit's other tools; -p, -n and -c select by the socket's "
+        "owner (the process netkit saw connect, listen, accept or send on it; segments arrive "
+        "in softirq, where the current task is any), and connections whose owner netkit has "
+        "not seen since it started are then left out. -T (the "
         "time of day) and -e (count and average) are accepted, and always on: every output is "
         "headed by the time of day and every histogram titled with its count and exact mean. "
         "-a, -A, -b, -B, -m, -d, -i, -4 and -6 are bcc's; bcc's -D (debug: print the generated "
@@ -112,15 +115,19 @@ def histograms(hists_map):
 
 
 def _open(dports=(), lports=(), family=0, laddr=(0, b""), raddr=(0, b""), key_by=KEY_NONE,
-          ms=False):
+          ms=False, pid=None, name=None, cgroup=None):
+    from netkit.engine import sockowners
     from netkit.engine.bpfobject import BPFObject, Filters
+    owners = sockowners.process_filtered(pid, name, cgroup)
     rodata = {"key_by": key_by, "filter_ip": family, "unit_us": 1000 if ms else 1,
               "filter_laddr_family": laddr[0], "filter_raddr_family": raddr[0]}
     if laddr[0]:
         rodata["filter_laddr"] = laddr[1]
     if raddr[0]:
         rodata["filter_raddr"] = raddr[1]
-    return BPFObject("tcprtt", Filters(dports=list(dports), lports=list(lports)), rodata=rodata)
+    return BPFObject("tcprtt", Filters(pid, name, cgroup, dports=list(dports),
+                                       lports=list(lports)), rodata=rodata,
+                     manual=sockowners.unattached(owners))
 
 
 def snapshot(ts: float, totals: dict, key_by: int, ms: bool):
@@ -156,6 +163,9 @@ def command(
     interval: IntervalArg = None,
     count: CountArg = None,
     every: EveryOpt = None,
+    pid: PidOpt = None,
+    name: NameOpt = None,
+    cgroup: CgroupOpt = None,
     duration: DurationOpt = None,
     time_of_day: TimeOpt = False,
     milliseconds: MillisecondsOpt = False,
@@ -186,7 +196,7 @@ def command(
     out = open_output(json, no_color, verbose)
     units = Units(milliseconds)
     with _open(ports_of(dport, "-D"), ports_of(lport, "-L"), family, local, remote, key_by,
-               milliseconds) as obj:
+               milliseconds, pid, name, cgroup) as obj:
         if duration == 0:
             return
         seconds, totals = trace_histograms(

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from netkit.cli.loop import Loop
-from netkit.cli.options import (DportOpt, DurationOpt, JsonOpt, LportOpt, NoColorOpt, VerboseOpt,
-                                ports_of)
+from netkit.cli.options import (CgroupOpt, DportOpt, DurationOpt, JsonOpt, LportOpt, NameOpt,
+                                NoColorOpt, PidOpt, VerboseOpt, ports_of)
 from netkit.cli.tool import ManPage, open_output
 
 SUMMARY = "TCP congestion window and send buffer per received segment, as CSV (tracepoint)."
@@ -32,12 +32,16 @@ MAN = ManPage(
         "socket, and reads the same fields from the socket: the same moments and values, on "
         "kernels without kprobes. Segments that arrive before the connection is established "
         "are not seen, by either.\n\n"
-        "A bulk transfer makes one event per ACK, tens of thousands a second: narrow with "
-        "-L/-D to the ports of interest (filtered in the kernel). Events the ring buffer "
-        "could not take are counted and reported at the end."),
+        "Segments arrive in softirq, on whatever task the CPU ran: -p, -n and -c select by the "
+        "socket's owner instead, the process netkit saw connect, listen, accept or send on it "
+        "(a connection older than the trace is known once its owner sends; until then it is "
+        "left out by these filters). A bulk transfer makes one event per ACK, tens of "
+        "thousands a second: narrow with -p or -L/-D (filtered in the kernel). Events the "
+        "ring buffer could not take are counted and reported at the end."),
     examples=[
         ("netkit tcpwin -D 443 > cwnd.csv", "connections to port 443, as CSV"),
         ("netkit tcpwin -L 5201 -d 10 --json", "ten seconds of an iperf3 server, as NDJSON"),
+        ("netkit tcpwin -p 4242 > cwnd.csv", "the sockets of one process"),
     ],
     output=(
         "CSV: a header line, then per segment: event (always rcv: a segment was received), "
@@ -45,8 +49,8 @@ MAN = ManPage(
         "since tracing began), snd_cwnd, snd_ssthresh, sk_sndbuf, sk_wmem_queued, srtt_us, "
         "snd_wnd. The book's seven columns come first, in its order.\n\n"
         "JSON: per segment an object with type \"event\", ts, event, sock (hexadecimal text), "
-        "time_us, snd_cwnd, snd_ssthresh, sk_sndbuf, sk_wmem_queued, srtt_us, snd_wnd, lport "
-        "and rport; at the end one object with type \"summary\", duration_s, events and "
+        "time_us, snd_cwnd, snd_ssthresh, sk_sndbuf, sk_wmem_queued, srtt_us, snd_wnd, lport, "
+        "rport, pid and comm (the socket's owner; 0 and \"\" when not known); at the end one object with type \"summary\", duration_s, events and "
         "lost_events."),
     see_also=["netkit-tcprtt(8)", "ss(8)", "tcpwin.bt (BPF Performance Tools, ch. 10)"],
 )
@@ -65,10 +69,11 @@ class TcpwinView:
         values = [e.snd_cwnd, e.snd_ssthresh, e.sk_sndbuf, e.sk_wmem_queued, e.srtt_us,
                   e.snd_wnd]
         if self.out.mode == "json":
-            from netkit.render.fields import iso
+            from netkit.render.fields import comm, iso
             self.out.record({"type": "event", "ts": iso(self.clock.wall(e.ts_ns), "microseconds"),
                              "event": "rcv", "sock": f"0x{e.sock:x}", "time_us": time_us,
-                             **dict(zip(FIELDS, values)), "lport": e.lport, "rport": e.rport})
+                             **dict(zip(FIELDS, values)), "lport": e.lport, "rport": e.rport,
+                             "pid": e.owner.pid, "comm": comm(e.owner.comm)})
             return
         if self.events == 1:
             self.out.line(HEADER)
@@ -82,6 +87,9 @@ class TcpwinView:
 
 
 def command(
+    pid: PidOpt = None,
+    name: NameOpt = None,
+    cgroup: CgroupOpt = None,
     lport: LportOpt = None,
     dport: DportOpt = None,
     duration: DurationOpt = None,
@@ -91,7 +99,8 @@ def command(
 ):
     from netkit.engine.bpfobject import BPFObject, Filters
 
-    filters = Filters(dports=ports_of(dport, "-D"), lports=ports_of(lport, "-L"))
+    filters = Filters(pid, name, cgroup, dports=ports_of(dport, "-D"),
+                      lports=ports_of(lport, "-L"))
     out = open_output(json, no_color, verbose)
     with BPFObject("tcpwin", filters) as obj:
         if duration == 0:
