@@ -36,14 +36,16 @@ def send(family: int, source: str, dest: str, marks: list[tuple[int, int]]) -> N
 
 
 @pytest.fixture(scope="module")
-def run():
+def run(tmp_path_factory):
     import json
     import signal
     import subprocess
     require_root_bpf("ipecn")
+    textfiles = tmp_path_factory.mktemp("ipecn")
     procs = {name: subprocess.Popen([str(NETKIT), "ipecn", "--json", *args],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, args in (("counts", []), ("events", ["-e"]), ("v4", ["-4"]))}
+             for name, args in (("counts", []), ("events", ["-e"]), ("v4", ["-4"]),
+                                                ("export", ["--textfile", str(textfiles)]))}
     for proc in procs.values():
         assert read_until(proc, proc.stderr, "Hit Ctrl-C", 15)[0]
     send(socket.AF_INET, SOURCE4, "127.0.0.1", [(CE, CE_V4), (ECT0, ECT0_V4), (ECT1, ECT1_V4)])
@@ -54,6 +56,7 @@ def run():
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         records[name] = [json.loads(line) for line in out.splitlines()]
+    records["prom"] = (textfiles / "netkit_ipecn.prom").read_text()
     return records
 
 
@@ -81,6 +84,11 @@ def test_one_event_per_ce_packet(run):
 
 def test_ipv4_only(run):
     assert ours(run["v4"][-1]["sources"]) == {SOURCE4: ("IPv4", CE_V4)}
+
+
+def test_exported_counter(run):
+    assert f'netkit_ipecn_ce_packets_total{{saddr="{SOURCE4}"}} {CE_V4}' in run["prom"]
+    assert f'netkit_ipecn_ce_packets_total{{saddr="::1"}} {CE_V6}' in run["prom"]
 
 
 def test_text_output():

@@ -109,6 +109,7 @@ def nft_counters(bed, ns: str) -> list[int]:
 def run(tmp_path_factory):
     """One round of the child's drops under three tracers: what each printed, and the
     kernel's own accounts of the round."""
+    textfiles = tmp_path_factory.mktemp("skbdrop")
     for bed in packet_bed("skbdrop"):
         bed.bed.run(bed.target, ["nft", "-f", "-"], input=(
             "table inet nkloss {\n chain input {\n  type filter hook input priority 0;\n"
@@ -122,7 +123,8 @@ def run(tmp_path_factory):
         try:
             before = snmp_counters(bed, bed.target)
             tracers = {
-                "child": bed.trace("skbdrop", "--netns", bed.target, "-p", str(child.pid)),
+                "child": bed.trace("skbdrop", "--netns", bed.target, "-p", str(child.pid),
+                                   "--textfile", str(textfiles)),
                 "target": bed.trace("skbdrop", "--netns", bed.target, "-s"),
                 "host": bed.trace("skbdrop"),
                 "tcp_child": bed.trace("tcpdrop", "--netns", bed.target, "-p", str(child.pid)),
@@ -140,6 +142,7 @@ def run(tmp_path_factory):
             yield {"records": records, "received": received, "child": child.pid,
                    "nft": nft_counters(bed, bed.target),
                    "snmp": {k: after[k] - before.get(k, 0) for k in after},
+                   "prom": (textfiles / "netkit_skbdrop.prom").read_text(),
                    "target_inode": bed.inode(bed.target), "host_inode": bed.inode(bed.host)}
         finally:
             child.kill()
@@ -167,6 +170,15 @@ def test_the_childs_drops_are_counted_exactly_by_reason(run):
     assert all(d["family"] == "IPv4" for d in summary["drops"])
     assert summary["total"] == NO_SOCKET + FIREWALLED + dropped + TCP_REFUSED + TCP_FIREWALLED
     assert summary["netns"] == run["target_inode"] and summary["lost_events"] == 0
+
+
+def test_exported_counters(run):
+    prom = run["prom"]
+    for reason, protocol, n in (("NO_SOCKET", "UDP", NO_SOCKET), ("NO_SOCKET", "TCP", TCP_REFUSED),
+                                ("NETFILTER_DROP", "UDP", FIREWALLED),
+                                ("SOCKET_RCVBUFF", "UDP", FLOOD - run["received"])):
+        line = f'netkit_skbdrop_drops_total{{protocol="{protocol}",reason="{reason}"}} {n}'
+        assert line in prom, prom
 
 
 def test_counts_agree_with_the_kernels_own_counters(run):

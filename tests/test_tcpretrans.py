@@ -65,7 +65,8 @@ def nft(bed, ns: str, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def run():
+def run(tmp_path_factory):
+    textfiles = tmp_path_factory.mktemp("tcpretrans")
     for bed in packet_bed("tcpretrans"):
         bed.bed.run(bed.target, ["nft", "-f", "-"], input=RULES)
         bed.bed.run(bed.host, ["nft", "-f", "-"], input=RULES)
@@ -75,7 +76,8 @@ def run():
             half = socket.socket()
         me = os.getpid()
         tracers = {"events": bed.trace("tcpretrans", "-s", "-p", str(me)),
-                   "counts": bed.trace("tcpretrans", "-C", "-l", "-p", str(me)),
+                   "counts": bed.trace("tcpretrans", "-C", "-l", "-p", str(me), "--textfile",
+                                     str(textfiles)),
                    "other": bed.trace("tcpretrans", "-p", "1")}
         # listen() once the tracers run: a listener's owner is learnt there
         with bed.bed.inside(bed.target):
@@ -110,6 +112,7 @@ def run():
         host1, target1 = netstat(bed, bed.host), netstat(bed, bed.target)
         records = {name: tracer.stop() for name, tracer in tracers.items()}
         yield {"records": records, "pid": me,
+               "prom": (textfiles / "netkit_tcpretrans.prom").read_text(),
                "host": {k: host1[k] - host0.get(k, 0) for k in host1},
                "target": {k: target1[k] - target0.get(k, 0) for k in target1}}
 
@@ -169,6 +172,12 @@ def test_counts_per_flow_agree_with_the_events(run):
     # -l: the host namespace's (netkit's own) tail loss probe counters
     assert summary["loss_probes"] == run["host"]["TcpExtTCPLossProbes"]
     assert summary["loss_probe_recoveries"] == run["host"]["TcpExtTCPLossProbeRecovery"]
+
+
+def test_exported_counters(run):
+    for kind, ns in (("retrans", "host"), ("synack", "target")):
+        line = f'netkit_tcpretrans_segments_total{{kind="{kind}"}} {run[ns]["TcpRetransSegs"]}'
+        assert line in run["prom"], run["prom"]
 
 
 def test_text_line(run):

@@ -29,14 +29,16 @@ SERVER_ADDR, CLIENT_ADDR = "198.18.0.2", "198.18.0.1"
 
 
 @pytest.fixture(scope="module")
-def run():
+def run(tmp_path_factory):
     require_root_bpf("tcprtt")
+    textfiles = tmp_path_factory.mktemp("tcprtt")
     for bed in fixture_bed([Link(delay_s=ONE_WAY_S)], require_or_skip, low_latency=False):
         bed.run(bed.host, ["tc", "qdisc", "replace", "dev", "l0t", "root", "tbf", "rate",
                            "20mbit", "burst", "10kb", "limit", "30kb"])
         me = str(os.getpid())
         tracers = {
-            "rtt": Tracer(bed, bed.host, ["tcprtt", "-B", "-D", str(PORT), "--json"]),
+            "rtt": Tracer(bed, bed.host, ["tcprtt", "-B", "-D", str(PORT), "--json",
+                                           "--textfile", str(textfiles)]),
             "rtt_ms": Tracer(bed, bed.host, ["tcprtt", "-m", "-p", me, "-D", str(PORT), "--json"]),
             "rtt_other": Tracer(bed, bed.host, ["tcprtt", "-p", "1", "--json"]),
             "win": Tracer(bed, bed.host, ["tcpwin", "-D", str(PORT), "--json"]),
@@ -67,7 +69,8 @@ def run():
         records = {name: (Records([]) if name == "win_csv" else t.stop())
                    for name, t in tracers.items()}
         records["win_csv"] = tracers["win_csv"].stop_text()
-        yield {"records": records, "received": received, "pid": int(me)}
+        yield {"records": records, "received": received, "pid": int(me),
+               "prom": (textfiles / "netkit_tcprtt.prom").read_text()}
 
 
 def windows(records) -> list[dict]:
@@ -96,6 +99,18 @@ def test_tcprtt_and_tcpwin_read_the_same_samples(run):
     assert (hist["count"], hist["srtt_us_sum"]) == (len(srtts), sum(srtts))
     ms = run["records"]["rtt_ms"].one()
     assert (ms["count"], ms["srtt_ms_sum"]) == (len(srtts), sum(s // 1000 for s in srtts))
+
+
+def test_exported_histogram_is_in_seconds(run):
+    import re
+    srtts = [e["srtt_us"] for e in windows(run["records"]["win"])]
+    labels = f'{{raddr="{SERVER_ADDR}"}}'
+    count = re.search(rf"^netkit_tcprtt_srtt_seconds_count{re.escape(labels)} (\S+)$",
+                      run["prom"], re.M)
+    total = re.search(rf"^netkit_tcprtt_srtt_seconds_sum{re.escape(labels)} (\S+)$",
+                      run["prom"], re.M)
+    assert count and float(count.group(1)) == len(srtts), run["prom"]
+    assert total and float(total.group(1)) == pytest.approx(sum(srtts) * 1e-6)
 
 
 def test_owner_filters(run):

@@ -34,9 +34,11 @@ def netstat(bed, ns: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def run():
+def run(tmp_path_factory):
+    textfiles = tmp_path_factory.mktemp("tcpsynbl")
     for bed in packet_bed("tcpsynbl"):
-        tracer = bed.trace("tcpsynbl", "-L", f"{FULL_PORT},{ROOMY_PORT}")
+        tracer = bed.trace("tcpsynbl", "-L", f"{FULL_PORT},{ROOMY_PORT}", "--textfile",
+                           str(textfiles))
         before = netstat(bed, bed.host)
         clients = []
         with bed.bed.inside(bed.host):
@@ -52,6 +54,7 @@ def run():
             s.close()
         after = netstat(bed, bed.host)
         yield {"records": tracer.stop(),
+               "prom": (textfiles / "netkit_tcpsynbl.prom").read_text(),
                "moved": {k: after[k] - before.get(k, 0) for k in after}}
 
 
@@ -76,3 +79,11 @@ def test_overflow_counters_are_the_kernels(run):
     counters = [r for r in run["records"] if r["type"] == "counters" and r["scope"] == "run"]
     assert [(c["listen_overflows"], c["listen_drops"]) for c in counters] == \
         [(OVERFLOWS, OVERFLOWS)]
+
+
+def test_exported_histogram_and_counters(run):
+    prom = run["prom"]
+    assert f"netkit_tcpsynbl_listen_overflows_total {OVERFLOWS}" in prom, prom
+    assert f"netkit_tcpsynbl_listen_drops_total {OVERFLOWS}" in prom
+    assert (f'netkit_tcpsynbl_backlog_connections_count{{lport="{FULL_PORT}",'
+            f'max_backlog="{FULL_BACKLOG}"}} {COMPLETED}') in prom

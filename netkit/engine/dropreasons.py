@@ -21,7 +21,9 @@ SUBSYS_SHIFT = 16
 
 @functools.cache
 def kernel_drop_reasons() -> "DropReasons":
-    btf = L.btf__load_vmlinux_btf()
+    from netkit.engine import signals
+    with signals.held():                # libbpf prints (calls back into Python) as it loads
+        btf = L.btf__load_vmlinux_btf()
     if not btf:
         raise NetkitError("cannot read kernel BTF (/sys/kernel/btf/vmlinux): drop reasons are "
                           "named from it; a kernel with CONFIG_DEBUG_INFO_BTF is needed")
