@@ -7,7 +7,9 @@
  *   sys_exit of accept/accept4    the new connection, for the process that accepted it;
  *   sock:sock_send_length         the sender (sockets older than the trace are learnt here);
  *
- * and forgotten when the socket reaches CLOSE. Whether the owner passed -p/-n/-c is decided
+ * and forgotten when the socket reaches CLOSE. A listener's owner is also kept by its namespace
+ * and port, which the connections the kernel makes for it (a copy of the listener, in softirq)
+ * share with it. Whether the owner passed -p/-n/-c is decided
  * then, in its context (the cgroup test works only on the current task), and kept with it.
  * Including this adds the map and those four programs to the object. Include after common.h,
  * sockfd.h and owner.h. */
@@ -26,6 +28,26 @@ struct {
 	__type(key, __u64);		/* struct sock * */
 	__type(value, struct known_owner);
 } sock_owners SEC(".maps");
+
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct listener_key);
+	__type(value, struct known_owner);
+} listener_owners SEC(".maps");
+
+static __always_inline void listener_key_of(const struct sock *sk, struct listener_key *key)
+{
+	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	key->pad = 0;
+}
 
 static __always_inline bool process_filtered(void)
 {
@@ -62,11 +84,31 @@ static __always_inline bool owner_selected(const struct sock *sk, struct owner *
 	return known->selected;
 }
 
+/* The owner of the listener sk (or of the listener whose connection sk is: the same namespace
+ * and local port), as owner_selected does for a socket. */
+static __always_inline bool listener_owner_selected(const struct sock *sk, struct owner *o)
+{
+	struct listener_key key;
+	struct known_owner *known;
+
+	listener_key_of(sk, &key);
+	known = bpf_map_lookup_elem(&listener_owners, &key);
+	if (!known) {
+		__builtin_memset(o, 0, sizeof(*o));
+		return !process_filtered();
+	}
+	__builtin_memcpy(o, &known->owner, sizeof(*o));
+	return known->selected;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(owner_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = SYSCALL_NR(regs);
 	struct sock *sk;
+
+	struct listener_key key;
+	struct known_owner listener = {};
 
 	if (ret < 0)
 		return 0;
@@ -74,8 +116,15 @@ int BPF_PROG(owner_sys_exit, struct pt_regs *regs, long ret)
 		sk = sock_of_fd((int)PT_REGS_PARM1_CORE_SYSCALL(regs));
 	else
 		sk = accepted_sock(regs, ret);
-	if (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
-		remember_owner(sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	remember_owner(sk);
+	if (nr == NR_listen) {
+		listener_key_of(sk, &key);
+		owner_of_current(&listener.owner);
+		listener.selected = task_selected();
+		bpf_map_update_elem(&listener_owners, &key, &listener, BPF_ANY);
+	}
 	return 0;
 }
 

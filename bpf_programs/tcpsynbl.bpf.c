@@ -9,11 +9,16 @@
  * sock:inet_sock_set_state as a move from LISTEN to SYN_RECV: its sk_ack_backlog and
  * sk_max_ack_backlog are the listener's at that very moment. Handshakes the full queue refused
  * make no socket and are not seen here; the kernel counts them (ListenOverflows, ListenDrops),
- * and netkit reads those counters beside the histograms. */
+ * and netkit reads those counters beside the histograms. -p/-n/-c select by the listener's
+ * owner (sockowners.h: the process that called listen()). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "sockfd.h"
+#include "owner.h"
+#include "sockowners.h"
 #include "tcpsynbl.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -30,9 +35,12 @@ int BPF_PROG(tcpsynbl_child, const struct sock *sk, const int oldstate, const in
 {
 	struct backlog_key key = {};
 	struct log2_hist *h, empty = {};
+	struct owner owner;
 
 	if (oldstate != TCP_LISTEN || newstate != TCP_SYN_RECV ||
 	    sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (process_filtered() && !listener_owner_selected(sk, &owner))
 		return 0;
 	key.lport = sk->__sk_common.skc_num;
 	if (!ports_selected(key.lport, 0))

@@ -9,6 +9,7 @@ counted in ListenOverflows and ListenDrops. The clients close before their SYN i
 """
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -39,6 +40,8 @@ def run(tmp_path_factory):
     for bed in packet_bed("tcpsynbl"):
         tracer = bed.trace("tcpsynbl", "-L", f"{FULL_PORT},{ROOMY_PORT}", "--textfile",
                            str(textfiles))
+        mine = bed.trace("tcpsynbl", "-p", str(os.getpid()))
+        other = bed.trace("tcpsynbl", "-p", "1")
         before = netstat(bed, bed.host)
         clients = []
         with bed.bed.inside(bed.host):
@@ -53,7 +56,7 @@ def run(tmp_path_factory):
         for s in clients + [full, roomy]:
             s.close()
         after = netstat(bed, bed.host)
-        yield {"records": tracer.stop(),
+        yield {"records": tracer.stop(), "mine": mine.stop(), "other": other.stop(),
                "prom": (textfiles / "netkit_tcpsynbl.prom").read_text(),
                "moved": {k: after[k] - before.get(k, 0) for k in after}}
 
@@ -87,3 +90,12 @@ def test_exported_histogram_and_counters(run):
     assert f"netkit_tcpsynbl_listen_drops_total {OVERFLOWS}" in prom
     assert (f'netkit_tcpsynbl_backlog_connections_count{{lport="{FULL_PORT}",'
             f'max_backlog="{FULL_BACKLOG}"}} {COMPLETED}') in prom
+
+
+def test_listeners_by_owner(run):
+    """-p: the listeners this process opened (after the tracer started); -p 1: none."""
+    assert sorted((h["lport"], h["count"]) for h in run["mine"].run()) == \
+        [(FULL_PORT, COMPLETED), (ROOMY_PORT, ROOMY_CONNECTS)]
+    assert run["other"].run() == [] and run["other"].summary["handshakes"] == 0
+    # the counters are the namespace's whatever the filter
+    assert run["other"].summary["listen_overflows"] == OVERFLOWS

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from netkit.cli.loop import Loop
-from netkit.cli.options import (CountArg, DurationOpt, IntervalArg, JsonOpt, LportOpt,
-                                NoColorOpt, VerboseOpt, ports_of)
+from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, LportOpt,
+                                NameOpt, NoColorOpt, PidOpt, VerboseOpt, ports_of)
 from netkit.cli.tool import ManPage, open_output
 from netkit.export import ExportHub, export_options
 
@@ -37,10 +37,15 @@ MAN = ManPage(
         "queue refused, which make no socket (the book printed \"dropping a SYN\" for those "
         "of them that reached tcp_v4_syn_recv_sock); the overflow counters stand for them, "
         "for all listeners of netkit's network namespace together. A SYN cookie connection "
-        "(net.ipv4.tcp_syncookies when the SYN queue is full) is sampled like any other."),
+        "(net.ipv4.tcp_syncookies when the SYN queue is full) is sampled like any other.\n\n"
+        "-p, -n and -c select listeners by their owner, the process netkit saw call listen() "
+        "(handshakes complete in softirq, on any task): a listener that was already listening "
+        "when netkit started is then left out. The overflow counters are the namespace's, "
+        "whatever the filters."),
     examples=[
         ("netkit tcpsynbl", "backlog histograms per listener until Ctrl-C"),
         ("netkit tcpsynbl -L 80,443 5", "two listeners' ports, every five seconds"),
+        ("netkit tcpsynbl -n nginx", "the listeners nginx opens from now on"),
         ("netkit tcpsynbl --json -d 60", "one minute, as NDJSON"),
     ],
     output=(
@@ -83,9 +88,12 @@ def snapshot(ts: float, totals: dict, overflows: dict[str, int]):
     return Snapshot("tcpsynbl", ts, counters=counters, histograms=hists)
 
 
-def _open(lports=()):
+def _open(lports=(), pid=None, name=None, cgroup=None):
+    from netkit.engine import sockowners
     from netkit.engine.bpfobject import BPFObject, Filters
-    return BPFObject("tcpsynbl", Filters(lports=list(lports)))
+    owners = sockowners.process_filtered(pid, name, cgroup)
+    return BPFObject("tcpsynbl", Filters(pid, name, cgroup, lports=list(lports)),
+                     manual=sockowners.unattached(owners))
 
 
 def export_source():
@@ -132,6 +140,9 @@ class TcpsynblView:
 def command(
     interval: IntervalArg = None,
     count: CountArg = None,
+    pid: PidOpt = None,
+    name: NameOpt = None,
+    cgroup: CgroupOpt = None,
     lport: LportOpt = None,
     duration: DurationOpt = None,
     json: JsonOpt = False,
@@ -144,7 +155,7 @@ def command(
 
     out = open_output(json, no_color, verbose)
     counters = snmp.Counters(names=COUNTERS)
-    with _open(ports_of(lport, "-L")) as obj:
+    with _open(ports_of(lport, "-L"), pid, name, cgroup) as obj:
         if duration == 0:
             return
         view = TcpsynblView(out)
