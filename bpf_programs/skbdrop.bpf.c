@@ -80,6 +80,7 @@ struct {
 /* Puts struct drop_event and enum drop_class into the object's BTF, where netkit reads them. */
 const struct drop_event *event_type_anchor __attribute__((unused));
 const enum drop_class *drop_class_anchor __attribute__((unused));
+const enum skbdrop_limit *limit_anchor __attribute__((unused));
 
 /* The namespace a drop happened in: the receiving socket's when the kernel names one, else the
  * device's (RX, or TX once a device was chosen), else the sending socket's (TX before routing

@@ -3,7 +3,11 @@
 #define SKBDROP_H
 
 #define DROP_STACK_DEPTH 32	/* kernel frames kept per stack (netkit/tools/skbdrop.py) */
-#define ARRAY_REASONS 256	/* reasons below this are counted in an array when they can be */
+/* Reasons below ARRAY_REASONS are counted in an array when they can be (netkit/tools/skbdrop.py
+ * has the same number; tests/test_c_constants.py ties the two). */
+enum skbdrop_limit {
+	ARRAY_REASONS = 256,
+};
 
 /* The protocols whose drops are counted in the by_reason array, by reason * N_DROP_CLASSES +
  * class, when neither stacks nor namespaces are in the key: a per-CPU array slot costs ~45 ns

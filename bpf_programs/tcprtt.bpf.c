@@ -21,10 +21,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define KEY_NONE 0
-#define KEY_LADDR 1
-#define KEY_RADDR 2
-
 /* Set by userspace before load. */
 const volatile __u8 key_by = KEY_NONE;		/* -b, -B */
 const volatile __u8 filter_ip = 0;		/* -4/-6 */
@@ -33,6 +29,8 @@ const volatile __u8 filter_laddr_family = 0;	/* -a: 4 or 6, 0 for none */
 const volatile __u8 filter_laddr[16] = {};
 const volatile __u8 filter_raddr_family = 0;	/* -A */
 const volatile __u8 filter_raddr[16] = {};
+
+const enum rtt_key_by *key_by_anchor __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

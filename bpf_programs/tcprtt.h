@@ -10,4 +10,12 @@ struct rtt_key {
 	__u8 addr[16];
 };
 
+/* What the histograms are keyed by (key_by; -b, -B). netkit/tools/tcprtt.py has the same
+ * numbers; tests/test_c_constants.py ties them. */
+enum rtt_key_by {
+	KEY_NONE,
+	KEY_LADDR,
+	KEY_RADDR,
+};
+
 #endif

@@ -18,7 +18,9 @@ def _array_length(struct: type, field: str) -> int:
 @pytest.mark.parametrize("tool", ["sockstat", "soconnlat", "tcpnagle", "gethostlatency",
                                   "superping", "ieee80211scan", "netsize", "nettxlat",
                                   "qdisclat", "skblife", "sofamily", "soprotocol", "soconnect",
-                                  "soaccept", "socketio", "socksize", "sormem", "so1stbyte"])
+                                  "soaccept", "socketio", "socksize", "sormem", "so1stbyte",
+                                  "tcpretrans", "skbdrop", "tcprtt", "tcpwin", "tcpsynbl",
+                                  "ipecn"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -83,3 +85,14 @@ def test_skblife_allocators_fit():
 def test_netsize_points_are_the_pythons():
     from netkit.tools.netsize import POINTS
     assert sorted(object_types("netsize").enum("netsize_point")) == sorted(POINTS)
+
+
+def test_skbdrop_array_reasons():
+    from netkit.tools.skbdrop import ARRAY_REASONS
+    assert object_types("skbdrop").constants("skbdrop_limit") == [("ARRAY_REASONS", ARRAY_REASONS)]
+
+
+def test_tcprtt_key_by():
+    from netkit.tools.tcprtt import KEY_LADDR, KEY_NONE, KEY_RADDR
+    assert object_types("tcprtt").constants("rtt_key_by") == [
+        ("KEY_NONE", KEY_NONE), ("KEY_LADDR", KEY_LADDR), ("KEY_RADDR", KEY_RADDR)]

@@ -83,7 +83,7 @@ ByRaddrOpt = Annotated[bool, typer.Option("-B", "--byraddr", help="One histogram
 ExtendedOpt = Annotated[bool, typer.Option("-e", "--extension", help="bcc's -e: each "
                                              "histogram's count and average are shown in any case.")]
 
-KEY_NONE, KEY_LADDR, KEY_RADDR = 0, 1, 2        # tcprtt.bpf.c's key_by
+KEY_NONE, KEY_LADDR, KEY_RADDR = 0, 1, 2        # tcprtt.h's enum rtt_key_by
 
 
 def address_of(text: str | None, option: str) -> tuple[int, bytes]:
