@@ -85,18 +85,6 @@ sys.stdin.readline()
            delivered=DELIVERED, tcp_refused=TCP_REFUSED, tcp_firewalled=TCP_FIREWALLED)
 
 
-def snmp_counters(bed, ns: str) -> dict[str, int]:
-    """/proc/net/snmp of namespace ns, read by cat inside it: Udp's and Tcp's lines, named as
-    nstat names them (UdpNoPorts, TcpOutRsts)."""
-    lines = bed.bed.run(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
-    counters = {}
-    for header, values in zip(lines[::2], lines[1::2]):
-        group = header.split(":")[0]
-        counters.update({group + k: int(v) for k, v in zip(header.split()[1:],
-                                                            values.split()[1:])})
-    return counters
-
-
 def nft_counters(bed, ns: str) -> list[int]:
     """The packets each rule of table nkloss counted, in order."""
     ruleset = json.loads(bed.bed.run(ns, ["nft", "-j", "list", "table", "inet", "nkloss"]).stdout)
@@ -121,7 +109,7 @@ def run(tmp_path_factory):
                                   str(TCP_FIREWALLED_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True)
         try:
-            before = snmp_counters(bed, bed.target)
+            before = bed.counters(bed.target)
             tracers = {
                 "child": bed.trace("skbdrop", "--netns", bed.target, "-p", str(child.pid),
                                    "--textfile", str(textfiles)),
@@ -138,7 +126,7 @@ def run(tmp_path_factory):
             child.stdin.flush()
             received = int(child.stdout.readline())
             records = {name: tracer.stop() for name, tracer in tracers.items()}
-            after = snmp_counters(bed, bed.target)
+            after = bed.counters(bed.target)
             yield {"records": records, "received": received, "child": child.pid,
                    "nft": nft_counters(bed, bed.target),
                    "snmp": {k: after[k] - before.get(k, 0) for k in after},

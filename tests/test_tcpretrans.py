@@ -47,19 +47,6 @@ RULES = f"""table inet nkretrans {{
 """
 
 
-def netstat(bed, ns: str) -> dict[str, int]:
-    """/proc/net/snmp and /proc/net/netstat of namespace ns, read by cat inside it, named as
-    nstat names them."""
-    counters = {}
-    for name in ("snmp", "netstat"):
-        lines = bed.bed.run(ns, ["cat", f"/proc/net/{name}"]).stdout.splitlines()
-        for header, values in zip(lines[::2], lines[1::2]):
-            group = header.split(":")[0]
-            counters.update({group + k: int(v) for k, v in
-                             zip(header.split()[1:], values.split()[1:])})
-    return counters
-
-
 def nft(bed, ns: str, *args: str) -> None:
     bed.bed.run(ns, ["nft", *args])
 
@@ -83,7 +70,7 @@ def run(tmp_path_factory):
         with bed.bed.inside(bed.target):
             data_server = socket.create_server((TARGET_ADDR, DATA_PORT))
             synack_server = socket.create_server((TARGET_ADDR, SYNACK_PORT))
-        host0, target0 = netstat(bed, bed.host), netstat(bed, bed.target)
+        host0, target0 = bed.counters(bed.host), bed.counters(bed.target)
         data.connect((TARGET_ADDR, DATA_PORT))
         data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer, _ = data_server.accept()
@@ -109,7 +96,7 @@ def run(tmp_path_factory):
         for s in (syn, half, data, peer, data_server, synack_server):
             s.close()
         time.sleep(0.1)
-        host1, target1 = netstat(bed, bed.host), netstat(bed, bed.target)
+        host1, target1 = bed.counters(bed.host), bed.counters(bed.target)
         records = {name: tracer.stop() for name, tracer in tracers.items()}
         yield {"records": records, "pid": me,
                "prom": (textfiles / "netkit_tcpretrans.prom").read_text(),

@@ -24,16 +24,6 @@ COMPLETED = FULL_BACKLOG + 1
 OVERFLOWS = FULL_CONNECTS - COMPLETED
 
 
-def netstat(bed, ns: str) -> dict[str, int]:
-    lines = bed.bed.run(ns, ["cat", "/proc/net/netstat"]).stdout.splitlines()
-    counters = {}
-    for header, values in zip(lines[::2], lines[1::2]):
-        group = header.split(":")[0]
-        counters.update({group + k: int(v) for k, v in zip(header.split()[1:],
-                                                            values.split()[1:])})
-    return counters
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     textfiles = tmp_path_factory.mktemp("tcpsynbl")
@@ -42,7 +32,7 @@ def run(tmp_path_factory):
                            str(textfiles))
         mine = bed.trace("tcpsynbl", "-p", str(os.getpid()))
         other = bed.trace("tcpsynbl", "-p", "1")
-        before = netstat(bed, bed.host)
+        before = bed.counters(bed.host)
         clients = []
         with bed.bed.inside(bed.host):
             full = socket.create_server(("127.0.0.1", FULL_PORT), backlog=FULL_BACKLOG)
@@ -55,7 +45,7 @@ def run(tmp_path_factory):
                     clients.append(client)
         for s in clients + [full, roomy]:
             s.close()
-        after = netstat(bed, bed.host)
+        after = bed.counters(bed.host)
         yield {"records": tracer.stop(), "mine": mine.stop(), "other": other.stop(),
                "prom": (textfiles / "netkit_tcpsynbl.prom").read_text(),
                "moved": {k: after[k] - before.get(k, 0) for k in after}}

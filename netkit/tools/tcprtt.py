@@ -8,7 +8,6 @@ from typing import Annotated, NamedTuple, Optional
 
 import typer
 
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, CountArg, DportOpt, DurationOpt, IntervalArg,
                                 Ipv4Opt, Ipv6Opt, JsonOpt, LportOpt, MillisecondsOpt, NameOpt,
                                 NoColorOpt, PidOpt, VerboseOpt, family_of, ports_of, seconds)
