@@ -5,13 +5,11 @@ alternately, medians of wall time and peak RSS. Target (issue 18): the pyz withi
 installed command. `make bench` builds dist/ first."""
 from __future__ import annotations
 
-import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from sockstat_startup import alternating_medians
 
 ROOT = Path(__file__).resolve().parent.parent
 PYZ = ROOT / "dist" / "netkit.pyz"
@@ -22,27 +20,10 @@ SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ONE_FILE = [shutil.which("python3", path=SECURE_PATH) or "python3", str(PYZ), "sockstat", "-d", "0"]
 
 
-def measure(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one run of argv."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(argv)} failed: {proc.stderr.read().decode().strip()}")
-    return wall, usage.ru_maxrss / 1024
-
-
 def main(rounds: int = 15) -> None:
     if not PYZ.exists():
         sys.exit("dist/netkit.pyz is not built (make dist)")
-    measure(INSTALLED), measure(ONE_FILE)                 # warm the page cache for both
-    runs = {"installed": [], "netkit.pyz": []}
-    for _ in range(rounds):
-        runs["installed"].append(measure(INSTALLED))
-        runs["netkit.pyz"].append(measure(ONE_FILE))
-    med = {name: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r))
-           for name, r in runs.items()}
+    med = alternating_medians({"installed": INSTALLED, "netkit.pyz": ONE_FILE}, rounds)
     print(f"sockstat -d 0 start-up, {rounds} alternating rounds (median); "
           f"netkit.pyz is {PYZ.stat().st_size / 1e6:.1f} MB")
     print(f"{'':12} {'wall s':>8} {'peak RSS MiB':>13}")
