@@ -9,8 +9,9 @@ architecture, which the objects were built for (endianness, __TARGET_ARCH). The 
 into the wheel's share/man/man8.
 
 The pyz holds netkit and its pure-Python dependencies at the versions of the project's venv
-(the ones the tests ran against), taken as wheels into build/wheelhouse; a compiled one (psutil)
-cannot be imported from a zip and stays out. Every module is stored as source and as bytecode
+(the ones the tests ran against), taken as wheels into build/wheelhouse. A compiled dependency
+cannot be imported from a zip: `make dist` refuses one rather than build a pyz that fails at
+import on the other host. Every module is stored as source and as bytecode
 for this interpreter (unchecked-hash .pyc beside the .py, which zipimport prefers), so a start
 compiles nothing; another Python version compiles from the sources at each start instead.
 """
@@ -94,14 +95,14 @@ def fill_wheelhouse(wheel: Path) -> list[Path]:
     return sorted(WHEELHOUSE.glob("*.whl"))
 
 
-def build_pyz(dependencies: list[Path]) -> tuple[Path, list[str]]:
+def build_pyz(dependencies: list[Path]) -> Path:
+    compiled = [dep.name for dep in dependencies if not dep.name.endswith("-none-any.whl")]
+    if compiled:
+        sys.exit(f"dist: {', '.join(compiled)} hold compiled code, which cannot be imported from "
+                 f"netkit.pyz: netkit's run-time dependencies must be pure Python")
     shutil.rmtree(PYZ_ROOT, ignore_errors=True)
     shutil.copytree(STAGE / "netkit", PYZ_ROOT / "netkit")
-    left_out = []
     for dep in dependencies:
-        if not dep.name.endswith("-none-any.whl"):
-            left_out.append(dep.name.split("-")[0])
-            continue
         with zipfile.ZipFile(dep) as whl:
             whl.extractall(PYZ_ROOT)
     shutil.copy2(ROOT / "tools" / "pyz_main.py", PYZ_ROOT / "__main__.py")
@@ -111,18 +112,19 @@ def build_pyz(dependencies: list[Path]) -> tuple[Path, list[str]]:
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     target = DIST / "netkit.pyz"
     zipapp.create_archive(PYZ_ROOT, target, interpreter="/usr/bin/env python3", compressed=True)
-    return target, left_out
+    return target
 
 
 def main() -> None:
     objects = check_objects()
     stage(objects)
     wheel = build_wheel()
-    pyz, left_out = build_pyz(fill_wheelhouse(wheel))
+    dependencies = fill_wheelhouse(wheel)
+    pyz = build_pyz(dependencies)
     for artefact in (pyz, wheel):
         print(f"{artefact.relative_to(ROOT)}  {artefact.stat().st_size / 1e6:.1f} MB")
-    print(f"{len(objects)} BPF objects; left out of the pyz (compiled, not importable from a "
-          f"zip): {', '.join(left_out) or 'nothing'}")
+    print(f"{len(objects)} BPF objects, {len(dependencies)} dependencies: "
+          f"{', '.join(dep.name.split('-')[0] for dep in dependencies)}")
 
 
 if __name__ == "__main__":
