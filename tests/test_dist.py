@@ -5,6 +5,7 @@ Both artefacts are built once for the session (about 5 s)."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Traced, require_or_skip, require_root_bpf
+from netkit.cli import tool_names
 from test_sockstat import Workload, assert_counts, summary_of
 
 DIST = ROOT / "dist"
@@ -131,12 +133,65 @@ def test_pyz_counts_the_sockstat_workload_exactly(built, bare_path, tmp_path):
     assert [p["pid"] for p in summary["top"]] == [workload.pid]
 
 
+# Run with one netkit first on sys.path (the pyz by a bare python3, or this tree by the venv's
+# python, which has the dependencies): imports every tool module, loads every object through the
+# package loader as a tool would, and prints {tool: "loaded" or the one-line error}. A program
+# whose target this kernel lacks is left unloaded, as a tool's optional programs are.
+LOAD_EVERY_OBJECT = """
+import importlib, json, pkgutil, sys
+sys.path.insert(0, sys.argv[1])
+import netkit, netkit.tools
+from netkit.engine.bpfobject import BPFObject
+from netkit.engine.errors import NetkitError
+
+class EveryTarget(set):
+    def __contains__(self, target):
+        return True
+
+for module in pkgutil.iter_modules(netkit.tools.__path__):
+    importlib.import_module("netkit.tools." + module.name)
+outcome = {"netkit": netkit.__file__}
+for name in sys.argv[2:]:
+    tool = name.split(".")[0]
+    try:
+        with BPFObject(tool, optional=EveryTarget()) as obj:
+            obj.open()
+            obj.load()
+        outcome[tool] = "loaded"
+    except NetkitError as error:
+        outcome[tool] = str(error)
+print(json.dumps(outcome))
+"""
+
+
+@pytest.mark.kernel
+def test_every_object_in_the_pyz_loads_as_the_trees_does(built, bare_path, tmp_path):
+    """The pyz's objects are stripped of DWARF: each must load (BTF, CO-RE relocations, the
+    verifier) exactly as the unstripped one of this tree, and every tool module must import
+    from the zip."""
+    require_root_bpf()
+    pyz, _ = built
+    names = sorted(objects_in(zipfile.ZipFile(pyz).namelist(), ""))
+    outcomes = {}
+    for where, python in ((pyz, "python3"), (ROOT, str(ROOT / ".venv" / "bin" / "python"))):
+        result = subprocess.run([python, "-c", LOAD_EVERY_OBJECT, str(where), *names],
+                                env=bare_env(bare_path, tmp_path), cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outcomes[where] = json.loads(result.stdout)
+        assert outcomes[where].pop("netkit").startswith(str(where))
+    assert outcomes[pyz] == outcomes[ROOT]
+    assert set(outcomes[pyz]) == {name.split(".")[0] for name in names}
+    assert outcomes[pyz]["sockstat"] == "loaded" and outcomes[pyz]["soconnlat"] == "loaded"
+
+
 def test_pyz_help_version_and_completion_need_no_root(built, bare_path, tmp_path):
     pyz, _ = built
     env = bare_env(bare_path, tmp_path)
     assert run_pyz(pyz, ["--version"], env).stdout.strip() == "netkit 0.1.0"
     listing = run_pyz(pyz, ["--help"], env).stdout
-    assert all(name in listing for name in ("sockstat", "soconnlat", "completion"))
+    listed = {line.split()[0] for line in listing.splitlines() if line.startswith("  ")}
+    assert {*tool_names(), "completion"} <= listed, listing
     completed = run_pyz(pyz, [], {**env, "_NETKIT_COMPLETE": "complete_bash",
                                   "COMP_WORDS": "netkit so", "COMP_CWORD": "1"})
     assert {"sockstat", "soconnlat"} <= set(completed.stdout.split()), completed.stderr
