@@ -25,9 +25,10 @@ from netkit.engine.btf import BtfTypes
 from netkit.engine.errors import NetkitError
 
 # The objects are package data of netkit: files in a source tree or an installed wheel, members
-# of the zip when netkit runs as one file (netkit.pyz). Both are read through the package's
-# loader and opened from memory, so there is one way to open an object and no file to extract.
-OBJECT_DIR = "bpf"
+# of the zip when netkit runs as one file (netkit.pyz, where this path names no directory). An
+# object under it is read through the package's loader and opened from memory, so there is one
+# way to open an object and no file to extract.
+OBJECT_DIR = Path(__file__).resolve().parent.parent / "bpf"
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 
 # libbpf's messages of the current load, captured so a failure can be told in one line.
@@ -235,7 +236,7 @@ class BPFObject:
                  optional: set[str] = frozenset(), manual: set[str] = frozenset(),
                  path: Path | None = None):
         self.tool = tool
-        self.path = path                        # a file outside the package (tests build some)
+        self.path = path or OBJECT_DIR / f"{tool}.bpf.o"
         self.filters = filters or Filters()
         self.rodata = {**self.filters.rodata(), **(rodata or {})}
         self.optional = optional
@@ -270,7 +271,7 @@ class BPFObject:
         checks.require_bpf_privileges()
         checks.check_pid(self.filters.pid)
         checks.require_kernel_btf()
-        name = self.path.name if self.path else f"{self.tool}.bpf.o"
+        name = self.path.name
         # libbpf's libelf reads the image in place until load() ends: a writable buffer of
         # ours, kept as long as the object.
         image = self._read_image(name)
@@ -288,9 +289,9 @@ class BPFObject:
 
     def _read_image(self, name: str) -> bytes:
         try:
-            if self.path:
-                return self.path.read_bytes()
-            return pkgutil.get_data("netkit", f"{OBJECT_DIR}/{name}")
+            if self.path.parent == OBJECT_DIR:
+                return pkgutil.get_data("netkit", f"{OBJECT_DIR.name}/{name}")
+            return self.path.read_bytes()
         except OSError:      # FileNotFoundError from a directory, a bare OSError from a zip
             raise NetkitError(f"BPF object {name} is not built; run `make bpf` in the netkit "
                               f"source tree") from None
