@@ -216,6 +216,41 @@ def test_pyz_help_version_and_completion_need_no_root(built, bare_path, tmp_path
     assert all(word.startswith("so") for word in completed.stdout.split())
 
 
+# psutil (netkit top's interfaces) is compiled: zipimport cannot load its extension module,
+# netkit/onefile.py does, from a memfd. The script sets it up as the pyz's __main__.py does.
+IMPORT_PSUTIL = """
+import json, os, sys
+pyz = sys.argv[1]
+sys.path.insert(0, pyz)
+import netkit.onefile
+netkit.onefile.install(pyz)
+lo = "/sys/class/net/lo/statistics/rx_packets"
+before = int(open(lo).read())
+import psutil, psutil._psutil_linux as extension
+received = psutil.net_io_counters(pernic=True)["lo"].packets_recv
+after = int(open(lo).read())
+me = psutil.Process()
+print(json.dumps({"psutil": psutil.__file__, "extension": extension.__file__,
+                  "lo": before <= received <= after, "pid": me.pid == os.getpid(),
+                  "ppid": me.ppid() == os.getppid(),
+                  "exe": me.exe() == os.path.realpath(sys.executable)}))
+"""
+
+
+def test_pyz_loads_its_compiled_dependency_from_memory(built, bare_path, tmp_path):
+    pyz, _ = built
+    assert any(n.startswith("psutil/_psutil_linux.") for n in zipfile.ZipFile(pyz).namelist())
+    result = subprocess.run(["python3", "-c", IMPORT_PSUTIL, str(pyz)], cwd=tmp_path,
+                            env=bare_env(bare_path, tmp_path), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["psutil"].startswith(f"{pyz}/psutil/")                # the pyz's, not the host's
+    assert re.fullmatch(r"/proc/self/fd/\d+", seen["extension"])      # a memfd, no file
+    assert seen["lo"] and seen["pid"] and seen["ppid"] and seen["exe"], seen
+    assert list(tmp_path.iterdir()) == []
+
+
 def pyz_frames_before_handlers(err: str) -> bool:
     """A KeyboardInterrupt traceback from before netkit/entry.py set its handlers: the frames
     from the pyz (netkit/..., __main__.py) are only those that lead there; the rest are the

@@ -9,9 +9,9 @@ architecture, which the objects were built for (endianness, __TARGET_ARCH). The 
 into the wheel's share/man/man8.
 
 The pyz holds netkit and its pure-Python dependencies at the versions of the project's venv
-(the ones the tests ran against), taken as wheels into build/wheelhouse. A compiled dependency
-cannot be imported from a zip: `make dist` refuses one rather than build a pyz that fails at
-import on the other host. Every module is stored as source and as bytecode
+(the ones the tests ran against), taken as wheels into build/wheelhouse. A compiled one (psutil)
+goes in too: netkit/onefile.py loads its extension from memory. It must be built for the stable
+ABI (abi3), so that any python3 >= 3.11 can load it; `make dist` refuses any other. Every module is stored as source and as bytecode
 for this interpreter (unchecked-hash .pyc beside the .py, which zipimport prefers), so a start
 compiles nothing; another Python version compiles from the sources at each start instead.
 """
@@ -96,10 +96,12 @@ def fill_wheelhouse(wheel: Path) -> list[Path]:
 
 
 def build_pyz(dependencies: list[Path]) -> Path:
-    compiled = [dep.name for dep in dependencies if not dep.name.endswith("-none-any.whl")]
-    if compiled:
-        sys.exit(f"dist: {', '.join(compiled)} hold compiled code, which cannot be imported from "
-                 f"netkit.pyz: netkit's run-time dependencies must be pure Python")
+    tied = [dep.name for dep in dependencies
+            if not dep.name.endswith("-none-any.whl") and "-abi3-" not in dep.name]
+    if tied:
+        sys.exit(f"dist: {', '.join(tied)} hold compiled code for one Python version only, which "
+                 f"the pyz could not load under another python3: only pure-Python and abi3 "
+                 f"wheels can go into netkit.pyz")
     shutil.rmtree(PYZ_ROOT, ignore_errors=True)
     shutil.copytree(STAGE / "netkit", PYZ_ROOT / "netkit")
     for dep in dependencies:

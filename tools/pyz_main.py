@@ -10,4 +10,7 @@ if sys.version_info < (3, 11):
                      % sys.version_info[:2])
     sys.exit(1)
 
+import netkit.onefile
+
+netkit.onefile.install(sys.path[0])      # the archive: compiled dependencies load from memory
 netkit.entry.main()
