@@ -10,7 +10,8 @@ if sys.version_info < (3, 11):
                      % sys.version_info[:2])
     sys.exit(1)
 
+import os
 import netkit.onefile
 
-netkit.onefile.install(sys.path[0])      # the archive: compiled dependencies load from memory
+netkit.onefile.install(os.path.dirname(__file__))   # the archive: extensions load from memory
 netkit.entry.main()
