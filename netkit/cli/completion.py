@@ -74,7 +74,7 @@ def command(shell: Shell | None = typer.Argument(
     complete at TAB.
 
     bash: `netkit completion bash > /etc/bash_completion.d/netkit`, or
-    `source <(netkit completion bash)` in ~/.bashrc. A TAB runs netkit once (about 0.15 s)."""
+    `source <(netkit completion bash)` in ~/.bashrc. A TAB runs netkit once (about 0.1 s)."""
     from typer._completion_shared import get_completion_script, install as install_script
     shell = shell or detected_shell()
     if install:
