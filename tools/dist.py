@@ -8,12 +8,13 @@ libbpf needs, stay: 660 KB -> 38 KB for sockstat). The wheel is tagged for this 
 architecture, which the objects were built for (endianness, __TARGET_ARCH). The man pages go
 into the wheel's share/man/man8.
 
-The pyz holds netkit and its pure-Python dependencies at the versions of the project's venv
-(the ones the tests ran against), taken as wheels into build/wheelhouse. A compiled one (psutil)
-goes in too: netkit/onefile.py loads its extension from memory. It must be built for the stable
-ABI (abi3), so that any python3 >= 3.11 can load it; `make dist` refuses any other. Every module is stored as source and as bytecode
-for this interpreter (unchecked-hash .pyc beside the .py, which zipimport prefers), so a start
-compiles nothing; another Python version compiles from the sources at each start instead.
+The pyz holds netkit and its dependencies at the versions of the project's venv (the ones the
+tests ran against), taken as wheels into build/wheelhouse. A compiled one (psutil) goes in too:
+netkit/onefile.py loads its extension from memory. It must be built for the stable ABI (abi3),
+so that any python3 >= 3.11 can load it; `make dist` refuses any other. Every module is stored
+as source and as bytecode for this interpreter (unchecked-hash .pyc beside the .py, which
+zipimport prefers), so a start compiles nothing; another Python version compiles from the
+sources at each start instead.
 """
 from __future__ import annotations
 
