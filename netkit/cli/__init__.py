@@ -149,6 +149,11 @@ def main() -> None:
             code = run(argv, tool)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as error:
+        # Python < 3.12 wraps an exception raised in __set_name__ (a dataclass being built
+        # while a tool's module is imported) in RuntimeError: Ctrl-C there is still Ctrl-C.
+        if not isinstance(error.__cause__, KeyboardInterrupt):
+            raise
     # The run is over; a signal now would only interrupt the interpreter's exit.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(code)
