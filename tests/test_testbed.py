@@ -119,6 +119,23 @@ def test_fifo_serialisation_and_tail_drop():
 
 
 @pytest.mark.netns
+def test_arrivals_are_timed_by_the_kernel_except_from_the_host():
+    """linkemu takes a packet's arrival from the kernel's stamp of the moment the sending
+    device took it (an AF_PACKET tap), except for what the host sends: the tool there times
+    its probes by TX stamps that the tap precedes (see linkemu.c). On host -> r1 -> target:
+    link 0 a->b is the host's, every other direction is stamped."""
+    if os.geteuid() != 0:
+        require_or_skip("the test bed needs root")
+    with TestBed([Link(10e6, 0.001), Link(10e6, 0.001)]) as b:
+        b.run(b.host, ["ping", "-n", "-q", "-c", "5", "-i", "0.01", b.target_addr(4)])
+    counts = [(int(l.split("packets=")[1].split()[0]), int(l.split("stamped=")[1].split()[0]))
+              for l in b.emulator_stats]
+    assert len(counts) == 4 and all(packets >= 5 for packets, _ in counts), b.emulator_stats
+    assert counts[0][1] == 0, b.emulator_stats
+    assert all(stamped == packets for packets, stamped in counts[1:]), b.emulator_stats
+
+
+@pytest.mark.netns
 def test_plain_veth_link_and_unique_names(bed):
     """A second bed beside the first: its own names, a veth link, no emulator, works at once."""
     with TestBed([Link(), Link()]) as other:

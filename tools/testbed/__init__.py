@@ -19,8 +19,14 @@ RTT of 150-300 pings at 100 and 1500 bytes, both sizes at once, on 2 shared core
 rate within 1.4% at 100 Mbit/s, 0.9% at 50 Mbit/s, 0.2% at 10 Mbit/s (what ping's 1 us clock
 can resolve); one-way latency +7..+25 us above the setting with low_latency (vCPUs kept from
 halting, see _hold_cpu_awake), +20..+40 us without. linkemu's own lateness at the deadline
-(printed at exit): mean 0.04-8 us, rare spikes of milliseconds when the VM loses its CPU; the
-min-RTT methods do not see those.
+(printed at exit): mean 0.04-8 us on a quiet machine, up to 80 us with spikes of 5-35 ms while
+other work loads it (the VM loses its CPUs); a pchar estimate then needs many more probes.
+linkemu times arrivals by the kernel's stamp except for the direction the host sends in (see
+linkemu.c): 4 links of 500 us add 28 us of interquartile range to an RTT (85 us with every
+arrival timed by its reader thread). Seen by kernel-stamped probes at 36 and 1500 bytes
+(pchar's lowmean, thousands of probes) an emulated link is slower than set by 0.07-0.25 ns per
+byte at 100 Mbit/s-1 Gbit/s (its copies: 0.1-0.3% at 100 Mbit/s, 1-3% at 1 Gbit/s) and by 1-2.5
+ns at 10 Mbit/s (0.1-0.3%), the most on a busy machine.
 """
 from __future__ import annotations
 
@@ -266,8 +272,12 @@ class TestBed:
         return s
 
     def _start_emulator(self, emu: Path, i: int, link: Link) -> None:
+        # Arrivals timed by the kernel's stamp except where the host sends: a tool there times
+        # its own probes by their TX stamps, which come after that stamp (see linkemu.c)
+        taps = [way for way, sender in (("ab", i), ("ba", i + 1)) if sender != 0]
         argv = [str(emu), self.nodes[i], f"l{i}t", self.nodes[i + 1], f"l{i}h",
-                repr(float(link.rate_bps or 0)), repr(float(link.delay_s)), str(link.queue_packets)]
+                repr(float(link.rate_bps or 0)), repr(float(link.delay_s)), str(link.queue_packets),
+                ",".join(taps) or "none"]
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._emulators.append(p)
         ready, _, _ = select.select([p.stdout], [], [], 10)
