@@ -1,9 +1,13 @@
-"""netkit pchar: the estimator on synthetic paths, and the whole tool on the 3-hop test bed
-host -> r1 (100 Mbit/s, 1 ms) -> r2 (10 Mbit/s, 5 ms) -> target (50 Mbit/s, 2 ms), whose
-emulated links are the independent truth (their own error, tests/test_testbed.py: rate within
-~1-7% as ping sees it, latency +7..+25 us).
+"""netkit pchar: the estimators on synthetic paths and on recorded samples, and the whole tool
+on test beds: the 3-hop bed host -> r1 (100 Mbit/s, 1 ms) -> r2 (10 Mbit/s, 5 ms) -> target
+(50 Mbit/s, 2 ms), and two with a fast link right behind a slow one (FAST_BEHIND_SLOW). The
+emulated links are the independent truth; their own error (tests/test_testbed.py,
+tools/testbed/linkemu.c): the emulator's copies add ~0.07 ns per byte to a link between two
+routers and up to ~0.3 ns to the first and last links, i.e. at most 0.5% at 100 Mbit/s and 0.2%
+at 50 Mbit/s, which the bounds here leave room for; latency +0..+25 us.
 """
 import json
+import math
 import os
 import random
 import signal
@@ -12,17 +16,25 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from netkit.net import pchar as pc
+from tools import pchar_samples
 from tools.testbed import Link, TestBed, fixture_bed
 
 from conftest import NETKIT, assert_one_line_error, require_or_skip
 
 PATH = [Link(100e6, 0.001), Link(10e6, 0.005), Link(50e6, 0.002)]
-BW_TOL = 0.10          # the issue's bar: bandwidth within 10% ...
-LAT_TOL = 100e-6       # ... and latency within 100 us of the emulated truth
+BW_TOL = 0.03          # issue 20's bar: every link within 3% of the emulated rate ...
+LAT_TOL = 100e-6       # ... and (issue 6) latency within 100 us of it
+# A fast link right behind a slow one (issue 20): 5x (its own path) and 10x.
+FAST_BEHIND_SLOW = {
+    "5x": [Link(50e6, 0.0005), Link(20e6, 0.002), Link(100e6, 0.0003), Link(10e6, 0.001)],
+    "10x": [Link(50e6, 0.0005), Link(10e6, 0.002), Link(100e6, 0.0003)],
+}
+RECORDED_5X = Path(__file__).parent / "data" / "pchar_5x_v4.json.gz"
 
 
 # -- estimator (pure) -----------------------------------------------------------------------------
@@ -63,7 +75,7 @@ def test_min_rtt_points_keep_the_fastest_probe_per_size_and_count_the_answer():
     assert pc.min_rtt_points(s) == [(156, 4e-6), (2076, 9e-6)]
 
 
-@pytest.mark.parametrize("estimator", ["lsq", "kendall", "lms"])
+@pytest.mark.parametrize("estimator", ["lowmean", "lsq", "kendall", "lms"])
 def test_estimator_recovers_a_synthetic_path(estimator):
     rng = random.Random(6)
     links = [(100e6, 0.001), (10e6, 0.005), (50e6, 0.002)]
@@ -115,11 +127,136 @@ def test_too_few_sizes_is_unreliable():
     assert not link.reliable and link.reason == "too few answers"
 
 
+def test_low_mean_averages_the_lower_part():
+    mean, se, kept = pc.low_mean([float(x) for x in range(100)], 0.02, 0.40)
+    assert kept == 38 and mean == sum(range(2, 40)) / 38 and se > 0
+    assert pc.low_mean([5.0] * 20, *pc.LOW_TRIM) == (5.0, 0.0, 8)
+
+
+@pytest.mark.parametrize("law", ["exponential", "lognormal", "two-regime"])
+def test_low_mean_standard_error_matches_its_spread(law):
+    """Over 2000 samples of 40 RTT-like values (positive, skewed, with a second regime of long
+    waits), the spread of low_mean matches the standard error it reports, within 12%: the
+    winsorized variance is the right one for a trimmed mean."""
+    rng = random.Random(4)
+    draw = {"exponential": lambda: rng.expovariate(1 / 20),
+            "lognormal": lambda: rng.lognormvariate(2, 1),
+            "two-regime": lambda: rng.expovariate(1 / 5)
+            + (rng.random() < 0.3) * rng.expovariate(1 / 100)}[law]
+    means, ses = [], []
+    for _ in range(2000):
+        mean, se, _ = pc.low_mean([draw() for _ in range(40)], *pc.LOW_TRIM)
+        means.append(mean)
+        ses.append(se)
+    spread = statistics_stdev(means)
+    reported = math.sqrt(sum(se * se for se in ses) / len(ses))
+    assert reported == pytest.approx(spread, rel=0.12)
+
+
+def statistics_stdev(values):
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def two_size_hop(ttl, links, rounds, rng, noise):
+    """`rounds` probes of 36 and of 1500 bytes at hop `ttl` (ICMPv4-sized answers), each with
+    the path's delay plus `noise()` seconds, and the bytes on the wire at each size."""
+    samples = []
+    for i in range(rounds):
+        for size in (36, 1500):
+            reply = 28 + min(size, 548)
+            rtt = sum((size + reply) * 8 / rate + 2 * delay for rate, delay in links[:ttl])
+            samples.append(pc.Sample(ttl, size, len(samples), int((rtt + noise()) * 1e9),
+                                     reply, "x", "time-exceeded"))
+    return samples
+
+
+def test_lowmean_intervals_cover_the_truth_at_their_nominal_rate():
+    """400 synthetic runs of 100 Mbit/s right behind 20 Mbit/s, 32 rounds of two sizes per
+    hop, with noise like the test bed's (a floor, a skewed spread, a second regime of long
+    waits on a third of the probes): the link's 95% interval holds the truth in 91..99% of the
+    runs (a calibrated one: 95%, +-2.2% at two standard deviations for 400 runs)."""
+    rng = random.Random(20)
+    links = [(20e6, 0.002), (100e6, 0.0003)]
+
+    def noise():
+        return rng.lognormvariate(math.log(8e-6), 0.8) + \
+            (rng.random() < 1 / 3) * rng.expovariate(1 / 60e-6)
+    covered = 0
+    for _ in range(400):
+        fits = [pc.fit_lowmean(two_size_hop(t, links, 32, rng, noise)) for t in (1, 2)]
+        link = pc.estimate_link(fits[1], fits[0])
+        covered += link.reliable and link.bandwidth_low_bps <= 100e6 <= link.bandwidth_high_bps
+    assert 0.91 <= covered / 400 <= 0.99, covered
+
+
+def test_adaptive_walk_over_recorded_runs_of_a_fast_link_behind_a_slow_one():
+    """Issue 20's path (100 Mbit/s right behind 20 Mbit/s), 16 runs recorded on the test bed
+    (python -m tools.pchar_samples, see there: 300 rounds of the two sizes per hop, a fresh bed
+    per run) and replayed through the real adaptive walk: every link of every run within 3% of
+    the emulated rate, the 95% intervals holding it as often as 95% intervals do (no fewer
+    than a calibrated one falls below 1 time in 400), and no run above a fifth of pchar's
+    default plan. The emulator's own error (up to 0.3 ns a byte, tools/testbed/__init__.py)
+    widens the truth a little."""
+    rec = pchar_samples.load(RECORDED_5X)
+    pchar = pc.pchar_default_probes(len(rec["links"]))
+    covered, errors = 0, []
+    for run in rec["runs"]:
+        hops, sent = pchar_samples.replay(rec, run)
+        assert sent * 5 <= pchar and [h.ttl for h in hops] == [1, 2, 3, 4]
+        for hop, (rate, _) in zip(hops, rec["links"]):
+            assert hop.link.reliable, hop.link
+            errors.append(abs(hop.link.bandwidth_bps / rate - 1))
+            slowest = 1 / (1 / rate + 0.3e-9 / 8)     # the emulator's copies make it look slower
+            covered += hop.link.bandwidth_low_bps <= rate and hop.link.bandwidth_high_bps >= slowest
+    assert max(errors) <= BW_TOL
+    assert covered >= binomial_floor(len(errors), 0.95, 1 / 400), (covered, len(errors))
+
+
+def binomial_floor(n: int, p: float, tail: float) -> int:
+    """The largest k with P(X < k) <= tail for X ~ Binomial(n, p)."""
+    below, k = 0.0, 0
+    while below + math.comb(n, k) * p ** k * (1 - p) ** (n - k) <= tail:
+        below += math.comb(n, k) * p ** k * (1 - p) ** (n - k)
+        k += 1
+    return k
+
+
 def test_plans_and_pchar_defaults():
     sizes = pc.sizes_from(36, 1500, 32)
     assert sizes[0] == 64 and sizes[-1] == 1472 and len(sizes) == 45
     assert pc.pchar_default_probes(3) == 4416     # pchar 1.5: 46 sizes x 32 reps x 3 hops
     assert pc.spread_sizes(36, 1500) == [36, 245, 454, 663, 873, 1082, 1291, 1500]
+    lowmean = pc.adaptive_plan("lowmean", [36, 1500])
+    assert (lowmean.min_rounds, lowmean.precision, lowmean.steady) == (16, 0.02, False)
+    assert lowmean.budget_per_hop * 5 <= pc.pchar_default_probes(1)
+    assert pc.adaptive_plan("lsq", pc.spread_sizes(36, 1500)).precision == 0.05
+
+
+class CountingProber(pc.Prober):
+    """Answers every probe at once with a 10 Mbit/s-per-hop line plus noise that never lets
+    an interval tighten: the walk runs into its budget."""
+    def __init__(self):
+        self.sent, self.rng = 0, random.Random(5)
+
+    def probe(self, ttl, size, into=None):
+        self.sent += 1
+        rtt = ttl * (size + 64) * 8 / 10e6 + self.rng.expovariate(1 / 0.02)
+        s = pc.Sample(ttl, size, self.sent, int(rtt * 1e9), 64, "x",
+                      "port-unreachable" if ttl == 4 else "time-exceeded")
+        if into is not None:
+            into.append(s)
+        return s
+
+
+def test_lowmean_walk_never_spends_more_than_a_fifth_of_pchar():
+    """However noisy the path, the adaptive walk stops within a fifth of what pchar's default
+    plan would send to the hops walked so far."""
+    prober = CountingProber()
+    hops = pc.walk(prober, pc.adaptive_plan("lowmean", [36, 1500]), 1, 4)
+    assert len(hops) == 4 and hops[-1].reached
+    assert prober.sent * 5 <= pc.pchar_default_probes(4)
+    assert prober.sent > pc.pchar_default_probes(4) // 5 - 2 * 16    # it did use the budget
 
 
 def test_bandwidth_formatting():
@@ -149,13 +286,13 @@ def pchar_json(bed, *args, code=0):
 @pytest.mark.parametrize("proto", ["udp", "icmp", "tcp"])
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.netns
-def test_each_hop_within_10pct_and_100us_of_the_truth(bed, family, proto):
+def test_each_hop_within_3pct_and_100us_of_the_truth(bed, family, proto):
     hops, summary = pchar_json(bed, f"-{family}", "-p", proto, bed.target_addr(family))
     assert [h["address"] for h in hops] == bed.hop_addrs(family)
     final = {"udp": "port-unreachable", "icmp": "echo-reply", "tcp": "tcp-reset"}[proto]
     assert [h["answer"] for h in hops] == ["time-exceeded"] * 2 + [final]
     for hop, link in zip(hops, PATH):
-        assert hop["reliable"], hop
+        assert hop["reliable"] and hop["method"] == "lowmean" and hop["r2"] is None, hop
         assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=BW_TOL), hop
         assert hop["latency_us"] * 1e-6 == pytest.approx(link.delay_s, abs=LAT_TOL), hop
         assert hop["bandwidth_low_bps"] <= hop["bandwidth_bps"] <= hop["bandwidth_high_bps"]
@@ -165,6 +302,26 @@ def test_each_hop_within_10pct_and_100us_of_the_truth(bed, family, proto):
     assert summary["probes"] == sum(h["probes"] for h in hops) and summary["unstamped"] == 0
     # the issue's budget: at least 5x fewer probes than pchar's default plan
     assert summary["probes"] * 5 <= summary["pchar_default_probes"] == 4416
+
+
+@pytest.fixture(scope="module", params=sorted(FAST_BEHIND_SLOW))
+def fast_bed(request):
+    yield from fixture_bed(FAST_BEHIND_SLOW[request.param], require_or_skip)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.netns
+def test_fast_link_right_behind_a_slow_one_within_3pct(fast_bed, family):
+    """Issue 20: 100 Mbit/s right behind 20 Mbit/s (5x) or 10 Mbit/s (10x). pathchar's
+    minimum-RTT lines read such a link 4-11% off after 288 probes; lowmean's two-size plan gets
+    every link within 3%, within a fifth of pchar's default plan for the path."""
+    hops, summary = pchar_json(fast_bed, f"-{family}", fast_bed.target_addr(family))
+    assert [h["address"] for h in hops] == fast_bed.hop_addrs(family)
+    for hop, link in zip(hops, fast_bed.links):
+        assert hop["reliable"] and hop["method"] == "lowmean", hop
+        assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=BW_TOL), hop
+        assert hop["latency_us"] * 1e-6 == pytest.approx(link.delay_s, abs=LAT_TOL), hop
+    assert summary["probes"] * 5 <= summary["pchar_default_probes"]
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -196,8 +353,9 @@ def test_fast_link_behind_a_slow_one_is_honest():
 
     A 95% interval that is honest misses the truth one run in twenty (measured here: 3 of 56
     runs), so the check uses the tool's own standard error at 99.9%: the interval is symmetric
-    in the slope difference d = 8/bandwidth, half-width t95(6) * se (8 sizes, 6 degrees of
-    freedom), and the truth must lie within t999(6) = 5.96 standard errors."""
+    in the slope difference d = 8/bandwidth, half-width t95(df) * se (df in the JSON), and the
+    truth must lie within 5.96 standard errors (t at 99.9% for 6 degrees of freedom, more than
+    enough for any more)."""
     if os.geteuid() != 0:
         require_or_skip("needs root")
     with TestBed([Link(10e6, 0.001), Link(1e9, 0.0005)]) as bed:
@@ -208,7 +366,7 @@ def test_fast_link_behind_a_slow_one_is_honest():
         d, d_low, d_high = (8 / fast[k] for k in ("bandwidth_bps", "bandwidth_high_bps",
                                                    "bandwidth_low_bps"))
         assert d - d_low == pytest.approx(d_high - d, rel=1e-6)      # symmetric in d
-        se = (d_high - d_low) / 2 / pc.t95(6)
+        se = (d_high - d_low) / 2 / pc.t95(fast["df"])
         truth = (8 / 1.05e9, 8 / 0.95e9)
         assert truth[0] - 5.96 * se <= d <= truth[1] + 5.96 * se, fast
     else:
@@ -221,8 +379,9 @@ def test_queueing_under_poisson_cross_traffic(bed):
     times, 50 ms apart on average. Probes then wait, on average, the time-average backlog of an
     M/D/1 queue of bursts (Pollaczek-Khinchine): lambda*S^2 / (2(1-rho)) = 1.89 ms at hop 2,
     ~15 us at hop 1. Tolerance: probes are few (240) and waits heavy-tailed: 6 runs gave 0.80 to
-    0.98 of the formula (unseeded bursts: 0.66..1.22), so +-40%. The minimum filter keeps the
-    bandwidths right meanwhile."""
+    0.98 of the formula (unseeded bursts: 0.66..1.22), so +-40%. Averaging the lower part of
+    each size's RTTs keeps the bandwidths within 10% meanwhile (a burst delays probes of every
+    size alike; 30 probes a size are few)."""
     burst_s, mean_gap_s = 10 * 1500 * 8 / PATH[1].rate_bps, 0.05
     rho = burst_s / mean_gap_s
     expected_s = burst_s ** 2 / mean_gap_s / (2 * (1 - rho))
@@ -250,7 +409,7 @@ def test_queueing_under_poisson_cross_traffic(bed):
     assert hops[0]["queue_us"] < 200
     assert 0.6 * expected_s < hops[1]["queue_us"] * 1e-6 < 1.4 * expected_s, hops[1]
     for hop, link in zip(hops, PATH):
-        assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=BW_TOL), hop
+        assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=0.10), hop
 
 
 @pytest.mark.netns
@@ -361,7 +520,7 @@ def test_no_route(bed):
 
 @pytest.mark.parametrize("args,code,text", [
     (["-p", "sctp", "198.18.2.2"], 2, "'sctp' is not one of 'udp', 'icmp', 'tcp'"),
-    (["-a", "median", "198.18.2.2"], 2, "'median' is not one of 'lsq', 'kendall', 'lms'"),
+    (["-a", "median", "198.18.2.2"], 2, "'median' is not one of 'lowmean', 'lsq', 'kendall', 'lms'"),
     (["-4", "-6", "198.18.2.2"], 2, "exclude each other"),
     (["-s", "5", "-H", "3", "198.18.2.2"], 2, "beyond the last hop"),
     (["-m", "80", "-I", "32", "198.18.2.2"], 2, "no room"),
