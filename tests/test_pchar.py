@@ -171,23 +171,57 @@ def two_size_hop(ttl, links, rounds, rng, noise):
     return samples
 
 
-def test_lowmean_intervals_cover_the_truth_at_their_nominal_rate():
-    """400 synthetic runs of 100 Mbit/s right behind 20 Mbit/s, 32 rounds of two sizes per
-    hop, with noise like the test bed's (a floor, a skewed spread, a second regime of long
-    waits on a third of the probes): the link's 95% interval holds the truth in 91..99% of the
-    runs (a calibrated one: 95%, +-2.2% at two standard deviations for 400 runs)."""
-    rng = random.Random(20)
+def synthetic_coverage(runs: int, rounds: int, seed: int, df: int | None = None) -> float:
+    """How often the 95% interval of 100 Mbit/s right behind 20 Mbit/s holds the truth over
+    `runs` synthetic runs of `rounds` rounds of two sizes per hop, with noise like the test
+    bed's (a floor, a skewed spread, a second regime of long waits on a third of the probes).
+    With `df`, every fit must have that many degrees of freedom."""
+    rng = random.Random(seed)
     links = [(20e6, 0.002), (100e6, 0.0003)]
 
     def noise():
         return rng.lognormvariate(math.log(8e-6), 0.8) + \
             (rng.random() < 1 / 3) * rng.expovariate(1 / 60e-6)
     covered = 0
-    for _ in range(400):
-        fits = [pc.fit_lowmean(two_size_hop(t, links, 32, rng, noise)) for t in (1, 2)]
+    for _ in range(runs):
+        fits = [pc.fit_lowmean(two_size_hop(t, links, rounds, rng, noise)) for t in (1, 2)]
+        assert df is None or fits[1].df == df
         link = pc.estimate_link(fits[1], fits[0])
         covered += link.reliable and link.bandwidth_low_bps <= 100e6 <= link.bandwidth_high_bps
-    assert 0.91 <= covered / 400 <= 0.99, covered
+    return covered / runs
+
+
+def test_lowmean_intervals_cover_the_truth_at_their_nominal_rate():
+    """400 synthetic runs, 32 rounds a hop: the link's 95% interval holds the truth in 91..99%
+    of the runs (a calibrated one: 95%, +-2.2% at two standard deviations for 400 runs)."""
+    assert 0.91 <= synthetic_coverage(400, 32, seed=20) <= 0.99
+
+
+def test_lowmean_intervals_stay_honest_with_few_values_a_size():
+    """10 rounds: each trimmed mean keeps 4 values, so Student's t has 3 degrees of freedom
+    (3.18, not the 1.96 of many values). Over 2000 runs the intervals hold the truth at least
+    at their nominal 95%, less two standard errors (measured: 97.9%; with the degrees of
+    freedom of all the values averaged, 92%)."""
+    assert synthetic_coverage(2000, 10, seed=10, df=3) >= 0.94
+
+
+def test_lowmean_latency_is_the_floor_not_the_queue():
+    """Four of five probes at hop 2 wait in a queue (300 us on average): the link's one-way
+    latency comes from the lowest tenth of each size's RTTs, which such waits do not reach, so
+    it stays within 10 us of the truth (median error measured: 1.1 us; from the 2nd-40th
+    percentile the slope uses: 13 us, up to 44 us)."""
+    rng = random.Random(7)
+    links = [(20e6, 0.002), (100e6, 0.0003)]
+    errors = []
+    for _ in range(20):
+        fits = []
+        for ttl in (1, 2):
+            def noise(queued=ttl == 2):
+                return rng.lognormvariate(math.log(8e-6), 0.5) + \
+                    (queued and rng.random() < 0.8) * rng.expovariate(1 / 300e-6)
+            fits.append(pc.fit_lowmean(two_size_hop(ttl, links, 64, rng, noise)))
+        errors.append(abs(pc.estimate_link(fits[1], fits[0]).latency_s - 0.0003))
+    assert sorted(errors)[10] < 3e-6 and max(errors) < 10e-6, errors
 
 
 def test_adaptive_walk_over_recorded_runs_of_a_fast_link_behind_a_slow_one():
