@@ -12,7 +12,7 @@ sent (several runs of one path, each on a fresh bed). ReplayProber hands them ba
 netkit.net.pchar.walk as a live prober would, so estimators and stopping rules can be compared
 on identical data, and the 95% intervals checked over many runs, without measuring again:
 
-    rec = load("tests/data/pchar_5x.json.gz")
+    rec = load("tests/data/pchar_5x_v4.json.gz")
     for run in rec["runs"]:
         hops = pc.walk(ReplayProber(run, rec), plan_for(rec), estimator="lowmean")
 
