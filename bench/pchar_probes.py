@@ -38,7 +38,7 @@ SHAPE_SPECS = {
     "5x": ("50M:500us", "20M:2ms", "100M:300us", "10M:1ms"),
     # 100 Mbit/s right behind 10 Mbit/s
     "10x": ("50M:500us", "10M:2ms", "100M:300us"),
-    # 1 Gbit/s behind 100 Mbit/s: the emulator's own error there is ~1-4%
+    # 1 Gbit/s behind 100 Mbit/s: the emulator's own error there is 1-3% (tools/testbed)
     "1g": ("100M:500us", "1G:300us", "20M:1ms"),
 }
 
