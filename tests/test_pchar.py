@@ -349,25 +349,48 @@ def pchar_json(bed, *args, code=0):
     return [r for r in records if r["type"] == "hop"], records[-1]
 
 
-@pytest.mark.parametrize("proto", ["udp", "icmp", "tcp"])
-@pytest.mark.parametrize("family", [4, 6])
-@pytest.mark.netns
-def test_each_hop_within_3pct_and_100us_of_the_truth(bed, family, proto):
-    hops, summary = pchar_json(bed, f"-{family}", "-p", proto, bed.target_addr(family))
+# A short fixed plan (3 sizes 480..1440, 32 probes each a hop: ~3 s) for the tests whose point is
+# not the precision: it still reads every link of PATH within COARSE_TOL (three standard errors
+# or more on a busy machine), while the bugs those tests look for are off by 25% to 100% (an
+# answer's bytes miscounted, a link measured against the wrong hop).
+SHORT_PLAN = ["-R", "32", "-I", "480"]
+COARSE_TOL = 0.15
+
+
+def check_hops(hops, summary, bed, family, proto, tol):
     assert [h["address"] for h in hops] == bed.hop_addrs(family)
     final = {"udp": "port-unreachable", "icmp": "echo-reply", "tcp": "tcp-reset"}[proto]
     assert [h["answer"] for h in hops] == ["time-exceeded"] * 2 + [final]
     for hop, link in zip(hops, PATH):
         assert hop["reliable"] and hop["method"] == "lowmean" and hop["r2"] is None, hop
-        assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=BW_TOL), hop
+        assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=tol), hop
         assert hop["latency_us"] * 1e-6 == pytest.approx(link.delay_s, abs=LAT_TOL), hop
         assert hop["bandwidth_low_bps"] <= hop["bandwidth_bps"] <= hop["bandwidth_high_bps"]
         assert hop["loss_pct"] == 0 and hop["answered"] == hop["probes"]
     assert hops[-1]["reached"] and hops[-1]["note"] == "destination"
     assert summary["reached"] and summary["protocol"] == proto and summary["family"] == family
     assert summary["probes"] == sum(h["probes"] for h in hops) and summary["unstamped"] == 0
-    # the issue's budget: at least 5x fewer probes than pchar's default plan
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.netns
+def test_each_hop_within_3pct_and_100us_of_the_truth(bed, family):
+    """The adaptive default, as a user runs it (UDP): every link within 3%, at least 5x fewer
+    probes than pchar's default plan."""
+    hops, summary = pchar_json(bed, f"-{family}", bed.target_addr(family))
+    check_hops(hops, summary, bed, family, "udp", BW_TOL)
     assert summary["probes"] * 5 <= summary["pchar_default_probes"] == 4416
+
+
+@pytest.mark.parametrize("proto", ["icmp", "tcp"])
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.netns
+def test_icmp_and_tcp_probes_measure_each_link(bed, family, proto):
+    """Echo replies as big as the probe, TCP resets of 40 or 60 bytes: each kind's answer is
+    counted right (a miscount is off by 25% or more)."""
+    hops, summary = pchar_json(bed, f"-{family}", "-p", proto, *SHORT_PLAN,
+                               bed.target_addr(family))
+    check_hops(hops, summary, bed, family, proto, COARSE_TOL)
 
 
 @pytest.fixture(scope="module", params=sorted(FAST_BEHIND_SLOW))
@@ -490,10 +513,10 @@ def test_fixed_plan_sends_exactly_reps_times_sizes_per_hop(bed):
 @pytest.mark.netns
 def test_first_hop_2_measures_the_path_up_to_it(bed):
     """-s 2: the first link reported is the whole path to hop 2, two links in series."""
-    hops, _ = pchar_json(bed, "-s", "2", bed.target_addr(4))
+    hops, _ = pchar_json(bed, "-s", "2", *SHORT_PLAN, bed.target_addr(4))
     assert [h["hop"] for h in hops] == [2, 3]
     series = 1 / (1 / PATH[0].rate_bps + 1 / PATH[1].rate_bps)
-    assert hops[0]["bandwidth_bps"] == pytest.approx(series, rel=BW_TOL)
+    assert hops[0]["bandwidth_bps"] == pytest.approx(series, rel=COARSE_TOL)
     assert hops[0]["latency_us"] * 1e-6 == pytest.approx(0.006, abs=2 * LAT_TOL)
 
 
@@ -607,14 +630,14 @@ def test_silent_hop_is_a_star_and_its_link_folds_into_the_next(bed):
                 "add rule inet nkpchar out icmp type time-exceeded drop"):
         bed.run(r1, ["nft", cmd])
     try:
-        hops, summary = pchar_json(bed, "-t", "0.3", bed.target_addr(4))
+        hops, summary = pchar_json(bed, "-t", "0.3", *SHORT_PLAN, bed.target_addr(4))
     finally:
         bed.run(r1, ["nft", "delete table inet nkpchar"])
     assert hops[0]["address"] is None and hops[0]["note"] == "no answer"
     assert hops[0]["probes"] == pc.SILENT_AFTER
     series = 1 / (1 / PATH[0].rate_bps + 1 / PATH[1].rate_bps)  # hop 2 measured against hop 0
-    assert hops[1]["bandwidth_bps"] == pytest.approx(series, rel=BW_TOL)
-    assert hops[2]["bandwidth_bps"] == pytest.approx(PATH[2].rate_bps, rel=BW_TOL)
+    assert hops[1]["bandwidth_bps"] == pytest.approx(series, rel=COARSE_TOL)
+    assert hops[2]["bandwidth_bps"] == pytest.approx(PATH[2].rate_bps, rel=COARSE_TOL)
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
