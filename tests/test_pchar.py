@@ -29,11 +29,13 @@ from conftest import NETKIT, assert_one_line_error, require_or_skip
 PATH = [Link(100e6, 0.001), Link(10e6, 0.005), Link(50e6, 0.002)]
 BW_TOL = 0.03          # issue 20's bar: every link within 3% of the emulated rate ...
 LAT_TOL = 100e-6       # ... and (issue 6) latency within 100 us of it
-# A fast link right behind a slow one (issue 20): 5x (its own path) and 10x.
+# A fast link right behind a slow one (issue 20): 5x (its own path) and 10x, each run once (an
+# adaptive run on a busy machine spends its whole budget: 6-8 s), one in each family.
 FAST_BEHIND_SLOW = {
     "5x": [Link(50e6, 0.0005), Link(20e6, 0.002), Link(100e6, 0.0003), Link(10e6, 0.001)],
     "10x": [Link(50e6, 0.0005), Link(10e6, 0.002), Link(100e6, 0.0003)],
 }
+FAST_BEHIND_SLOW_FAMILY = {"5x": 6, "10x": 4}
 RECORDED_5X = Path(__file__).parent / "data" / "pchar_5x_v4.json.gz"
 
 
@@ -372,13 +374,13 @@ def check_hops(hops, summary, bed, family, proto, tol):
     assert summary["probes"] == sum(h["probes"] for h in hops) and summary["unstamped"] == 0
 
 
-@pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.netns
-def test_each_hop_within_3pct_and_100us_of_the_truth(bed, family):
+def test_each_hop_within_3pct_and_100us_of_the_truth(bed):
     """The adaptive default, as a user runs it (UDP): every link within 3%, at least 5x fewer
-    probes than pchar's default plan."""
-    hops, summary = pchar_json(bed, f"-{family}", bed.target_addr(family))
-    check_hops(hops, summary, bed, family, "udp", BW_TOL)
+    probes than pchar's default plan. Once, in IPv4: IPv6 runs adaptively on a FAST_BEHIND_SLOW
+    bed and on this one with the short plan."""
+    hops, summary = pchar_json(bed, "-4", bed.target_addr(4))
+    check_hops(hops, summary, bed, 4, "udp", BW_TOL)
     assert summary["probes"] * 5 <= summary["pchar_default_probes"] == 4416
 
 
@@ -393,21 +395,23 @@ def test_icmp_and_tcp_probes_measure_each_link(bed, family, proto):
     check_hops(hops, summary, bed, family, proto, COARSE_TOL)
 
 
-@pytest.fixture(scope="module", params=sorted(FAST_BEHIND_SLOW))
+@pytest.fixture(params=sorted(FAST_BEHIND_SLOW))
 def fast_bed(request):
-    yield from fixture_bed(FAST_BEHIND_SLOW[request.param], require_or_skip)
+    """A bed of one FAST_BEHIND_SLOW shape and the family it is probed in."""
+    for bed in fixture_bed(FAST_BEHIND_SLOW[request.param], require_or_skip):
+        yield bed, FAST_BEHIND_SLOW_FAMILY[request.param]
 
 
-@pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.netns
-def test_fast_link_right_behind_a_slow_one_within_3pct(fast_bed, family):
+def test_fast_link_right_behind_a_slow_one_within_3pct(fast_bed):
     """Issue 20: 100 Mbit/s right behind 20 Mbit/s (5x) or 10 Mbit/s (10x). pathchar's
     minimum-RTT lines read such a link 3.7-10.7% off after 288 probes in the issue's runs (on the
     emulator before it took arrivals from the kernel's stamps); lowmean's two-size plan must get
     every link within 3%, within a fifth of pchar's default plan for the path."""
-    hops, summary = pchar_json(fast_bed, f"-{family}", fast_bed.target_addr(family))
-    assert [h["address"] for h in hops] == fast_bed.hop_addrs(family)
-    for hop, link in zip(hops, fast_bed.links):
+    bed, family = fast_bed
+    hops, summary = pchar_json(bed, f"-{family}", bed.target_addr(family))
+    assert [h["address"] for h in hops] == bed.hop_addrs(family)
+    for hop, link in zip(hops, bed.links):
         assert hop["reliable"] and hop["method"] == "lowmean", hop
         assert hop["bandwidth_bps"] == pytest.approx(link.rate_bps, rel=BW_TOL), hop
         assert hop["latency_us"] * 1e-6 == pytest.approx(link.delay_s, abs=LAT_TOL), hop
