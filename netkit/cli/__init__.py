@@ -154,6 +154,13 @@ def main() -> None:
         # while a tool's module is imported) in RuntimeError: Ctrl-C there is still Ctrl-C.
         if not isinstance(error.__cause__, KeyboardInterrupt):
             raise
-    # The run is over; a signal now would only interrupt the interpreter's exit.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # The run is over; a signal now would only interrupt the interpreter's exit. Ignored, not
+    # blocked: Python skips a handler that is now SIG_IGN even for a signal that came just before
+    # (blocked, such a signal's KeyboardInterrupt escaped here and Python, unable to die of the
+    # blocked SIGINT, ended with 130). The try covers that handler running during the change.
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        pass
     sys.exit(code)
