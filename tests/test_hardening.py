@@ -44,6 +44,7 @@ TOOLS = {
     "tcpretrans": ["tcpretrans", "-l"],
     "skbdrop": ["skbdrop", "-s"],
     "tcprtt": ["tcprtt", "1"],
+    "tcptop": ["tcptop", "-C"],
 }
 
 
@@ -218,6 +219,7 @@ OUTPUT_RUNS = {
     "socksize": ["socksize", "0.1", "2"],
     "so1stbyte": ["so1stbyte", "0.1", "2"],
     "sormem": ["sormem", "0.1", "2"],
+    "tcptop": ["tcptop", "0.1", "2"],
 }
 
 

@@ -1,0 +1,155 @@
+"""netkit tcptop against TCP transfers of known sizes: two workloads of one command name talk to
+each other over IPv4 and IPv6, with different sizes each way (and a MSG_PEEK read, and a UDP
+send, which are not TCP bytes of a flow); every flow must show exactly its bytes received and
+sent, mirrored on the other end, in JSON and in the text blocks."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import Traced, require_root_bpf
+from sockworkload import SocketWorkload, json_records
+
+pytestmark = pytest.mark.kernel
+
+# bytes each way, by family: distinct everywhere, so that a swapped counter or family fails
+SIZES = {4: {"to_server": 150_001, "to_client": 71_203}, 6: {"to_server": 9_999,
+                                                              "to_client": 212_345}}
+
+LISTEN = """
+listeners = {}
+for family, addr in ((4, "127.0.0.1"), (6, "::1")):
+    l = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6)
+    l.bind((addr, 0)); l.listen(4); listeners[family] = l
+result = {f: l.getsockname()[1] for f, l in listeners.items()}
+"""
+CONNECT = """
+conns = {}
+for family, addr in ((4, "127.0.0.1"), (6, "::1")):
+    conns[family] = socket.create_connection((addr, ports[str(family)]))
+result = {f: c.getsockname()[1] for f, c in conns.items()}
+"""
+ACCEPT = """
+conns = {f: l.accept()[0] for f, l in listeners.items()}
+"""
+SEND = """
+import threading
+# In a thread: more than the socket buffers hold, while the peer reads in its own request.
+sending = [threading.Thread(target=c.sendall, args=(b"s" * sizes[str(f)],))
+           for f, c in conns.items()]
+for t in sending:
+    t.start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b"u" * 500, ("127.0.0.1", 9))
+"""
+SENT = """
+for t in sending:
+    t.join()
+"""
+RECEIVE = """
+for f, c in conns.items():
+    c.recv(1000, socket.MSG_PEEK | socket.MSG_WAITALL)      # not counted: still queued
+    got = 0
+    while got < sizes[str(f)]:
+        got += len(c.recv(65536))
+"""
+CLOSE = """
+for c in conns.values():
+    c.close()
+"""
+
+
+@pytest.fixture
+def pair():
+    """Two workloads named nktop, connected over IPv4 and IPv6; yields them and a function that
+    runs the transfers (client to server first, then back) and closes the connections."""
+    require_root_bpf("tcptop")
+    with SocketWorkload("nktop") as server, SocketWorkload("nktop") as client:
+        ports = server.run(LISTEN)
+        local_ports = client.run(CONNECT, ports=ports)
+        server.run(ACCEPT)
+
+        def transfer():
+            for sender, receiver, way in ((client, server, "to_server"),
+                                          (server, client, "to_client")):
+                sender.run(SEND, sizes={f: s[way] for f, s in SIZES.items()})
+                receiver.run(RECEIVE, sizes={f: s[way] for f, s in SIZES.items()})
+                sender.run(SENT)
+            for w in (client, server):
+                w.run(CLOSE)
+        yield server, client, {int(f): p for f, p in ports.items()}, \
+            {int(f): p for f, p in local_ports.items()}, transfer
+
+
+def expected_flows(server, client, ports, local_ports) -> dict[tuple, tuple[int, int]]:
+    """(pid, family, laddr, lport, raddr, rport) -> (rx_bytes, tx_bytes)."""
+    flows = {}
+    for family, addr in ((4, "127.0.0.1"), (6, "::1")):
+        s, c = ports[family], local_ports[family]
+        sizes = SIZES[family]
+        flows[client.pid, family, addr, c, addr, s] = (sizes["to_client"], sizes["to_server"])
+        flows[server.pid, family, addr, s, addr, c] = (sizes["to_server"], sizes["to_client"])
+    return flows
+
+
+def test_bytes_per_flow_are_exact_both_ways(pair):
+    server, client, ports, local_ports, transfer = pair
+    tool = Traced(["tcptop", "-n", "nktop", "--json", "0.2"])
+    transfer()
+    out, err = tool.finish()
+    assert tool.proc.returncode == 0, err
+    got = json_records(out)
+    summed: dict[tuple, list[int]] = {}
+    for r in got["flow"]:
+        assert r["comm"] == "nktop"
+        key = (r["pid"], int(r["family"][-1]), r["laddr"], r["lport"], r["raddr"], r["rport"])
+        sums = summed.setdefault(key, [0, 0])
+        sums[0] += r["rx_bytes"]
+        sums[1] += r["tx_bytes"]
+    expected = expected_flows(server, client, ports, local_ports)
+    assert {k: tuple(v) for k, v in summed.items()} == expected
+    summary = got["summary"][0]
+    assert summary["flows"] == 4 and summary["missed_flows"] == 0
+    assert summary["rx_bytes"] == summary["tx_bytes"] == sum(rx for rx, _ in expected.values())
+
+
+def test_text_blocks_sort_rows_and_family(pair):
+    server, client, ports, local_ports, transfer = pair
+    by_sent = Traced(["tcptop", "-n", "nktop", "--no-color", "-s", "sent", "2", "1"])
+    by_received_v6 = Traced(["tcptop", "-n", "nktop", "--no-color", "-S", "-6", "-s",
+                             "received", "-r", "1", "2", "1"])
+    transfer()
+    text, err = by_sent.wait()
+    assert by_sent.proc.returncode == 0, err
+    expected = expected_flows(server, client, ports, local_ports)
+
+    def block(lines: list[str], header: list[str]) -> list[tuple]:
+        start = next(i for i, line in enumerate(lines) if line.split() == header)
+        rows = []
+        for line in lines[start + 1:]:
+            if not line.strip():
+                break
+            rows.append(tuple(line.split()))
+        return rows
+
+    def as_row(key, value) -> tuple:
+        pid, family, laddr, lport, raddr, rport = key
+        fmt = "{}:{}" if family == 4 else "[{}]:{}"
+        return (str(pid), "nktop", fmt.format(laddr, lport), fmt.format(raddr, rport),
+                str(value[0] // 1024), str(value[1] // 1024))
+
+    lines = text.splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d loadavg: [\d.]+ [\d.]+ [\d.]+ \d+/\d+ \d+",
+                        next(line for line in lines if "loadavg" in line))
+    for family, header in ((4, ["PID", "COMM", "LADDR", "RADDR", "RX_KB", "TX_KB"]),
+                           (6, ["PID", "COMM", "LADDR6", "RADDR6", "RX_KB", "TX_KB"])):
+        flows = sorted(((k, v) for k, v in expected.items() if k[1] == family),
+                       key=lambda kv: -kv[1][1])                       # most sent first
+        assert block(lines, header) == [as_row(k, v) for k, v in flows]
+    text6, _ = by_received_v6.wait()
+    lines6 = text6.splitlines()
+    assert not any("loadavg" in line for line in lines6)
+    assert not any(line.split()[:3] == ["PID", "COMM", "LADDR"] for line in lines6)
+    top6 = max(((k, v) for k, v in expected.items() if k[1] == 6), key=lambda kv: kv[1][0])
+    assert block(lines6, ["PID", "COMM", "LADDR6", "RADDR6", "RX_KB", "TX_KB"]) == \
+        [as_row(*top6)]
