@@ -45,6 +45,7 @@ TOOLS = {
     "skbdrop": ["skbdrop", "-s"],
     "tcprtt": ["tcprtt", "1"],
     "tcptop": ["tcptop", "-C"],
+    "top": ["top", "-i", "0.2"],
 }
 
 
@@ -220,6 +221,7 @@ OUTPUT_RUNS = {
     "so1stbyte": ["so1stbyte", "0.1", "2"],
     "sormem": ["sormem", "0.1", "2"],
     "tcptop": ["tcptop", "0.1", "2"],
+    "top": ["top", "-i", "0.1", "-d", "0.35"],
 }
 
 

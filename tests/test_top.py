@@ -1,0 +1,323 @@
+"""netkit top on a real terminal (tmux) and in its batch and JSON modes.
+
+On the screen, while this test runs a bulk TCP transfer through a tbf of known rate between two
+namespaces, a fast connect storm and a slow process whose connects are all refused: the
+transfer's flow shows in the TCP panel at the rate the receiver measured itself (within 10%),
+the storm is first in the processes panel, `s` (sort by failed) puts the refused process first,
+`/` filters by name and by port, and `q` ends netkit top with status 0 and the terminal as it
+was (no alternate screen, canonical mode and echo back).
+
+In batch and JSON modes, a workload of known connects, refusals, sockets and bytes shows the
+same totals in both."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import NETKIT, Traced, require_or_skip, require_root_bpf
+from sockworkload import SocketWorkload, json_records
+
+pytestmark = [pytest.mark.kernel, pytest.mark.netns]
+
+RATE_BPS = 20_000_000                  # the tbf's rate on the sender's side of the link
+TITLES = ("Interfaces", "TCP flows", "Processes", "Retransmits and drops", "Listeners")
+TITLE = re.compile(r"^ ([1-5]) (" + "|".join(TITLES) + r")  sort: (\w+)(.*)$")
+
+# A process named argv[1] that runs argv[2] (Python) with `socket`, `time` and argv[3:] as args.
+NAMED = """
+import ctypes, socket, sys, time
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+args = sys.argv[3:]
+exec(sys.argv[2])
+"""
+RECEIVER = """
+l = socket.socket(); l.bind((args[0], 5001)); l.listen(1)
+print("ready", flush=True)
+c, _ = l.accept()
+got, start = 0, time.monotonic()
+next_report = start
+while True:
+    data = c.recv(1 << 16)
+    if not data:
+        break
+    got += len(data)
+    now = time.monotonic()
+    if now >= next_report:
+        print(now, got, flush=True)
+        next_report = now + 0.25
+"""
+SENDER = """
+c = socket.create_connection((args[0], 5001))
+block = b"b" * 65536
+end = time.monotonic() + float(args[1])
+while time.monotonic() < end:
+    c.sendall(block)
+"""
+STORM = """
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(4096)
+end = time.monotonic() + float(args[0])
+while time.monotonic() < end:
+    c = socket.create_connection(l.getsockname()); l.accept()[0].close(); c.close()
+"""
+REFUSED = """
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
+end = time.monotonic() + float(args[0])
+while time.monotonic() < end:
+    s = socket.socket(); s.connect_ex(("127.0.0.1", port)); s.close(); time.sleep(0.02)
+"""
+
+
+def named(comm: str, code: str, *args, ns_prefix: list[str] = (), **kw) -> subprocess.Popen:
+    return subprocess.Popen([*ns_prefix, sys.executable, "-c", NAMED, comm, code, *map(str, args)],
+                            stderr=subprocess.DEVNULL, **kw)
+
+
+class Tmux:
+    """A detached tmux session of a known size running one shell command."""
+
+    def __init__(self, command: str, width: int = 150, height: int = 60):
+        if subprocess.run(["which", "tmux"], capture_output=True).returncode:
+            require_or_skip("tmux is not installed (tools/bootstrap.sh installs it)")
+        self.name = f"nktop-{uuid.uuid4().hex[:8]}"
+        # COLUMNS/LINES from pytest's environment would override the window's size in curses.
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y",
+                        str(height), f"env -u COLUMNS -u LINES sh -c {shlex.quote(command)}"],
+                       check=True)
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name],
+                              capture_output=True, text=True, check=True).stdout
+
+    def alternate_on(self) -> bool:
+        return subprocess.run(["tmux", "display-message", "-p", "-t", self.name,
+                               "#{alternate_on}"], capture_output=True, text=True,
+                              check=True).stdout.strip() == "1"
+
+    def wait_for(self, test, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if test(text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def panels(screen: str) -> dict[str, dict]:
+    """The screen's panels by title: sort, the rest of the title line, rows as lists of cells
+    (split on blanks, so a COMM must not contain one)."""
+    found, current = {}, None
+    for line in screen.splitlines():
+        m = TITLE.match(line)
+        if m:
+            current = found[m.group(2)] = {"sort": m.group(3), "title": m.group(4), "rows": [],
+                                           "header": None}
+        elif current is not None and line.strip() and not line.startswith(" " * 2 + "("):
+            if current["header"] is None:
+                current["header"] = line.split()
+            elif not re.match(r"^ \d\d:\d\d:\d\d  every", line):
+                current["rows"].append(line.split())
+    return found
+
+
+def si_value(text: str) -> float:
+    factor = {"k": 1e3, "M": 1e6, "G": 1e9}.get(text[-1], 1)
+    return float(text[:-1] if factor != 1 else text) * factor
+
+
+@pytest.fixture(scope="module")
+def bed():
+    from tools.testbed import Link, TestBed, TestBedError
+    require_root_bpf("tcptop")
+    try:
+        with TestBed([Link()]) as bed:
+            yield bed
+    except TestBedError as e:
+        require_or_skip(f"test bed unavailable: {e}")
+
+
+def test_the_screen_live(bed):
+    host, target = bed.host, bed.target
+    target_addr = bed.target_addr()
+    bed.run(host, ["tc", "qdisc", "replace", "dev", "l0t", "root", "tbf", "rate",
+                   f"{RATE_BPS}bit", "burst", "32kb", "latency", "100ms"])
+    in_ns = lambda ns: ["ip", "netns", "exec", ns]           # noqa: E731
+    procs = []
+    tmux = Tmux(f"{NETKIT} top; echo EXIT=$?; stty -a; sleep 60")
+    try:
+        receiver = named("nkbulkrx", RECEIVER, target_addr, ns_prefix=in_ns(target),
+                         stdout=subprocess.PIPE, text=True)
+        procs.append(receiver)
+        assert receiver.stdout.readline().strip() == "ready"
+        procs.append(named("nkbulktx", SENDER, target_addr, 12, ns_prefix=in_ns(host)))
+        procs.append(named("nkstorm", STORM, 12))
+        procs.append(named("nkrefused", REFUSED, 12))
+        reports: list[tuple[float, int]] = []
+
+        def read_reports(until: float) -> None:
+            while time.monotonic() < until:
+                line = receiver.stdout.readline()
+                when, got = line.split()
+                reports.append((float(when), int(got)))
+
+        read_reports(time.monotonic() + 3.5)          # the transfer settles at the tbf's rate
+        screen = tmux.wait_for(lambda s: "nkbulkrx" in s and "nkstorm" in s)
+        read_reports(time.monotonic() + 0.5)
+        # The receiver's own rate over the last second and a half.
+        (t0, b0), (t1, b1) = next(r for r in reports if r[0] >= reports[-1][0] - 1.5), reports[-1]
+        truth = (b1 - b0) * 8 / (t1 - t0)
+        shown = panels(screen)
+        flows = {row[1]: row for row in shown["TCP flows"]["rows"]}
+        assert shown["TCP flows"]["header"] == ["PID", "COMM", "LOCAL", "REMOTE", "RX", "bit/s",
+                                                "TX", "bit/s"], screen
+        rx = si_value(flows["nkbulkrx"][4])
+        tx = si_value(flows["nkbulktx"][5])
+        assert abs(rx - truth) <= 0.1 * truth, (rx, truth, screen)
+        assert abs(tx - truth) <= 0.1 * truth, (tx, truth, screen)
+        assert truth < RATE_BPS                        # the tbf held it (payload < wire rate)
+        processes = shown["Processes"]
+        assert processes["sort"] == "connects"
+        assert processes["rows"][0][1] == "nkstorm", screen
+        order = [row[1] for row in processes["rows"]]
+        assert order.index("nkstorm") < order.index("nkrefused")
+
+        # 3 focuses the processes panel; s sorts it by failed connects.
+        tmux.keys("3", "s")
+        screen = tmux.wait_for(lambda s: panels(s).get("Processes", {}).get("sort") == "failed")
+        rows = panels(screen)["Processes"]["rows"]
+        assert rows[0][1] == "nkrefused", screen
+        assert int(rows[0][3]) > 0
+
+        # / filters by name, then by port (the bulk transfer's).
+        tmux.keys("/", "nkstorm", "Enter")
+        screen = tmux.wait_for(lambda s: "filter: nkstorm" in s)
+        shown = panels(screen)
+        assert [row[1] for row in shown["Processes"]["rows"]] == ["nkstorm"], screen
+        assert "nkbulkrx" not in screen and "nkrefused" not in screen
+        tmux.keys("/", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace",
+                  "5001", "Enter")
+        screen = tmux.wait_for(lambda s: "filter: 5001" in s)
+        shown = panels(screen)
+        assert sorted(row[1] for row in shown["TCP flows"]["rows"]) == ["nkbulkrx", "nkbulktx"]
+        assert [row[2] for row in shown["Listeners"]["rows"]] == []   # its listener is in the
+        assert "nkstorm" not in screen                                 # target namespace
+
+        assert tmux.alternate_on()
+        tmux.keys("q")
+        screen = tmux.wait_for(lambda s: "EXIT=" in s)
+        assert "EXIT=0" in screen, screen
+        assert not tmux.alternate_on()
+        settings = screen.split("EXIT=0", 1)[1].split()
+        assert "icanon" in settings and "echo" in settings, screen
+    finally:
+        tmux.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        bed.run(host, ["tc", "qdisc", "del", "dev", "l0t", "root"], check=False)
+
+
+@pytest.mark.parametrize("signal_name", ["INT", "TERM"])
+def test_a_signal_restores_the_terminal(signal_name):
+    require_root_bpf("tcptop")
+    tmux = Tmux(f"{NETKIT} top & pid=$!; sleep 2; kill -{signal_name} $pid; wait $pid; "
+                f"echo EXIT=$?; stty -a; sleep 60")
+    try:
+        screen = tmux.wait_for(lambda s: "EXIT=" in s, timeout=15)
+        assert "EXIT=0" in screen, screen
+        assert not tmux.alternate_on()
+        settings = screen.split("EXIT=0", 1)[1].split()
+        assert "icanon" in settings and "echo" in settings, screen
+    finally:
+        tmux.close()
+
+
+WORK = """
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(16)
+keep = []
+for _ in range(ok):
+    c = socket.create_connection(l.getsockname()); keep += [c, l.accept()[0]]
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); closed = probe.getsockname()[1]
+probe.close()
+for _ in range(refused):
+    s = socket.socket(); assert s.connect_ex(("127.0.0.1", closed)) == errno.ECONNREFUSED
+    s.close()
+keep[0].sendall(b"x" * size)
+got = 0
+while got < size:
+    got += len(keep[1].recv(65536))
+for s in keep + [l]:
+    s.close()
+"""
+OK, REFUSED_N, SIZE = 5, 3, 123_457
+SOCKETS = 1 + OK + REFUSED_N + 1           # the listener, the connects, the probe
+
+
+def test_batch_and_json_give_the_same_figures():
+    require_root_bpf("tcptop")
+    with SocketWorkload("nkwork") as w:
+        as_json = Traced(["top", "-n", "nkwork", "--json", "-i", "0.5"])
+        as_text = Traced(["top", "-n", "nkwork", "--batch", "-i", "0.5", "-r", "50"])
+        w.run(WORK, ok=OK, refused=REFUSED_N, size=SIZE)
+        time.sleep(1.2)
+        out, err = as_json.finish()
+        text, terr = as_text.finish()
+    assert as_json.proc.returncode == 0 and as_text.proc.returncode == 0, err + terr
+    intervals = json_records(out)["top"]
+    assert {"interfaces", "tcp", "processes", "drops", "listeners"} <= set(intervals[0])
+    procs = [p for i in intervals for p in i["processes"]]
+    assert {p["comm"] for p in procs} == {"nkwork"}
+    assert sum(p["connects"] for p in procs) == OK + REFUSED_N
+    assert sum(p["failed"] for p in procs) == REFUSED_N
+    assert sum(p["sockets"] for p in procs) == SOCKETS
+    flows = [f for i in intervals for f in i["tcp"]]
+    assert sum(f["tx_bytes"] for f in flows) == sum(f["rx_bytes"] for f in flows) == SIZE
+    for i in intervals:
+        for f in i["tcp"]:
+            assert f["tx_bits_per_s"] == pytest.approx(f["tx_bytes"] * 8 / i["interval_s"],
+                                                       rel=0.01)
+    # The same in text: FAILED and SOCKETS are counts, CONN/s a rate over interval's length.
+    failed = sockets = 0
+    connects = 0.0
+    for snapshot in text.split("netkit top - ")[1:]:
+        seconds = float(re.search(r"interval ([\d.]+) s", snapshot).group(1))
+        rows = panels_of_text(snapshot)["Processes"]
+        for row in rows:
+            assert row[1] == "nkwork"
+            connects += si_value(row[2]) * seconds
+            failed += int(row[3])
+            sockets += int(row[6])
+    assert (failed, sockets) == (REFUSED_N, SOCKETS)
+    assert connects == pytest.approx(OK + REFUSED_N, abs=0.2)
+
+
+def panels_of_text(snapshot: str) -> dict[str, list[list[str]]]:
+    """A --batch snapshot's panels: rows under each "N Title (by sort)" line and its header."""
+    found, current, header = {}, None, False
+    for line in snapshot.splitlines():
+        m = re.match(r"^([1-5]) (" + "|".join(TITLES) + r") \(by ", line)
+        if m:
+            current, header = found.setdefault(m.group(2), []), True
+        elif current is not None and line.strip() and line.strip() != "(none)":
+            if header:
+                header = False
+            else:
+                current.append(line.split())
+    return found
+
+
+def test_bad_input_is_one_line():
+    from conftest import assert_one_line_error, run_netkit
+    assert_one_line_error(run_netkit("top", "-i", "0"), "top", 2)
+    assert_one_line_error(run_netkit("top", "-r", "0"), "top", 2)
