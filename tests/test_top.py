@@ -53,7 +53,11 @@ while True:
         next_report = now + 0.25
 """
 SENDER = """
-c = socket.create_connection((args[0], 5001))
+c = socket.socket()
+# A fixed send buffer: what send() takes then follows the wire (autotuning would grow the buffer
+# for seconds, and the sender's rate with it).
+c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+c.connect((args[0], 5001))
 block = b"b" * 65536
 end = time.monotonic() + float(args[1])
 while time.monotonic() < end:

@@ -24,7 +24,9 @@ MAN = ManPage(
         "kernel's per-device counters, /proc/net/dev, through psutil).\n\n"
         "2 TCP flows: netkit tcptop's flows, as bit rates over the interval: for each process "
         "and connection, what its send and receive calls moved (sock:sock_send_length, "
-        "sock:sock_recv_length; netkit-tcptop(8) says what they do not see).\n\n"
+        "sock:sock_recv_length; netkit-tcptop(8) says what they do not see). The panel keeps the "
+        "50 busiest flows by each sort order (all of them while a filter is set): a connect "
+        "storm that sends data makes thousands of flows a second.\n\n"
         "3 Processes: per process, completed connects per second, the failed ones in the "
         "interval, connect latency p50 and p99 (netkit soconnlat's in-kernel log2 histograms: "
         "the upper end of the bucket that holds the percentile), socket() calls, and bytes "
@@ -52,7 +54,8 @@ MAN = ManPage(
         "with --json, one NDJSON object per interval with every panel. -d ends the run.\n\n"
         "Cost: the counting is done in the kernel by the programs of tcptop, sockstat and "
         "soconnlat; netkit top reads their maps once per interval (bench/top_cost.py measures "
-        "its own CPU during a loopback connect storm)."),
+        "its own CPU during a loopback connect storm: 0.3% of a core at 10,000 connections/s, about "
+        "5% when every connection also moves data and so is a flow to read)."),
     examples=[
         ("netkit top", "the live screen, refreshed every second"),
         ("netkit top -i 2 -n nginx", "every 2 s, nginx processes only"),

@@ -19,6 +19,7 @@ class Top:
         self.selection = selection
         self.sources = [source() for source in (sources or SOURCES)]
         self.panels: list[Panel] = [source.panel() for source in self.sources]
+        self.filter = ""                # the screen's `/`
 
     def open(self, stack: contextlib.ExitStack) -> None:
         for source in self.sources:
@@ -26,7 +27,7 @@ class Top:
 
     def refresh(self, seconds: float) -> None:
         for source, panel in zip(self.sources, self.panels):
-            panel.rows, panel.note = source.read(seconds)
+            panel.rows, panel.note = source.read(seconds, self.filter)
 
     def json(self, rows: int | None) -> dict:
         """One interval's object: every panel's rows (the first `rows` in its order), with the

@@ -103,6 +103,7 @@ class Screen:
                 self.typing = None
             elif key in ENTER_KEYS:
                 self.filter, self.typing = self.typing.strip(), None
+                self.top.filter = self.filter
             elif key in BACKSPACE_KEYS:
                 self.typing = self.typing[:-1]
             elif 32 <= key < 127:

@@ -9,8 +9,9 @@
     listeners    sock_diag (netkit.net.sockdiag): accept queue, backlog and drops per listener
 
 A source has `panel()` (the empty Panel: title, columns, sorts), `open(stack, selection)`
-(attach what it needs, its BPF objects entered on the ExitStack) and `read(seconds)` (the rows
-of the interval that just ended, and a note). To show another tool's counts, write a source
+(attach what it needs, its BPF objects entered on the ExitStack) and `read(seconds, text)` (the
+rows of the interval that just ended, and a note; `text` is the screen's filter, for a source
+that keeps only some of its rows). To show another tool's counts, write a source
 and put it in SOURCES (or in DROP_SOURCES: several sources can feed the drops panel, their rows
 side by side): the tool's own `_open` and map readers do the work, as TcpFlows does with
 tcptop's."""
@@ -83,7 +84,7 @@ class Interfaces:
         self.psutil = psutil
         self.last = psutil.net_io_counters(pernic=True)
 
-    def read(self, seconds: float) -> tuple[list[dict], str]:
+    def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:
         now = self.psutil.net_io_counters(pernic=True)
         rows = []
         for dev, c in sorted(now.items()):
@@ -115,15 +116,27 @@ class TcpFlows:
             Col("rx_bits_per_s", "RX bit/s", 9, si), Col("tx_bits_per_s", "TX bit/s", 9, si)],
             [("total", "bits_per_s"), ("rx", "rx_bits_per_s"), ("tx", "tx_bits_per_s")])
 
+    # Flows decoded per sort order: a connect storm that sends data makes thousands a second,
+    # of which a screen shows a few (all of them are decoded while a filter is set).
+    KEEP = 50
+
     def open(self, stack, selection: Selection) -> None:
         from netkit.tools import tcptop
         obj = stack.enter_context(tcptop._open(selection.pid, selection.name, selection.cgroup))
-        self.flows = tcptop.read_flows(obj)
+        self.table = tcptop.FlowTable(obj.map("flows"))
+        self.sorts = list(tcptop.Sort)
         self.json_of = tcptop.flow_json
 
-    def read(self, seconds: float) -> tuple[list[dict], str]:
+    def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:
+        changes = self.table.read()
+        if text:
+            kept = dict(self.table.ranked(changes))
+        else:
+            kept = {}
+            for sort in self.sorts:
+                kept.update(self.table.ranked(changes, sort, self.KEEP))
         rows = []
-        for flow, c in self.flows.read().items():
+        for flow, c in kept.items():
             rx, tx = c["rx_bytes"] * 8, c["tx_bytes"] * 8
             rows.append({**self.json_of(flow, c), "local": flow.local, "remote": flow.remote,
                          "rx_bits_per_s": per_second(rx, seconds),
@@ -152,7 +165,7 @@ class Processes:
         self.connects = soconnlat.histograms(stack.enter_context(soconnlat._open(*args))
                                              .map("hists"), per_process=True)
 
-    def read(self, seconds: float) -> tuple[list[dict], str]:
+    def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:
         from netkit.engine.hist import Log2Hist
         procs: dict[int, dict] = {}
 
@@ -235,7 +248,7 @@ class SnmpDrops:
     def open(self, stack, selection: Selection) -> None:
         self.snmp = Snmp()
 
-    def read(self, seconds: float) -> list[dict]:
+    def read(self, seconds: float, text: str = "") -> list[dict]:
         changes = self.snmp.changes()
         return [{"kind": kind, "name": name, "count": changes[name],
                  "per_s": per_second(changes[name], seconds)}
@@ -261,8 +274,8 @@ class Drops:
             source.open(stack, selection)
         self.filtered = bool(selection.pid or selection.name or selection.cgroup)
 
-    def read(self, seconds: float) -> tuple[list[dict], str]:
-        rows = [row for source in self.sources for row in source.read(seconds)]
+    def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:
+        rows = [row for source in self.sources for row in source.read(seconds, text)]
         return rows, "system-wide (-p/-n/-c do not apply)" if self.filtered else "system-wide"
 
 
@@ -283,7 +296,7 @@ class Listeners:
         self.snmp = Snmp()
         self.drops_before: dict[int, int] = {}
 
-    def read(self, seconds: float) -> tuple[list[dict], str]:
+    def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:
         from netkit.net.sockdiag import listeners
         from netkit.render.fields import with_port
         now = time.monotonic()
