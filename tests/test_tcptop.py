@@ -4,7 +4,10 @@ send, which are not TCP bytes of a flow); every flow must show exactly its bytes
 sent, mirrored on the other end, in JSON and in the text blocks."""
 from __future__ import annotations
 
+import os
 import re
+import socket
+import time
 
 import pytest
 
@@ -12,6 +15,10 @@ from conftest import Traced, require_root_bpf
 from sockworkload import SocketWorkload, json_records
 
 pytestmark = pytest.mark.kernel
+
+# The workloads' command name, filtered on with -n: another run of these tests at the same time
+# (a mutation run) must not show up in this one's flows.
+COMM = f"nktop{os.getpid() % 10**9:x}"[:15]
 
 # bytes each way, by family: distinct everywhere, so that a swapped counter or family fails
 SIZES = {4: {"to_server": 150_001, "to_client": 71_203}, 6: {"to_server": 9_999,
@@ -64,7 +71,7 @@ def pair():
     """Two workloads named nktop, connected over IPv4 and IPv6; yields them and a function that
     runs the transfers (client to server first, then back) and closes the connections."""
     require_root_bpf("tcptop")
-    with SocketWorkload("nktop") as server, SocketWorkload("nktop") as client:
+    with SocketWorkload(COMM) as server, SocketWorkload(COMM) as client:
         ports = server.run(LISTEN)
         local_ports = client.run(CONNECT, ports=ports)
         server.run(ACCEPT)
@@ -94,14 +101,14 @@ def expected_flows(server, client, ports, local_ports) -> dict[tuple, tuple[int,
 
 def test_bytes_per_flow_are_exact_both_ways(pair):
     server, client, ports, local_ports, transfer = pair
-    tool = Traced(["tcptop", "-n", "nktop", "--json", "0.2"])
+    tool = Traced(["tcptop", "-n", COMM, "--json", "0.2"])
     transfer()
     out, err = tool.finish()
     assert tool.proc.returncode == 0, err
     got = json_records(out)
     summed: dict[tuple, list[int]] = {}
     for r in got["flow"]:
-        assert r["comm"] == "nktop"
+        assert r["comm"] == COMM
         key = (r["pid"], int(r["family"][-1]), r["laddr"], r["lport"], r["raddr"], r["rport"])
         sums = summed.setdefault(key, [0, 0])
         sums[0] += r["rx_bytes"]
@@ -115,8 +122,8 @@ def test_bytes_per_flow_are_exact_both_ways(pair):
 
 def test_text_blocks_sort_rows_and_family(pair):
     server, client, ports, local_ports, transfer = pair
-    by_sent = Traced(["tcptop", "-n", "nktop", "--no-color", "-s", "sent", "2", "1"])
-    by_received_v6 = Traced(["tcptop", "-n", "nktop", "--no-color", "-S", "-6", "-s",
+    by_sent = Traced(["tcptop", "-n", COMM, "--no-color", "-s", "sent", "2", "1"])
+    by_received_v6 = Traced(["tcptop", "-n", COMM, "--no-color", "-S", "-6", "-s",
                              "received", "-r", "1", "2", "1"])
     transfer()
     text, err = by_sent.wait()
@@ -135,7 +142,7 @@ def test_text_blocks_sort_rows_and_family(pair):
     def as_row(key, value) -> tuple:
         pid, family, laddr, lport, raddr, rport = key
         fmt = "{}:{}" if family == 4 else "[{}]:{}"
-        return (str(pid), "nktop", fmt.format(laddr, lport), fmt.format(raddr, rport),
+        return (str(pid), COMM, fmt.format(laddr, lport), fmt.format(raddr, rport),
                 str(value[0] // 1024), str(value[1] // 1024))
 
     lines = text.splitlines()
@@ -153,3 +160,33 @@ def test_text_blocks_sort_rows_and_family(pair):
     top6 = max(((k, v) for k, v in expected.items() if k[1] == 6), key=lambda kv: kv[1][0])
     assert block(lines6, ["PID", "COMM", "LADDR6", "RADDR6", "RX_KB", "TX_KB"]) == \
         [as_row(*top6)]
+
+
+def test_closed_flows_leave_the_map_and_their_bytes_stay_counted():
+    """A flow is kept while its socket is open (its next bytes are changes of the same entry)
+    and leaves the kernel's map once closed, though its process lives on: the map holds the
+    open flows, not every flow since the start."""
+    from netkit.tools import tcptop
+    require_root_bpf("tcptop")
+    with tcptop._open(os.getpid(), None, None) as obj:
+        table = tcptop.FlowTable(obj.map("flows"))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        client.sendall(b"a" * 3001)
+        server.recv(3001, socket.MSG_WAITALL)
+        first = table.read()
+        client.sendall(b"b" * 17)
+        server.recv(17, socket.MSG_WAITALL)
+        second = table.read()
+        assert sorted(c[:2] for c in first.values()) == [(0, 3001), (3001, 0)]
+        assert sorted(c[:2] for c in second.values()) == [(0, 17), (17, 0)]
+        assert first.keys() == second.keys()
+        for s in (client, server, listener):
+            s.close()
+        time.sleep(tcptop.CLOSED_GRACE_NS / 1e9 + 0.1)
+        assert table.read() == {}
+        assert sum(len(keys) for keys, _ in table.raw.read()) == 0
+        assert (table.flows, table.rx_bytes, table.tx_bytes) == (2, 3018, 3018)

@@ -7,10 +7,11 @@ the storm is first in the processes panel, `s` (sort by failed) puts the refused
 `/` filters by name and by port, and `q` ends netkit top with status 0 and the terminal as it
 was (no alternate screen, canonical mode and echo back).
 
-In batch and JSON modes, a workload of known connects, refusals, sockets and bytes shows the
-same totals in both."""
+In batch and JSON modes, a workload of known connects, refusals, sockets and bytes, and a
+listener with connections waiting, shows the same figures in both."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -24,6 +25,12 @@ from conftest import NETKIT, Traced, require_or_skip, require_root_bpf
 from sockworkload import SocketWorkload, json_records
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns]
+
+# Command names the screen shows, unique to this run (another run at the same time, a mutation
+# run, must not be taken for this one's processes).
+_TAG = f"{os.getpid() % 4096:03x}"
+NKBULKRX, NKBULKTX, NKSTORM, NKREFUSED, NKWORK = (f"{n}{_TAG}" for n in (
+    "nkbulkrx", "nkbulktx", "nkstorm", "nkrefused", "nkwork"))
 
 RATE_BPS = 20_000_000                  # the tbf's rate on the sender's side of the link
 TITLES = ("Interfaces", "TCP flows", "Processes", "Retransmits and drops", "Listeners")
@@ -160,13 +167,13 @@ def test_the_screen_live(bed):
     procs = []
     tmux = Tmux(f"{NETKIT} top; echo EXIT=$?; stty -a; sleep 60")
     try:
-        receiver = named("nkbulkrx", RECEIVER, target_addr, ns_prefix=in_ns(target),
+        receiver = named(NKBULKRX, RECEIVER, target_addr, ns_prefix=in_ns(target),
                          stdout=subprocess.PIPE, text=True)
         procs.append(receiver)
         assert receiver.stdout.readline().strip() == "ready"
-        procs.append(named("nkbulktx", SENDER, target_addr, 12, ns_prefix=in_ns(host)))
-        procs.append(named("nkstorm", STORM, 12))
-        procs.append(named("nkrefused", REFUSED, 12))
+        procs.append(named(NKBULKTX, SENDER, target_addr, 12, ns_prefix=in_ns(host)))
+        procs.append(named(NKSTORM, STORM, 12))
+        procs.append(named(NKREFUSED, REFUSED, 12))
         reports: list[tuple[float, int]] = []
 
         def read_reports(until: float) -> None:
@@ -176,7 +183,7 @@ def test_the_screen_live(bed):
                 reports.append((float(when), int(got)))
 
         read_reports(time.monotonic() + 3.5)          # the transfer settles at the tbf's rate
-        screen = tmux.wait_for(lambda s: "nkbulkrx" in s and "nkstorm" in s)
+        screen = tmux.wait_for(lambda s: NKBULKRX in s and NKSTORM in s)
         read_reports(time.monotonic() + 0.5)
         # The receiver's own rate over the last second and a half.
         (t0, b0), (t1, b1) = next(r for r in reports if r[0] >= reports[-1][0] - 1.5), reports[-1]
@@ -185,37 +192,36 @@ def test_the_screen_live(bed):
         flows = {row[1]: row for row in shown["TCP flows"]["rows"]}
         assert shown["TCP flows"]["header"] == ["PID", "COMM", "LOCAL", "REMOTE", "RX", "bit/s",
                                                 "TX", "bit/s"], screen
-        rx = si_value(flows["nkbulkrx"][4])
-        tx = si_value(flows["nkbulktx"][5])
+        rx = si_value(flows[NKBULKRX][4])
+        tx = si_value(flows[NKBULKTX][5])
         assert abs(rx - truth) <= 0.1 * truth, (rx, truth, screen)
         assert abs(tx - truth) <= 0.1 * truth, (tx, truth, screen)
         assert truth < RATE_BPS                        # the tbf held it (payload < wire rate)
         processes = shown["Processes"]
         assert processes["sort"] == "connects"
-        assert processes["rows"][0][1] == "nkstorm", screen
+        assert processes["rows"][0][1] == NKSTORM, screen
         order = [row[1] for row in processes["rows"]]
-        assert order.index("nkstorm") < order.index("nkrefused")
+        assert order.index(NKSTORM) < order.index(NKREFUSED)
 
         # 3 focuses the processes panel; s sorts it by failed connects.
         tmux.keys("3", "s")
         screen = tmux.wait_for(lambda s: panels(s).get("Processes", {}).get("sort") == "failed")
         rows = panels(screen)["Processes"]["rows"]
-        assert rows[0][1] == "nkrefused", screen
+        assert rows[0][1] == NKREFUSED, screen
         assert int(rows[0][3]) > 0
 
         # / filters by name, then by port (the bulk transfer's).
-        tmux.keys("/", "nkstorm", "Enter")
-        screen = tmux.wait_for(lambda s: "filter: nkstorm" in s)
+        tmux.keys("/", NKSTORM, "Enter")
+        screen = tmux.wait_for(lambda s: f"filter: {NKSTORM}" in s)
         shown = panels(screen)
-        assert [row[1] for row in shown["Processes"]["rows"]] == ["nkstorm"], screen
-        assert "nkbulkrx" not in screen and "nkrefused" not in screen
-        tmux.keys("/", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace",
-                  "5001", "Enter")
+        assert [row[1] for row in shown["Processes"]["rows"]] == [NKSTORM], screen
+        assert NKBULKRX not in screen and NKREFUSED not in screen
+        tmux.keys("/", *["BSpace"] * len(NKSTORM), "5001", "Enter")
         screen = tmux.wait_for(lambda s: "filter: 5001" in s)
         shown = panels(screen)
-        assert sorted(row[1] for row in shown["TCP flows"]["rows"]) == ["nkbulkrx", "nkbulktx"]
+        assert sorted(row[1] for row in shown["TCP flows"]["rows"]) == [NKBULKRX, NKBULKTX]
         assert [row[2] for row in shown["Listeners"]["rows"]] == []   # its listener is in the
-        assert "nkstorm" not in screen                                 # target namespace
+        assert NKSTORM not in screen                                 # target namespace
 
         assert tmux.alternate_on()
         tmux.keys("q")
@@ -263,17 +269,22 @@ while got < size:
     got += len(keep[1].recv(65536))
 for s in keep + [l]:
     s.close()
+# A listener with connections waiting to be accepted, kept until the end of the test.
+waiting = socket.socket(); waiting.bind(("127.0.0.1", 0)); waiting.listen(backlog)
+pending = [socket.create_connection(waiting.getsockname()) for _ in range(queued)]
+result = waiting.getsockname()[1]
 """
-OK, REFUSED_N, SIZE = 5, 3, 123_457
-SOCKETS = 1 + OK + REFUSED_N + 1           # the listener, the connects, the probe
+OK, REFUSED_N, SIZE, BACKLOG, QUEUED = 5, 3, 123_457, 7, 3
+SOCKETS = 1 + OK + REFUSED_N + 1 + 1 + QUEUED     # listeners, connects, the probe
 
 
 def test_batch_and_json_give_the_same_figures():
     require_root_bpf("tcptop")
-    with SocketWorkload("nkwork") as w:
-        as_json = Traced(["top", "-n", "nkwork", "--json", "-i", "0.5"])
-        as_text = Traced(["top", "-n", "nkwork", "--batch", "-i", "0.5", "-r", "50"])
-        w.run(WORK, ok=OK, refused=REFUSED_N, size=SIZE)
+    with SocketWorkload(NKWORK) as w:
+        as_json = Traced(["top", "-n", NKWORK, "--json", "-i", "0.5"])
+        as_text = Traced(["top", "-n", NKWORK, "--batch", "-i", "0.5", "-r", "50"])
+        waiting_port = w.run(WORK, ok=OK, refused=REFUSED_N, size=SIZE, backlog=BACKLOG,
+                             queued=QUEUED)
         time.sleep(1.2)
         out, err = as_json.finish()
         text, terr = as_text.finish()
@@ -281,8 +292,8 @@ def test_batch_and_json_give_the_same_figures():
     intervals = json_records(out)["top"]
     assert {"interfaces", "tcp", "processes", "drops", "listeners"} <= set(intervals[0])
     procs = [p for i in intervals for p in i["processes"]]
-    assert {p["comm"] for p in procs} == {"nkwork"}
-    assert sum(p["connects"] for p in procs) == OK + REFUSED_N
+    assert {p["comm"] for p in procs} == {NKWORK}
+    assert sum(p["connects"] for p in procs) == OK + REFUSED_N + QUEUED
     assert sum(p["failed"] for p in procs) == REFUSED_N
     assert sum(p["sockets"] for p in procs) == SOCKETS
     flows = [f for i in intervals for f in i["tcp"]]
@@ -291,6 +302,10 @@ def test_batch_and_json_give_the_same_figures():
         for f in i["tcp"]:
             assert f["tx_bits_per_s"] == pytest.approx(f["tx_bytes"] * 8 / i["interval_s"],
                                                        rel=0.01)
+    listeners = [r for r in intervals[-1]["listeners"] if r["port"] == waiting_port]
+    assert [(r["pid"], r["comm"], r["queue"], r["backlog"]) for r in listeners] == \
+        [(w.pid, NKWORK, QUEUED, BACKLOG)]
+    assert {r["comm"] for r in intervals[-1]["listeners"]} == {NKWORK}      # -n applies
     # The same in text: FAILED and SOCKETS are counts, CONN/s a rate over interval's length.
     failed = sockets = 0
     connects = 0.0
@@ -298,12 +313,15 @@ def test_batch_and_json_give_the_same_figures():
         seconds = float(re.search(r"interval ([\d.]+) s", snapshot).group(1))
         rows = panels_of_text(snapshot)["Processes"]
         for row in rows:
-            assert row[1] == "nkwork"
+            assert row[1] == NKWORK
             connects += si_value(row[2]) * seconds
             failed += int(row[3])
             sockets += int(row[6])
     assert (failed, sockets) == (REFUSED_N, SOCKETS)
-    assert connects == pytest.approx(OK + REFUSED_N, abs=0.2)
+    last = panels_of_text(text.split("netkit top - ")[-1])["Listeners"]
+    assert [row[:2] + row[3:5] for row in last] == \
+        [[str(w.pid), NKWORK, str(QUEUED), str(BACKLOG)]]
+    assert connects == pytest.approx(OK + REFUSED_N + QUEUED, abs=0.2)
 
 
 def panels_of_text(snapshot: str) -> dict[str, list[list[str]]]:

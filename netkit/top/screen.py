@@ -135,17 +135,19 @@ class Screen:
     # -- drawing ------------------------------------------------------------------------------
     def heights(self, rows: list[int], available: int) -> list[int]:
         """Lines per panel (title and header included): each gets what it needs when all fit;
-        else 3 each (title, header, one row) and the rest to the focused panel first, then to
-        the others in order. On a very small screen only the focused panel is shown."""
+        else each gets what it needs up to an even share (at least 3: title, header, one row),
+        and the lines left go to the focused panel first, then to the others in order. On a
+        very small screen only the focused panel is shown."""
         want = [2 + max(1, n) for n in rows]
         if sum(want) <= available:
             return want
         if available < 3 * len(rows):
             return [available if i == self.focus else 0 for i in range(len(rows))]
-        got = [3] * len(rows)
+        share = max(3, available // len(rows))
+        got = [min(w, share) for w in want]
         left = available - sum(got)
         for i in [self.focus] + [i for i in range(len(rows)) if i != self.focus]:
-            extra = min(left, want[i] - got[i])
+            extra = max(0, min(left, want[i] - got[i]))
             got[i] += extra
             left -= extra
         return got
