@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -84,6 +85,11 @@ while time.monotonic() < end:
 """
 
 
+# netkit top on the terminal, then its exit status and the terminal's settings. The shell traps
+# Ctrl-C (a handler, not SIG_IGN, so netkit gets the default) so that it lives on to say them.
+SCREEN_THEN_TERMINAL = f"trap true INT; {NETKIT} top; echo EXIT=$?; stty -a; sleep 60"
+
+
 def named(comm: str, code: str, *args, ns_prefix: list[str] = (), **kw) -> subprocess.Popen:
     return subprocess.Popen([*ns_prefix, sys.executable, "-c", NAMED, comm, code, *map(str, args)],
                             stderr=subprocess.DEVNULL, **kw)
@@ -120,6 +126,15 @@ class Tmux:
             if test(text) or time.monotonic() > deadline:
                 return text
             time.sleep(0.1)
+
+    def assert_restored(self) -> None:
+        """netkit top has ended with status 0 and left the terminal as it found it: the
+        alternate screen off, canonical input and echo on (SCREEN_THEN_TERMINAL prints both)."""
+        screen = self.wait_for(lambda s: "EXIT=" in s, timeout=15)
+        assert "EXIT=0" in screen, screen
+        assert not self.alternate_on()
+        settings = screen.split("EXIT=0", 1)[1].split()
+        assert "icanon" in settings and "echo" in settings, screen
 
     def close(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
@@ -165,7 +180,7 @@ def test_the_screen_live(bed):
                    f"{RATE_BPS}bit", "burst", "32kb", "latency", "100ms"])
     in_ns = lambda ns: ["ip", "netns", "exec", ns]           # noqa: E731
     procs = []
-    tmux = Tmux(f"{NETKIT} top; echo EXIT=$?; stty -a; sleep 60")
+    tmux = Tmux(SCREEN_THEN_TERMINAL)
     try:
         receiver = named(NKBULKRX, RECEIVER, target_addr, ns_prefix=in_ns(target),
                          stdout=subprocess.PIPE, text=True)
@@ -225,11 +240,7 @@ def test_the_screen_live(bed):
 
         assert tmux.alternate_on()
         tmux.keys("q")
-        screen = tmux.wait_for(lambda s: "EXIT=" in s)
-        assert "EXIT=0" in screen, screen
-        assert not tmux.alternate_on()
-        settings = screen.split("EXIT=0", 1)[1].split()
-        assert "icanon" in settings and "echo" in settings, screen
+        tmux.assert_restored()
     finally:
         tmux.close()
         for proc in procs:
@@ -238,17 +249,23 @@ def test_the_screen_live(bed):
         bed.run(host, ["tc", "qdisc", "del", "dev", "l0t", "root"], check=False)
 
 
-@pytest.mark.parametrize("signal_name", ["INT", "TERM"])
-def test_a_signal_restores_the_terminal(signal_name):
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
+def test_ctrl_c_and_sigterm_restore_the_terminal(how):
     require_root_bpf("tcptop")
-    tmux = Tmux(f"{NETKIT} top & pid=$!; sleep 2; kill -{signal_name} $pid; wait $pid; "
-                f"echo EXIT=$?; stty -a; sleep 60")
+    tmux = Tmux(SCREEN_THEN_TERMINAL)
     try:
-        screen = tmux.wait_for(lambda s: "EXIT=" in s, timeout=15)
-        assert "EXIT=0" in screen, screen
-        assert not tmux.alternate_on()
-        settings = screen.split("EXIT=0", 1)[1].split()
-        assert "icanon" in settings and "echo" in settings, screen
+        tmux.wait_for(lambda s: "every 1 s" in s)
+        assert tmux.alternate_on()
+        if how == "Ctrl-C":
+            tmux.keys("C-c")
+        else:
+            shell = int(subprocess.run(["tmux", "display-message", "-p", "-t", tmux.name,
+                                        "#{pane_pid}"], capture_output=True, text=True).stdout)
+            top = subprocess.run(["pgrep", "-P", str(shell)], capture_output=True,
+                                 text=True).stdout.split()
+            assert len(top) == 1, top
+            os.kill(int(top[0]), signal.SIGTERM)
+        tmux.assert_restored()
     finally:
         tmux.close()
 
