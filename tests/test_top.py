@@ -256,6 +256,12 @@ def test_ctrl_c_and_sigterm_restore_the_terminal(how):
     try:
         tmux.wait_for(lambda s: "every 1 s" in s)
         assert tmux.alternate_on()
+        # A resize redraws at the new size: the status line is the last of 25, nothing wider.
+        subprocess.run(["tmux", "resize-window", "-t", tmux.name, "-x", "90", "-y", "25"],
+                       check=True)
+        lines = tmux.wait_for(lambda s: "every 1 s" in "".join(s.splitlines()[24:25])
+                              ).splitlines()
+        assert "every 1 s" in lines[24] and max(len(line) for line in lines) <= 90, lines
         if how == "Ctrl-C":
             tmux.keys("C-c")
         else:
