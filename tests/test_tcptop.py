@@ -190,3 +190,23 @@ def test_closed_flows_leave_the_map_and_their_bytes_stay_counted():
         assert table.read() == {}
         assert sum(len(keys) for keys, _ in table.raw.read()) == 0
         assert (table.flows, table.rx_bytes, table.tx_bytes) == (2, 3018, 3018)
+        # A reply read after the reader's socket has closed (it shut down its side, the peer
+        # answered and closed: its TIME_WAIT is a CLOSE) is counted all the same, as a flow
+        # of local port 0: the kernel has taken the port back by then (the man page says so).
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        client.sendall(b"q" * 11)
+        client.shutdown(socket.SHUT_WR)
+        assert server.recv(11, socket.MSG_WAITALL) == b"q" * 11
+        server.sendall(b"r" * 29)
+        server.close()
+        time.sleep(0.1)
+        assert client.recv(29, socket.MSG_WAITALL) == b"r" * 29
+        for s in (client, listener):
+            s.close()
+        by_bytes = {tuple(c[:2]): table.flow(k, c[2]) for k, c in table.read().items()}
+        assert sorted(by_bytes) == [(0, 11), (11, 29), (29, 0)]
+        assert by_bytes[29, 0].lport == 0 and by_bytes[0, 11].lport != 0

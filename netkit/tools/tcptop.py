@@ -47,7 +47,9 @@ MAN = ManPage(
         "PID and COMM are the process that made the call: two processes sharing a socket "
         "(a forked server) show as two flows. A flow's counters live in a kernel hash map of "
         "16384 flows; a closed flow leaves it after its last interval is shown. When the map "
-        "is full, new flows are not counted, and tcptop says how many were missed.\n\n"
+        "is full, new flows are not counted, and tcptop says how many were missed. Bytes read after the socket has closed (a reply read after "
+        "shutdown(2), once the peer has closed too) are counted under local port 0: the "
+        "kernel has released the port by then.\n\n"
         "-p, -n and -c select processes in the kernel; -4 and -6 keep one address family "
         "(the socket's: an IPv4-mapped address on an IPv6 socket is IPv6)."),
     examples=[
