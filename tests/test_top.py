@@ -366,3 +366,13 @@ def test_bad_input_is_one_line():
     from conftest import assert_one_line_error, run_netkit
     assert_one_line_error(run_netkit("top", "-i", "0"), "top", 2)
     assert_one_line_error(run_netkit("top", "-r", "0"), "top", 2)
+
+
+def test_a_terminal_curses_cannot_drive_is_one_line():
+    require_root_bpf("tcptop")
+    result = subprocess.run(["script", "-qec", f"TERM=nosuchterm {NETKIT} top", "/dev/null"],
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+    assert lines == ["netkit top: cannot draw on this terminal (TERM=nosuchterm): setupterm: "
+                     "could not find terminal; --batch prints plain snapshots"], lines

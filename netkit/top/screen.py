@@ -13,6 +13,7 @@ name or port (Enter applies, Esc cancels, an empty filter clears it), p pause, h
 from __future__ import annotations
 
 import curses
+import os
 import time
 
 from netkit.top import Top
@@ -50,7 +51,12 @@ class Screen:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
-        stdscr = curses.initscr()
+        try:
+            stdscr = curses.initscr()
+        except curses.error as exc:
+            from netkit.engine.errors import NetkitError
+            raise NetkitError(f"cannot draw on this terminal (TERM={os.environ.get('TERM', '')}"
+                              f"): {exc}; --batch prints plain snapshots") from None
         try:
             curses.noecho()
             curses.cbreak()
