@@ -11,6 +11,7 @@ In batch and JSON modes, a workload of known connects, refusals, sockets and byt
 listener with connections waiting, shows the same figures in both."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -22,7 +23,7 @@ import uuid
 
 import pytest
 
-from conftest import NETKIT, Traced, require_or_skip, require_root_bpf
+from conftest import NETKIT, Traced, require_or_skip, require_root_bpf, run_netkit
 from sockworkload import SocketWorkload, json_records
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns]
@@ -363,7 +364,7 @@ def panels_of_text(snapshot: str) -> dict[str, list[list[str]]]:
 
 
 def test_bad_input_is_one_line():
-    from conftest import assert_one_line_error, run_netkit
+    from conftest import assert_one_line_error
     assert_one_line_error(run_netkit("top", "-i", "0"), "top", 2)
     assert_one_line_error(run_netkit("top", "-r", "0"), "top", 2)
 
@@ -376,3 +377,28 @@ def test_a_terminal_curses_cannot_drive_is_one_line():
     assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
     assert lines == ["netkit top: cannot draw on this terminal (TERM=nosuchterm): setupterm: "
                      "could not find terminal; --batch prints plain snapshots"], lines
+
+
+def test_cgroup_selects_listeners_by_their_owner():
+    """-c selects processes in the kernel for the BPF panels, and by the owner's cgroup for
+    listeners (read from sock_diag, no BPF): a listener of a process inside the cgroup shows,
+    one of a process outside does not."""
+    from netkit.engine.bpfobject import CGROUP_ROOTS
+    require_root_bpf("tcptop")
+    root = next(r for r in CGROUP_ROOTS if (r / "cgroup.controllers").exists())
+    group = root / f"nktop-test-{os.getpid()}"
+    group.mkdir()
+    listen = ('l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(3); '
+              'result = l.getsockname()[1]')
+    try:
+        with SocketWorkload("nkinside") as inside, SocketWorkload("nkoutside") as outside:
+            (group / "cgroup.procs").write_text(str(inside.pid))
+            ports = [w.run(listen) for w in (inside, outside)]
+            result = run_netkit("top", "--json", "-c", group.name, "-i", "0.3", "-d", "0.7")
+            assert result.returncode == 0, result.stderr
+            shown = {(r["port"], r["pid"], r["comm"]) for line in result.stdout.splitlines()
+                     for r in json.loads(line)["listeners"]}
+            assert shown == {(ports[0], inside.pid, "nkinside")}
+            assert ports[1] != ports[0]
+    finally:
+        group.rmdir()

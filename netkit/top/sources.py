@@ -18,7 +18,6 @@ tcptop's."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +42,28 @@ class Selection:
             if self.name and Path(f"/proc/{pid}/comm").read_text().strip() != self.name[:15]:
                 return False
             if self.cgroup:
-                line = Path(f"/proc/{pid}/cgroup").read_text().splitlines()[0]
-                wanted = "/" + os.path.relpath(Path("/sys/fs/cgroup", self.cgroup.lstrip("/")),
-                                               "/sys/fs/cgroup").removeprefix(".")
-                own = line.split("::", 1)[-1]
-                if not (own == wanted.rstrip("/") or own.startswith(wanted.rstrip("/") + "/")
-                        or wanted == "/"):
+                wanted = self._cgroup_dir()
+                own = _cgroup_dir_of(pid, wanted)
+                if own is None or not (own == wanted or own.is_relative_to(wanted)):
                     return False
-        except (OSError, IndexError):
+        except OSError:
             return False
         return True
+
+    def _cgroup_dir(self) -> Path:
+        from netkit.engine.bpfobject import Filters
+        return Filters(cgroup=self.cgroup).cgroup_path()
+
+
+def _cgroup_dir_of(pid: int, wanted: Path) -> Path | None:
+    """The cgroup v2 directory of process `pid`, under the mount `wanted` is in."""
+    from netkit.engine.bpfobject import CGROUP_ROOTS
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            root = next((r for r in CGROUP_ROOTS if wanted == r or wanted.is_relative_to(r)),
+                        CGROUP_ROOTS[-1])
+            return root / line[3:].lstrip("/")
+    return None
 
 
 def per_second(n: float, seconds: float) -> float:
