@@ -402,3 +402,58 @@ def test_cgroup_selects_listeners_by_their_owner():
             assert ports[1] != ports[0]
     finally:
         group.rmdir()
+
+
+DROPS_AND_RETRANSMITS = """
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(7):
+    u.sendto(b"d" * 20, ("127.0.0.1", 9))        # no socket: dropped (NO_SOCKET)
+t = socket.socket()
+t.settimeout(1.5)                               # after the first retransmit (1 s), before a second
+try:
+    t.connect(("127.0.0.1", 19))                # its SYNs are dropped on input
+except OSError:
+    pass
+"""
+
+
+def test_drops_by_reason_and_retransmits_in_a_namespace_of_their_own():
+    """In a namespace that carries nothing else: 7 UDP datagrams to a port with no socket are
+    7 drops NO_SOCKET (UDP), and a connect whose SYNs nftables drops on input, given up after
+    1.5 s, is one SYN retransmitted, as the namespace's RetransSegs says."""
+    require_root_bpf("skbdrop")
+    ns = f"nktop-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], check=True, text=True,
+                       input="table inet nktop {\n chain in {\n  type filter hook input "
+                             "priority 0;\n  tcp dport 19 drop\n }\n}\n")
+        top = subprocess.Popen(["ip", "netns", "exec", ns, str(NETKIT), "top", "--json", "-i",
+                                "0.5", "-d", "2.6"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        from conftest import read_until
+        assert read_until(top, top.stderr, "Tracing", 15)[0]
+        work = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                 DROPS_AND_RETRANSMITS])
+        out, err = top.communicate(timeout=30)
+        work.kill()
+        work.wait()
+        assert top.returncode == 0, err
+        rows = [r for line in out.splitlines() for r in json.loads(line)["drops"]]
+        drops = {}
+        for r in rows:
+            if r["kind"] == "drop":
+                drops[r["reason"], r["protocol"]] = drops.get((r["reason"], r["protocol"]), 0) \
+                    + r["count"]
+        assert drops.get(("NO_SOCKET", "UDP")) == 7, rows
+        retransmits = [r for r in rows if r["kind"] == "retransmit"]
+        snmp = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+        tcp = [line.split() for line in snmp if line.startswith("Tcp:")]
+        retrans_segs = int(tcp[1][tcp[0].index("RetransSegs")])     # a new namespace: from 0
+        assert [(r["rport"], r["count"]) for r in retransmits] == [(19, 1)], retransmits
+        assert retrans_segs == 1
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -31,10 +31,11 @@ MAN = ManPage(
         "interval, connect latency p50 and p99 (netkit soconnlat's in-kernel log2 histograms: "
         "the upper end of the bucket that holds the percentile), socket() calls, and bytes "
         "through its sockets of any family as bit rates (netkit sockstat's counters).\n\n"
-        "4 Retransmits and drops: the kernel's SNMP counters of TCP retransmissions (segments "
-        "retransmitted, SYN retransmits, fast and timeout retransmits, loss probes) and of "
-        "drops (listen overflows, backlog and receive-queue drops, IP discards, UDP buffer "
-        "errors...) that moved in the interval, system-wide.\n\n"
+        "4 Retransmits and drops: in the interval, the segments TCP retransmitted per flow "
+        "(netkit tcpretrans's in-kernel counts: tcp:tcp_retransmit_skb, SYN-ACKs as kind "
+        "synack), and the packets the kernel dropped in netkit's network namespace by drop "
+        "reason and protocol (netkit skbdrop's counts: skb:kfree_skb; NOT_SPECIFIED frees are "
+        "left out, see netkit-skbdrop(8)).\n\n"
         "5 Listeners: every TCP listening socket of netkit's network namespace with its "
         "process, accept queue (connections established and waiting for accept()), backlog, "
         "drops in the interval and in all (sk_drops: accept-queue overflows and the SYNs the "
@@ -46,16 +47,18 @@ MAN = ManPage(
         "name (a part of it, any case) or, for a number, by a local or remote port; p pauses "
         "the display (counting goes on); h or ? shows the keys. No mouse is needed. The "
         "screen redraws on resize, and the terminal is restored on q, Ctrl-C and SIGTERM.\n\n"
-        "-p, -n and -c select processes in the kernel for the TCP flows and processes panels, "
-        "and by the owner for listeners; interfaces, retransmits and drops are the system's "
-        "and do not follow them.\n\n"
+        "-p, -n and -c select processes in the kernel for the TCP flows, processes and "
+        "retransmits, and by the owner for listeners; interfaces and drops belong to the "
+        "network namespace, not to a process, and do not follow them.\n\n"
         "When standard output is not a terminal, or with --batch, netkit top prints one plain "
         "snapshot per interval, every panel as a table of at most -r rows (as top -b does); "
-        "with --json, one NDJSON object per interval with every panel. -d ends the run.\n\n"
-        "Cost: the counting is done in the kernel by the programs of tcptop, sockstat and "
-        "soconnlat; netkit top reads their maps once per interval (bench/top_cost.py measures "
-        "its own CPU during a loopback connect storm: 0.3% of a core at 10,000 connections/s, about "
-        "5% when every connection also moves data and so is a flow to read)."),
+        "with --json, one NDJSON object per interval with every panel. -d ends the run, on the "
+        "screen too.\n\n"
+        "Cost: the counting is done in the kernel by the programs of tcptop, sockstat, "
+        "soconnlat, tcpretrans and skbdrop; netkit top reads their maps once per interval "
+        "(bench/top_cost.py measures its own CPU during a loopback connect storm: under 1% of "
+        "a core at 10,000 connections/s, about 5% when every connection also moves data and "
+        "so is a flow to read)."),
     examples=[
         ("netkit top", "the live screen, refreshed every second"),
         ("netkit top -i 2 -n nginx", "every 2 s, nginx processes only"),
@@ -73,11 +76,13 @@ MAN = ManPage(
         "tx_bytes, local, remote, rx_bits_per_s, tx_bits_per_s, bits_per_s), processes (pid, "
         "comm, connects, failed, sockets, rx_bytes, tx_bytes, connects_per_s, p50_us, p99_us "
         "(null without connects), rx_bits_per_s, tx_bits_per_s, bits_per_s), drops (kind: "
-        "\"retransmit\" or \"drop\", name: the SNMP counter as nstat names it, count, per_s), "
+        "\"retransmit\", \"synack\" or \"drop\", name, count, per_s; retransmits also pid, "
+        "comm, family, laddr, lport, raddr, rport; drops reason and protocol), "
         "listeners (pid, comm, family, address, port, local, queue, backlog, fill (queue / "
         "backlog), drops, drops_total). Rows are in each panel's default order, at most -r "
         "per panel."),
-    see_also=["netkit-tcptop(8)", "netkit-sockstat(8)", "netkit-soconnlat(8)", "top(1)",
+    see_also=["netkit-tcptop(8)", "netkit-sockstat(8)", "netkit-soconnlat(8)",
+              "netkit-tcpretrans(8)", "netkit-skbdrop(8)", "top(1)",
               "ss(8)", "nstat(8)"],
 )
 
@@ -117,7 +122,7 @@ def command(
             return
         if live:
             from netkit.top.screen import Screen
-            Screen(top, interval).run()
+            Screen(top, interval, duration).run()
             return
         snapshots(out, top, interval, rows, duration)
 

@@ -38,9 +38,10 @@ ESC, TAB, ENTER_KEYS, BACKSPACE_KEYS = 27, 9, (10, 13, curses.KEY_ENTER), (8, 12
 
 
 class Screen:
-    def __init__(self, top: Top, interval: float):
+    def __init__(self, top: Top, interval: float, duration: float | None = None):
         self.top = top
         self.interval = interval
+        self.duration = duration
         self.focus = 1                      # the TCP flows panel
         self.filter = ""
         self.typing: str | None = None      # the filter being typed after `/`
@@ -81,9 +82,12 @@ class Screen:
     def _loop(self, stdscr) -> None:
         last = time.monotonic()
         deadline = last + self.interval
+        end = last + self.duration if self.duration is not None else float("inf")
         self.draw(stdscr)
         while True:
-            wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if time.monotonic() >= end:
+                return
+            wait_ms = max(0, int((min(deadline, end) - time.monotonic()) * 1000))
             stdscr.timeout(wait_ms)
             key = stdscr.getch()
             if key != -1:

@@ -4,20 +4,19 @@
     tcp          tcptop's BPF object: bytes per flow
     processes    sockstat's object (socket() calls, bytes) and soconnlat's (connects, their
                  results and log2 latency histograms), per process
-    drops        the kernel's SNMP counters (/proc/net/snmp, netstat, snmp6): retransmits and
-                 drops by counter, system-wide
+    drops        tcpretrans's object (segments retransmitted per flow) and skbdrop's (packets
+                 dropped by the kernel's reason and protocol, netkit's network namespace)
     listeners    sock_diag (netkit.net.sockdiag): accept queue, backlog and drops per listener
 
 A source has `panel()` (the empty Panel: title, columns, sorts), `open(stack, selection)`
 (attach what it needs, its BPF objects entered on the ExitStack) and `read(seconds, text)` (the
 rows of the interval that just ended, and a note; `text` is the screen's filter, for a source
 that keeps only some of its rows). To show another tool's counts, write a source
-and put it in SOURCES (or in DROP_SOURCES: several sources can feed the drops panel, their rows
-side by side): the tool's own `_open` and map readers do the work, as TcpFlows does with
-tcptop's."""
+and put it in SOURCES (or in DROP_SOURCES: several sources feed the drops panel, their rows side
+by side): the tool's own `_open` and map readers do the work, as TcpFlows does with tcptop's
+and DropReasons with skbdrop's."""
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,66 +207,51 @@ class Processes:
 
 
 # -- retransmits and drops ---------------------------------------------------------------------------
-class Snmp:
-    """The kernel's SNMP counters as nstat names them (TcpRetransSegs, TcpExtListenOverflows,
-    Ip6InDiscards...), and their change since the last read."""
-    FILES = ("/proc/net/snmp", "/proc/net/netstat")
-
-    def __init__(self):
-        self.last = self.values()
-
-    def values(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for path in self.FILES:
-            with contextlib.suppress(OSError):
-                lines = Path(path).read_text().splitlines()
-                for names, values in zip(lines[::2], lines[1::2]):
-                    prefix, *fields = names.split()
-                    found.update({prefix.rstrip(":") + f: int(v)
-                                  for f, v in zip(fields, values.split()[1:])})
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/net/snmp6").read_text().splitlines():
-                name, value = line.split()
-                found[name] = int(value)
-        return found
-
-    def changes(self) -> dict[str, int]:
-        now = self.values()
-        changed = {k: v - self.last.get(k, 0) for k, v in now.items() if v != self.last.get(k, 0)}
-        self.last = now
-        return changed
-
-
-RETRANSMITS = ["TcpRetransSegs", "TcpExtTCPSynRetrans", "TcpExtTCPFastRetrans",
-               "TcpExtTCPSlowStartRetrans", "TcpExtTCPLossProbes", "TcpExtTCPTimeouts",
-               "TcpExtTCPLostRetransmit", "TcpExtTCPRetransFail"]
-DROPS = ["TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPBacklogDrop",
-         "TcpExtTCPRcvQDrop", "TcpExtTCPZeroWindowDrop", "TcpExtTCPOFODrop",
-         "TcpExtTCPReqQFullDrop", "TcpExtPFMemallocDrop", "TcpExtTCPMinTTLDrop",
-         "TcpExtTCPDeferAcceptDrop", "TcpExtLockDroppedIcmps", "TcpInErrs", "TcpInCsumErrors",
-         "IpInDiscards", "IpOutDiscards", "IpInHdrErrors", "IpInAddrErrors", "IpOutNoRoutes",
-         "IpExtInNoRoutes", "UdpInErrors", "UdpRcvbufErrors", "UdpSndbufErrors",
-         "UdpInCsumErrors", "Ip6InDiscards", "Ip6OutDiscards", "Ip6InNoRoutes",
-         "Udp6InErrors", "Udp6RcvbufErrors", "Udp6SndbufErrors"]
-
-
-class SnmpDrops:
-    """Retransmits and drops from the SNMP counters, system-wide: the causes the kernel counts.
-    (skbdrop's per-reason counts from skb:kfree_skb and tcpretrans's per-flow retransmits are
-    the finer sources for this panel.)"""
+class TcpRetransmits:
+    """Segments retransmitted per TCP flow (tcpretrans's object, counting in the kernel)."""
 
     def open(self, stack, selection: Selection) -> None:
-        self.snmp = Snmp()
+        from netkit.tools import tcpretrans
+        obj = stack.enter_context(tcpretrans._open(selection.pid, selection.name,
+                                                   selection.cgroup, count=True))
+        self.counts = tcpretrans.flow_counts(obj, tcpretrans.kinds_of(obj))
+        self.text = tcpretrans.flow_text
 
     def read(self, seconds: float, text: str = "") -> list[dict]:
-        changes = self.snmp.changes()
-        return [{"kind": kind, "name": name, "count": changes[name],
-                 "per_s": per_second(changes[name], seconds)}
-                for kind, names in (("retransmit", RETRANSMITS), ("drop", DROPS))
-                for name in names if changes.get(name, 0) > 0]
+        from netkit.render.fields import with_port
+        rows = []
+        for flow, c in self.counts.read().items():
+            rows.append({**flow.fields(),
+                         "kind": "retransmit" if flow.kind == "retrans" else flow.kind,
+                         "name": f"{flow.comm} {with_port(flow.laddr, flow.lport)} > "
+                                 f"{with_port(flow.raddr, flow.rport)}",
+                         "count": c["segs"], "per_s": per_second(c["segs"], seconds)})
+        return rows
 
 
-DROP_SOURCES = [SnmpDrops]
+class DropReasons:
+    """Packets dropped in netkit's network namespace by the kernel's drop reason and protocol
+    (skbdrop's object: skb:kfree_skb). Drops belong to packets, most of them in softirq: the
+    process filters do not apply."""
+
+    def open(self, stack, selection: Selection) -> None:
+        from netkit.engine import netns
+        from netkit.engine.dropreasons import kernel_drop_reasons
+        from netkit.tools import skbdrop
+        obj = stack.enter_context(skbdrop.open_drops(None, None, None, netns.current()))
+        self.counts = skbdrop.DropCounts(obj, kernel_drop_reasons())
+
+    def read(self, seconds: float, text: str = "") -> list[dict]:
+        merged: dict[tuple[str, str], int] = {}
+        for drop, n in self.counts.read().items():
+            key = (drop.reason, drop.protocol)
+            merged[key] = merged.get(key, 0) + n
+        return [{"kind": "drop", "name": f"{reason} ({protocol})", "reason": reason,
+                 "protocol": protocol, "count": n, "per_s": per_second(n, seconds)}
+                for (reason, protocol), n in merged.items() if n]
+
+
+DROP_SOURCES = [TcpRetransmits, DropReasons]
 
 
 class Drops:
@@ -275,7 +259,7 @@ class Drops:
 
     def panel(self) -> Panel:
         return Panel("drops", "Retransmits and drops", [
-            Col("kind", "KIND", 10, str, "<"), Col("name", "COUNTER/REASON", 28, str, "<"),
+            Col("kind", "KIND", 10, str, "<"), Col("name", "FLOW / REASON", 52, str, "<"),
             Col("count", "COUNT", 9), Col("per_s", "/s", 9, si)],
             [("count", "count")], filterable=False)
 
@@ -287,7 +271,8 @@ class Drops:
 
     def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:
         rows = [row for source in self.sources for row in source.read(seconds, text)]
-        return rows, "system-wide (-p/-n/-c do not apply)" if self.filtered else "system-wide"
+        return rows, ("drops: all processes (-p/-n/-c select retransmits only)"
+                      if self.filtered else "")
 
 
 # -- listeners -----------------------------------------------------------------------------------
@@ -304,7 +289,8 @@ class Listeners:
         from netkit.net.sockdiag import SocketOwners
         self.selection = selection
         self.owners = SocketOwners()
-        self.snmp = Snmp()
+        from netkit.engine import snmp
+        self.snmp = snmp.Counters(names=LISTEN_COUNTERS)
         self.drops_before: dict[int, int] = {}
 
     def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:
@@ -327,10 +313,11 @@ class Listeners:
                                                                          listener.drops),
                          "drops_total": listener.drops})
         self.drops_before = drops_now
-        changes = self.snmp.changes()
+        changes = self.snmp.interval()
         note = (f"ListenOverflows +{changes.get('TcpExtListenOverflows', 0)}, ListenDrops "
                 f"+{changes.get('TcpExtListenDrops', 0)} (all listeners)")
         return rows, note
 
 
+LISTEN_COUNTERS = ("TcpExtListenOverflows", "TcpExtListenDrops")
 SOURCES = [Interfaces, TcpFlows, Processes, Drops, Listeners]
