@@ -162,6 +162,15 @@ def test_text_blocks_sort_rows_and_family(pair):
         [as_row(*top6)]
 
 
+def connected() -> tuple[socket.socket, socket.socket, socket.socket]:
+    """A loopback listener, and a connection to it from both ends (client, server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname())
+    return listener, client, listener.accept()[0]
+
+
 def test_closed_flows_leave_the_map_and_their_bytes_stay_counted():
     """A flow is kept while its socket is open (its next bytes are changes of the same entry)
     and leaves the kernel's map once closed, though its process lives on: the map holds the
@@ -170,11 +179,7 @@ def test_closed_flows_leave_the_map_and_their_bytes_stay_counted():
     require_root_bpf("tcptop")
     with tcptop._open(os.getpid(), None, None) as obj:
         table = tcptop.FlowTable(obj.map("flows"))
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
+        listener, client, server = connected()
         client.sendall(b"a" * 3001)
         server.recv(3001, socket.MSG_WAITALL)
         first = table.read()
@@ -193,11 +198,7 @@ def test_closed_flows_leave_the_map_and_their_bytes_stay_counted():
         # A reply read after the reader's socket has closed (it shut down its side, the peer
         # answered and closed: its TIME_WAIT is a CLOSE) is counted all the same, as a flow
         # of local port 0: the kernel has taken the port back by then (the man page says so).
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
+        listener, client, server = connected()
         client.sendall(b"q" * 11)
         client.shutdown(socket.SHUT_WR)
         assert server.recv(11, socket.MSG_WAITALL) == b"q" * 11
