@@ -1021,7 +1021,7 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
                                           "netsize, nettxlat, qdisclat, skbdrop, skblife, "
                                           "so1stbyte, socketio, socksize, sockstat, soconnlat, "
                                           "sofamily, soprotocol, sormem, tcpnagle, tcpretrans, "
-                                          "tcprtt, tcpsynbl)"),
+                                          "tcprtt, tcpsynbl, tcptop)"),
     (["sockstat", "netsize", "-p", "1", "--prometheus", "0"],
      "netsize counts packets, which belong to no process (-p, -n and -c select processes)"),
 ])

@@ -44,6 +44,8 @@ TOOLS = {
     "tcpretrans": ["tcpretrans", "-l"],
     "skbdrop": ["skbdrop", "-s"],
     "tcprtt": ["tcprtt", "1"],
+    "tcptop": ["tcptop", "-C"],
+    "top": ["top", "-i", "0.2"],
 }
 
 
@@ -218,6 +220,8 @@ OUTPUT_RUNS = {
     "socksize": ["socksize", "0.1", "2"],
     "so1stbyte": ["so1stbyte", "0.1", "2"],
     "sormem": ["sormem", "0.1", "2"],
+    "tcptop": ["tcptop", "0.1", "2"],
+    "top": ["top", "-i", "0.1", "-d", "0.35"],
 }
 
 

@@ -22,6 +22,13 @@ def test_log2_labels_follow_the_slot_definition():
     assert log2_label(20) == "[1M, 2M)"
 
 
+def test_quantiles_are_the_upper_end_of_the_bucket_that_holds_them():
+    hist = Log2Hist.of_values([1] * 50 + [100] * 49 + [5000])
+    assert [hist.quantile_high(q) for q in (0.5, 0.51, 0.99, 0.995, 1.0)] == \
+        [2, 128, 128, 8192, 8192]
+    assert Log2Hist().quantile_high(0.5) is None
+
+
 def test_log2_histogram_is_trimmed_and_scaled():
     slots = [0, 0, 4, 0, 8, 0, 0]
     rows = format_log2(slots)

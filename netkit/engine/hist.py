@@ -45,3 +45,15 @@ class Log2Hist:
     @property
     def mean(self) -> float:
         return self.sum / self.count if self.count else 0.0
+
+    def quantile_high(self, q: float) -> int | None:
+        """The upper end (exclusive) of the slot that holds the q-quantile: the value is below
+        it and at least half of it (slot 0: below 2). None for an empty histogram."""
+        if not self.count:
+            return None
+        rank, seen = q * self.count, 0
+        for i, n in enumerate(self.slots):
+            seen += n
+            if n and seen >= rank:
+                return 2 << i
+        return 2 << (MAX_SLOTS - 1)

@@ -42,6 +42,8 @@ SKBDROP = ["tests/test_skbdrop.py"]
 TCPRTT = ["tests/test_tcprtt.py"]
 TCPSYNBL = ["tests/test_tcpsynbl.py"]
 IPECN = ["tests/test_ipecn.py"]
+TCPTOP = ["tests/test_tcptop.py"]
+TOP = ["tests/test_top.py"]
 
 MUTANTS = [
     # -- sockstat: counters ---------------------------------------------------------------------
@@ -319,6 +321,54 @@ MUTANTS = [
     Mutant("classify", "bpf_programs/ipecn.bpf.c", "__builtin_memcpy(key.saddr, hdr + 12, 4);",
            "__builtin_memcpy(key.saddr, hdr + 16, 4);", IPECN,
            "ipecn: IPv4 packets counted by destination"),
+    # -- tcptop --------------------------------------------------------------------------------
+    Mutant("counters", "bpf_programs/tcptop.bpf.c", "if (!(flags & MSG_PEEK))\n\t\tcount(sk, ret, true);",
+           "count(sk, ret, true);", TCPTOP, "tcptop: MSG_PEEK reads counted as received"),
+    Mutant("counters", "bpf_programs/tcptop.bpf.c", "count(sk, ret, false);",
+           "count(sk, ret, true);", TCPTOP, "tcptop: sends counted as received bytes"),
+    Mutant("classify", "bpf_programs/tcptop.bpf.c", "sk->sk_protocol != IPPROTO_TCP || ", "",
+           TCPTOP, "tcptop: UDP (any protocol) counted as TCP flows"),
+    Mutant("counters", "netkit/tools/tcptop.py",
+           "drx, dtx = rx - before[0], tx - before[1]", "drx, dtx = rx, tx", TCPTOP,
+           "tcptop: cumulative bytes shown as each interval's"),
+    Mutant("classify", "netkit/tools/tcptop.py",
+           "return Flow(k.tgid, comm_text(comm), k.local.family, local.address, local.port,\n"
+           "                    remote.address, remote.port)",
+           "return Flow(k.tgid, comm_text(comm), k.local.family, remote.address, remote.port,\n"
+           "                    local.address, local.port)", TCPTOP,
+           "tcptop: local and remote ends swapped"),
+    Mutant("units", "netkit/tools/tcptop.py", 'c["rx_bytes"] // 1024,', 'c["rx_bytes"] // 1000,',
+           TCPTOP, "tcptop: RX_KB in units of 1000 bytes"),
+    Mutant("ranking", "netkit/tools/tcptop.py", "Sort.all: lambda c: c[0] + c[1], Sort.sent: lambda c: c[1],",
+           "Sort.all: lambda c: c[0] + c[1], Sort.sent: lambda c: c[0],", TCPTOP,
+           "tcptop -s sent: ordered by bytes received"),
+    Mutant("ranking", "netkit/tools/tcptop.py", "SORT_INDEX = {Sort.all: None, Sort.sent: 1, Sort.received: 0}",
+           "SORT_INDEX = {Sort.all: None, Sort.sent: 0, Sort.received: 1}", TCPTOP,
+           "tcptop -r: the rows kept are the busiest of the other direction"),
+    Mutant("engine", "netkit/tools/tcptop.py", "if closed_ns and closed_ns <= expired:",
+           "if False:", TCPTOP, "tcptop: closed flows stay in the kernel's map"),
+    # -- top ------------------------------------------------------------------------------------
+    Mutant("classify", "netkit/top/sources.py", "            if key.result != 0:",
+           "            if key.result == 0:", TOP, "top: successful connects shown as failed"),
+    Mutant("ranking", "netkit/top/panels.py",
+           "return sorted(rows, key=lambda r: (-(r.get(key) or 0), _tiebreak(r)))",
+           "return sorted(rows, key=lambda r: ((r.get(key) or 0), _tiebreak(r)))", TOP,
+           "top: panels sorted smallest first"),
+    Mutant("classify", "netkit/top/panels.py",
+           "return any(row.get(k) == int(text) for k in PORT_KEYS)", "return False", TOP,
+           "top: / with a port number matches nothing"),
+    Mutant("units", "netkit/top/sources.py", 'rx, tx = c["rx_bytes"] * 8, c["tx_bytes"] * 8',
+           'rx, tx = c["rx_bytes"], c["tx_bytes"]', TOP, "top: TCP flow rates in bytes, shown as bits"),
+    Mutant("classify", "netkit/top/sources.py", '"queue": listener.accept_queue, "backlog": listener.backlog,',
+           '"queue": listener.backlog, "backlog": listener.accept_queue,', TOP,
+           "top: accept queue and backlog swapped"),
+    Mutant("classify", "netkit/top/sources.py",
+           '"kind": "retransmit" if flow.kind == "retrans" else flow.kind,',
+           '"kind": flow.kind,', TOP, "top: retransmits shown under tcpretrans's own kind name"),
+    Mutant("engine", "netkit/top/screen.py", "            curses.endwin()\n", "", TOP,
+           "top: the terminal is left in curses mode on exit"),
+    Mutant("engine", "netkit/engine/hist.py", "if n and seen >= rank:", "if n and seen > rank:",
+           RENDER, "quantiles: the bucket after the one holding the percentile"),
     # -- exporters ---------------------------------------------------------------------------------
     Mutant("export", "netkit/export/prometheus.py", "((2 << i) - 1) * unit_seconds",
            "((1 << i) - 1) * unit_seconds", EXPORT,
