@@ -83,3 +83,15 @@ def test_skblife_allocators_fit():
 def test_netsize_points_are_the_pythons():
     from netkit.tools.netsize import POINTS
     assert sorted(object_types("netsize").enum("netsize_point")) == sorted(POINTS)
+
+
+def test_tcp_state_names_follow_the_kernel():
+    """render/tcp.py's STATES against the kernel's TCP state enum (vmlinux.h, from BTF)."""
+    import re
+    from conftest import ROOT
+    from netkit.render.tcp import STATES
+    header = (ROOT / "build" / "vmlinux.h").read_text()
+    body = re.search(r"enum \{\n(\s*TCP_ESTABLISHED = 1,.*?)\};", header, re.S).group(1)
+    kernel = dict(re.findall(r"TCP_(\w+) = (\d+)", body))
+    assert {name: int(n) for name, n in kernel.items() if name != "MAX_STATES"} == \
+        {name: n for n, name in enumerate(STATES) if name}
