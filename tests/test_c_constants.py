@@ -18,7 +18,8 @@ def _array_length(struct: type, field: str) -> int:
 @pytest.mark.parametrize("tool", ["sockstat", "soconnlat", "tcpnagle", "gethostlatency",
                                   "superping", "ieee80211scan", "netsize", "nettxlat",
                                   "qdisclat", "skblife", "sofamily", "soprotocol", "soconnect",
-                                  "soaccept", "socketio", "socksize", "sormem", "so1stbyte"])
+                                  "soaccept", "socketio", "socksize", "sormem", "so1stbyte",
+                                  "tcpstates"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -35,7 +36,8 @@ def test_common_h_limits_match_python(tool):
 
 
 def test_port_filters_are_in_the_objects_that_take_ports():
-    for tool in ("soconnlat", "tcpnagle", "soconnect", "socketio", "so1stbyte", "soaccept"):
+    for tool in ("soconnlat", "tcpnagle", "soconnect", "socketio", "so1stbyte", "soaccept",
+                 "tcpstates"):
         assert "filter_dports" in object_types(tool).variables(".rodata"), tool
 
 
