@@ -38,6 +38,7 @@ TOOLS = {
     "socketio": ["socketio", "1"],
     "so1stbyte": ["so1stbyte", "1"],
     "sormem": ["sormem", "1"],
+    "tcplife": ["tcplife"],
     "tcpstates": ["tcpstates"],
 }
 
