@@ -38,6 +38,7 @@ TOOLS = {
     "socketio": ["socketio", "1"],
     "so1stbyte": ["so1stbyte", "1"],
     "sormem": ["sormem", "1"],
+    "tcpconnect": ["tcpconnect"],
     "tcplife": ["tcplife"],
     "tcpstates": ["tcpstates"],
 }
@@ -214,6 +215,7 @@ OUTPUT_RUNS = {
     "socksize": ["socksize", "0.1", "2"],
     "so1stbyte": ["so1stbyte", "0.1", "2"],
     "sormem": ["sormem", "0.1", "2"],
+    "tcpconnect": ["tcpconnect", "-C", "0.1", "2"],
 }
 
 
