@@ -39,6 +39,7 @@ TOOLS = {
     "so1stbyte": ["so1stbyte", "1"],
     "sormem": ["sormem", "1"],
     "tcpconnect": ["tcpconnect"],
+    "tcpaccept": ["tcpaccept"],
     "tcplife": ["tcplife"],
     "tcpstates": ["tcpstates"],
 }
