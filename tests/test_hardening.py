@@ -42,6 +42,7 @@ TOOLS = {
     "tcpaccept": ["tcpaccept"],
     "tcplife": ["tcplife"],
     "tcpstates": ["tcpstates"],
+    "tcpconnlat": ["tcpconnlat", "--hist", "1"],
 }
 
 
@@ -217,6 +218,7 @@ OUTPUT_RUNS = {
     "so1stbyte": ["so1stbyte", "0.1", "2"],
     "sormem": ["sormem", "0.1", "2"],
     "tcpconnect": ["tcpconnect", "-C", "0.1", "2"],
+    "tcpconnlat": ["tcpconnlat", "--hist", "0.1", "2"],
 }
 
 
