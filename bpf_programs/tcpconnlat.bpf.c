@@ -39,7 +39,7 @@ struct {
 	__uint(max_entries, 10240);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct tcpconnlat_key);
-	__type(value, struct tcpconnlat_value);
+	__type(value, struct log2_hist);
 } hists SEC(".maps");
 
 struct {
@@ -49,13 +49,13 @@ struct {
 
 const struct tcpconnlat_event *event_btf_anchor __attribute__((unused));
 
-struct tcpconnlat_value zero_value = {};
+static const struct log2_hist empty_hist;
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcpconnlat_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u64 skaddr = (__u64)sk, now, latency;
-	struct tcpconnlat_value *v;
+	struct log2_hist *h;
 	struct tcpconnlat_key key = {};
 	struct tcpconnlat_event *e;
 	struct tcp_tuple tuple;
@@ -85,10 +85,12 @@ int BPF_PROG(tcpconnlat_state, const struct sock *sk, const int oldstate, const 
 	__builtin_memcpy(key.raddr, tuple.raddr, sizeof(key.raddr));
 	key.rport = tuple.rport;
 	key.family = tuple.family;
-	v = lookup_or_init(&hists, &key, &zero_value);
-	if (v) {
-		hist_record(&v->latency_us, latency / 1000);
-		__sync_fetch_and_add(&v->sum_ns, latency);
+	h = lookup_or_init(&hists, &key, &empty_hist);
+	if (h) {
+		/* Slotted in us, summed in ns (the mean and the exporters' _sum lose nothing). */
+		__sync_fetch_and_add(&h->slots[log2_slot(latency / 1000)], 1);
+		__sync_fetch_and_add(&h->count, 1);
+		__sync_fetch_and_add(&h->sum, latency);
 	} else {
 		count_lost_event();
 	}

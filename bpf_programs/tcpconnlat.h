@@ -10,17 +10,12 @@ struct tcpconnlat_event {
 	struct tcp_tuple tuple;
 };
 
-/* Histograms per destination. */
+/* Histograms per destination (struct log2_hist: slots in us, sum in ns, exact). */
 struct tcpconnlat_key {
 	__u8 raddr[16];
 	__u16 rport;
 	__u8 family;
 	__u8 pad[5];
-};
-
-struct tcpconnlat_value {
-	struct log2_hist latency_us;
-	__u64 sum_ns;			/* exact, for exporters */
 };
 
 #endif

@@ -45,21 +45,3 @@ class Log2Hist:
     @property
     def mean(self) -> float:
         return self.sum / self.count if self.count else 0.0
-
-
-@dataclass(frozen=True)
-class TimedHist:
-    """A histogram of durations in the user's unit (us or ms) with the exact sum of the
-    durations in ns, kept by the kernel beside it: the mean and the exporters' _sum come from
-    the sum, not from the buckets. Subtracts and adds like Log2Hist."""
-    hist: Log2Hist = field(default_factory=Log2Hist)
-    sum_ns: int = 0
-
-    def __add__(self, other: "TimedHist") -> "TimedHist":
-        return TimedHist(self.hist + other.hist, self.sum_ns + other.sum_ns)
-
-    def __sub__(self, earlier: "TimedHist") -> "TimedHist":
-        return TimedHist(self.hist - earlier.hist, self.sum_ns - earlier.sum_ns)
-
-    def __bool__(self) -> bool:
-        return bool(self.hist)

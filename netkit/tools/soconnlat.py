@@ -18,7 +18,6 @@ from netkit.cli.options import (CgroupOpt, CountArg, DportOpt, DurationOpt, Ipv4
                                 IntervalArg, JsonOpt, MillisecondsOpt, NameOpt, NoColorOpt, PidOpt,
                                 VerboseOpt, family_of, ports_of)
 from netkit.cli.tool import ManPage, open_output
-from netkit.engine.hist import TimedHist
 from netkit.export import ExportHub, export_options
 from netkit.render.fields import errno_name, ip_version, with_port
 from netkit.render.output import Column
@@ -129,6 +128,27 @@ class Key(NamedTuple):
         return with_port(self.dest, self.dport)
 
 
+class Stats(NamedTuple):
+    """A histogram in the user's unit with the exact sum of latencies in ns (struct
+    soconnlat_value)."""
+    hist: object                # Log2Hist
+    sum_ns: int
+
+    def __add__(self, other: "Stats") -> "Stats":
+        return Stats(self.hist + other.hist, self.sum_ns + other.sum_ns)
+
+    def __sub__(self, earlier: "Stats") -> "Stats":
+        return Stats(self.hist - earlier.hist, self.sum_ns - earlier.sum_ns)
+
+    def __bool__(self) -> bool:
+        return bool(self.hist)
+
+
+def no_stats() -> Stats:
+    from netkit.engine.hist import Log2Hist
+    return Stats(Log2Hist(), 0)
+
+
 def histograms(hists_map, per_process: bool):
     """The `hists` map read per interval; entries of processes that exited are retired, so the
     map (10240 keys) does not fill up on a long run."""
@@ -139,22 +159,22 @@ def histograms(hists_map, per_process: bool):
     def decode(k, value):
         dest = ip_address(k.family, k.daddr, unmap=False) if any(k.daddr) else ""
         key = Key(k.tgid, comm(k.comm), k.family, k.mode, k.result, dest, k.dport)
-        return key, TimedHist(Log2Hist.from_value(value.lat), value.sum_ns)
+        return key, Stats(Log2Hist.from_value(value.lat), value.sum_ns)
     return CumulativeMap(hists_map, decode,
                          retire=lambda key, _: per_process and not alive(key.pid))
 
 
-def snapshot(ts: float, totals: dict[Key, TimedHist], by_dest: bool, ms: bool):
+def snapshot(ts: float, totals: dict[Key, Stats], by_dest: bool, ms: bool):
     """The run's cumulative counters and histograms for the exporters: connects and latency by
     comm (or destination), family, mode and result. Processes with the same comm are summed."""
     from netkit.metrics import Counter, Histogram, Snapshot
     unit_ns = 1_000_000 if ms else 1_000
-    merged: dict[tuple, TimedHist] = {}
+    merged: dict[tuple, Stats] = {}
     for key, stats in totals.items():
         who = (("dest", key.dest_port),) if by_dest else (("comm", key.comm),)
         labels = who + (("family", ip_version(key.family)), ("mode", MODES[key.mode]),
                         ("result", result_name(key.result)))
-        merged[labels] = merged.get(labels, TimedHist()) + stats
+        merged[labels] = merged.get(labels, no_stats()) + stats
     counters, hists = [], []
     for labels, stats in sorted(merged.items()):
         counters.append(Counter("soconnlat_connects", "IP connect() calls that ended, by result",
@@ -229,8 +249,7 @@ class SoconnlatView:
         return ({"dest": key.dest, "dport": key.dport} if self.by_dest
                 else {"pid": key.pid, "comm": key.comm})
 
-    def histograms(self, stats: dict[Key, TimedHist], scope: str, seconds: float,
-                   title: str) -> None:
+    def histograms(self, stats: dict[Key, Stats], scope: str, seconds: float, title: str) -> None:
         from netkit.render.hist import hist_json
         u = self.units
         keys = sorted(stats, key=lambda k: (self._who(k), k.result != 0, k.result, k.family, k.mode))
@@ -253,11 +272,11 @@ class SoconnlatView:
             self.out.line("(no connects)")
             return
         # One histogram per (process or destination, result), families and modes together.
-        merged: dict[tuple, TimedHist] = {}
+        merged: dict[tuple, Stats] = {}
         first: dict[tuple, Key] = {}
         for key in keys:
             group = (self._who(key), key.result)
-            merged[group] = merged.get(group, TimedHist()) + stats[key]
+            merged[group] = merged.get(group, no_stats()) + stats[key]
             first.setdefault(group, key)
         for group, s in merged.items():
             key = first[group]
@@ -277,7 +296,7 @@ class SoconnlatView:
                                s.hist.count, s.sum_ns / s.hist.count])
         self.out.table(cols, rows)
 
-    def summary(self, totals: dict[Key, TimedHist], seconds: float, lost: int) -> None:
+    def summary(self, totals: dict[Key, Stats], seconds: float, lost: int) -> None:
         results: dict[str, int] = {}
         for key, s in totals.items():
             name = result_name(key.result)

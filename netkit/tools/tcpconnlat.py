@@ -6,7 +6,6 @@ ESTABLISHED). Like bcc's tcpconnlat: an optional minimum in ms, -t, -L, -p.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, NamedTuple, Optional
 
 import typer
@@ -57,8 +56,8 @@ MAN = ManPage(
     output=(
         "Columns: TIME(s) (seconds since tracing began, with -t), PID, COMM, IP (4 or 6), "
         "SADDR, LPORT (with -L), DADDR, DPORT, LAT(ms).\n\n"
-        "With --hist: for each destination a log2 histogram of latency in microseconds, with "
-        "its count and mean.\n\n"
+        "With --hist: for each destination (ADDR:PORT) a log2 histogram of latency in "
+        "microseconds, titled with its count and average.\n\n"
         "JSON: one object per connect with type \"event\", ts (ISO 8601), pid, comm, saddr, "
         "daddr, dport, latency_us (float) and cgroup (the connecting task's cgroup v2 path). "
         "With --hist, objects with type \"hist\", scope (\"interval\" or \"run\"), interval_s or "
@@ -87,28 +86,21 @@ class Dest(NamedTuple):
     dport: int
 
 
-def destination_hists(hists_map):
-    from netkit.engine.counters import CumulativeMap
-    from netkit.engine.hist import Log2Hist, TimedHist
+def destination_hists(obj):
+    """The per-destination histograms (slots in us, sums in ns), read per interval."""
+    from netkit.engine.devhist import histograms
     from netkit.render.fields import ip_address
-
-    def decode(k, v):
-        return (Dest(k.family, ip_address(k.family, k.raddr), k.rport),
-                TimedHist(Log2Hist.from_value(v.latency_us), v.sum_ns))
-    return CumulativeMap(hists_map, decode)
+    return histograms(obj.map("hists"), lambda k: Dest(k.family, ip_address(k.family, k.raddr),
+                                                        k.rport))
 
 
 def snapshot(ts: float, totals: dict):
     """Handshake latency per destination port since the start, for the exporters."""
-    from netkit.engine.hist import TimedHist
-    from netkit.metrics import Histogram, Snapshot
-    merged: dict[int, TimedHist] = {}
-    for dest, stats in totals.items():
-        merged[dest.dport] = merged.get(dest.dport, TimedHist()) + stats
-    return Snapshot("tcpconnlat", ts, histograms=[
-        Histogram("tcpconnlat_latency", "TCP handshake latency, SYN_SENT to ESTABLISHED",
-                  tuple(s.hist.slots), s.sum_ns / 1000, 1e-6, {"dport": str(dport)})
-        for dport, s in sorted(merged.items())])
+    from netkit.engine.devhist import metric_histograms
+    from netkit.metrics import Snapshot
+    return Snapshot("tcpconnlat", ts, histograms=metric_histograms(
+        "tcpconnlat_latency", "TCP handshake latency, SYN_SENT to ESTABLISHED", totals,
+        lambda dest: {"dport": str(dest.dport)}, unit_seconds=1e-6, sum_scale=1e-3))
 
 
 def _open(pid, name, cgroup, family=0, events=True, min_ms=0.0):
@@ -118,17 +110,21 @@ def _open(pid, name, cgroup, family=0, events=True, min_ms=0.0):
                              "min_ns": int(min_ms * 1e6)})
 
 
-@contextlib.contextmanager
 def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
     """For `netkit export`: attach tcpconnlat's probes (histograms only), yield
     ts -> Snapshot."""
-    with _open(pid, name, cgroup, events=False) as obj:
-        hists = destination_hists(obj.map("hists"))
+    from netkit.cli.histloop import exported_histograms
+    return exported_histograms(_open(pid, name, cgroup, events=False), destination_hists,
+                               snapshot)
 
-        def sample(ts: float):
-            hists.read()
-            return snapshot(ts, hists.totals())
-        yield sample
+
+def hist_view(out):
+    from netkit.render.fields import ip_version, with_port
+    from netkit.render.histsets import HistSets
+    return HistSets(out, "latency_us", "us", title=lambda d: with_port(d.daddr, d.dport),
+                    fields=lambda d: {"family": ip_version(d.family), "daddr": d.daddr,
+                                      "dport": d.dport},
+                    sum_scale=1e-3, empty="(no connects)")
 
 
 class ConnlatView(TcpEventView):
@@ -155,31 +151,6 @@ class ConnlatView(TcpEventView):
                                                    ends.laddr] +
                        ([ends.lport] if self.lport else []) +
                        [ends.raddr, ends.rport, e.latency_ns / 1e6])
-
-    def histograms(self, stats: dict, scope: str, seconds: float,
-                   title: str) -> None:
-        from netkit.render.fields import ip_version, with_port
-        from netkit.render.hist import hist_json
-        ranked = sorted(stats.items(), key=lambda kv: (-kv[1].hist.count, kv[0]))
-        if self.out.mode == "json":
-            for dest, s in ranked:
-                self.out.record({
-                    "type": "hist", "scope": scope,
-                    ("interval_s" if scope == "interval" else "duration_s"): round(seconds, 3),
-                    "family": ip_version(dest.family), "daddr": dest.daddr,
-                    "dport": dest.dport, "count": s.hist.count,
-                    "latency_us_sum": round(s.sum_ns / 1000, 3),
-                    "latency_us_avg": round(s.sum_ns / 1000 / s.hist.count, 3),
-                    "latency_us": hist_json(s.hist.slots)})
-            return
-        self.out.line()
-        self.out.line(title, style="bold")
-        if not ranked:
-            self.out.line("(no connects)")
-        for dest, s in ranked:
-            self.out.line()
-            self.out.hist(f"{with_port(dest.daddr, dest.dport)}: {s.hist.count} connects, mean "
-                          f"{s.sum_ns / 1000 / s.hist.count:.0f}", s.hist.slots, "usecs")
 
 
 @export_options("tcpconnlat")
@@ -213,22 +184,26 @@ def command(
     with _open(pid, name, cgroup, family, not hist, min_ms) as obj:
         if duration == 0:
             return
+        hists = destination_hists(obj)
+        if hist:
+            from netkit.cli.histloop import trace_histograms
+            seconds, totals = trace_histograms(
+                out, hists, hist_view(out), interval=interval, count=count,
+                duration=duration, exporters=exporters, snapshot=snapshot,
+                banner="Tracing TCP handshake latency... Hit Ctrl-C to end.",
+                heading="Handshake latency over {seconds:.1f} s:")
+            view = ConnlatView(out, False, False)
+            view.summary(seconds, obj.lost_events(), sum(h.count for h in totals.values()))
+            return
         view = ConnlatView(out, timestamp, lport)
-        hists = destination_hists(obj.map("hists"))
-        ring = None if hist else obj.ring_buffer("events", "tcpconnlat_event", view.event)
+        ring = obj.ring_buffer("events", "tcpconnlat_event", view.event)
 
         def tick(ts: float, seconds: float, show: bool):
-            delta = hists.read()
-            if show:
-                view.histograms(delta, "interval", seconds, clock(ts))
+            hists.read()
             return snapshot(ts, hists.totals()) if exporters else None
 
         banner = ("Tracing TCP handshake latency" +
                   (f" of {min_ms:g} ms or more" if min_ms else "") + "... Hit Ctrl-C to end.")
-        seconds = Loop(out, interval=interval, count=count, duration=duration, rings=[ring],
-                       exporters=exporters).run(tick, banner)
-        totals = hists.totals()
-        if hist:
-            view.histograms(totals, "run", seconds, f"Handshake latency over {seconds:.1f} s:")
-        view.summary(seconds, obj.lost_events(),
-                     sum(s.hist.count for s in totals.values()) if hist else None)
+        seconds = Loop(out, duration=duration, rings=[ring], exporters=exporters).run(
+            tick, banner)
+        view.summary(seconds, obj.lost_events())
