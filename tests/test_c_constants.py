@@ -19,7 +19,8 @@ def _array_length(struct: type, field: str) -> int:
                                   "superping", "ieee80211scan", "netsize", "nettxlat",
                                   "qdisclat", "skblife", "sofamily", "soprotocol", "soconnect",
                                   "soaccept", "socketio", "socksize", "sormem", "so1stbyte",
-                                  "tcpstates"])
+                                  "tcpstates", "tcplife", "tcpconnect", "tcpaccept",
+                                  "tcpconnlat"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -37,7 +38,7 @@ def test_common_h_limits_match_python(tool):
 
 def test_port_filters_are_in_the_objects_that_take_ports():
     for tool in ("soconnlat", "tcpnagle", "soconnect", "socketio", "so1stbyte", "soaccept",
-                 "tcpstates"):
+                 "tcpstates", "tcplife", "tcpconnect", "tcpaccept"):
         assert "filter_dports" in object_types(tool).variables(".rodata"), tool
 
 
