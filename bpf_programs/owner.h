@@ -21,14 +21,16 @@ static __always_inline void owner_of_current(struct owner *o)
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
-
+/* The owner of a socket kept where its events happen away from it (bpf_programs/sockowner.h;
+ * the TCP tools' events): the task as above, its uid, and whether it passed the tool's process
+ * filters (-p, -n, -c), decided when it was taken because the cgroup test only works on the
+ * current task. task.pid 0: nobody was seen owning the socket. netkit/render/sockets.py's
+ * Owners.of_socket() reads it. */
 struct sock_owner {
-	__u64 cgroup_id;	/* cgroup v2 id of the owner (its directory's inode) */
-	__u32 pid;		/* tgid; 0: not known */
+	struct owner task;
 	__u32 uid;
-	char comm[TASK_COMM_LEN];
-	__u8 selected;		/* passed -p/-n/-c when recorded */
-	__u8 pad[7];
+	__u8 selected;
+	__u8 pad[3];
 };
 
 static __always_inline bool process_filtered(void)
@@ -36,14 +38,11 @@ static __always_inline bool process_filtered(void)
 	return filter_tgid || filter_comm[0] || filter_cgroup;
 }
 
-/* The current task as an owner. */
 static __always_inline void current_owner(struct sock_owner *o)
 {
 	__builtin_memset(o, 0, sizeof(*o));
-	o->pid = bpf_get_current_pid_tgid() >> 32;
+	owner_of_current(&o->task);
 	o->uid = (__u32)bpf_get_current_uid_gid();
-	o->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
 	o->selected = task_selected();
 }
 
@@ -54,4 +53,4 @@ static __always_inline void unknown_owner(struct sock_owner *o)
 	o->selected = !process_filtered();
 }
 
-#endif /* NETKIT_OWNER_H */
+#endif

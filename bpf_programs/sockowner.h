@@ -73,7 +73,8 @@ static __always_inline void sockowner_remember(__u64 sk, struct sock_owner *o)
 
 	current_owner(o);
 	known = bpf_map_lookup_elem(&sock_owners, &sk);
-	if (!known || known->pid != o->pid || known->cgroup_id != o->cgroup_id)
+	if (!known || known->task.pid != o->task.pid ||
+	    known->task.cgroup_id != o->task.cgroup_id)
 		bpf_map_update_elem(&sock_owners, &sk, o, BPF_ANY);
 }
 
@@ -90,7 +91,7 @@ static __always_inline bool sockowner_lookup(__u64 sk, struct sock_owner *o)
 		return true;
 	}
 	unknown_owner(o);
-	o->cgroup_id = s->sk_cgrp_data.cgroup->kn->id;
+	o->task.cgroup_id = s->sk_cgrp_data.cgroup->kn->id;
 	o->uid = s->sk_uid.val;
 	return false;
 }

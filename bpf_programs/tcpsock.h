@@ -1,14 +1,13 @@
 /* A TCP socket's addresses and ports as the tcp* tools show them, and the family filter
  * (-4/-6). An IPv6 socket talking IPv4 (IPv4-mapped addresses, ::ffff:a.b.c.d) is an IPv4
  * connection on the wire, so it reads as IPv4: family 4, addresses in the first 4 bytes.
- * And the socket an accept() returned. Include after common.h. */
+ * And the TCP socket an accept() returned, with its listener. Include after common.h. */
 #ifndef NETKIT_TCPSOCK_H
 #define NETKIT_TCPSOCK_H
 
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_tracing.h>
-#include "syscalls.h"
 #include "sockfd.h"
 
 /* Set by userspace before load: 0 (both), 4 or 6. */
@@ -83,12 +82,8 @@ static __always_inline bool tcp_tuple_of(const struct sock *sk, struct tcp_tuple
 static __always_inline struct sock *accepted_tcp_sock(struct pt_regs *regs, long ret,
 						      struct sock **listener)
 {
-	long nr = SYSCALL_NR(regs);
-	struct sock *sk;
+	struct sock *sk = accepted_sock(regs, ret);
 
-	if ((nr != NR_accept && nr != NR_accept4) || ret < 0)
-		return NULL;
-	sk = sock_of_fd((int)ret);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return NULL;
 	*listener = sock_of_fd((int)PT_REGS_PARM1_CORE_SYSCALL(regs));

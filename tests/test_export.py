@@ -1020,7 +1020,8 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
     (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: netsize, "
                                           "nettxlat, qdisclat, skblife, so1stbyte, socketio, "
                                           "socksize, sockstat, soconnlat, sofamily, soprotocol, "
-                                          "sormem, tcpnagle)"),
+                                          "sormem, tcpconnect, tcpconnlat, tcplife, "
+                                          "tcpnagle)"),
     (["sockstat", "netsize", "-p", "1", "--prometheus", "0"],
      "netsize counts packets, which belong to no process (-p, -n and -c select processes)"),
 ])

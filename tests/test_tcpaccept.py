@@ -53,7 +53,7 @@ def test_the_accepting_process_across_a_veth_with_its_queue(bed, request):
         assert e["backlog_max"] == BACKLOG
     assert [e["backlog"] for e in events] == list(range(N - 1, -1, -1))
     assert os.getpid() not in {e["pid"] for e in events}
-    assert records(out)["summary"][-1]["accepts"] == N
+    assert records(out)["summary"][-1]["events"] == N
     out, _ = text.finish()
     lines = out.splitlines()
     assert lines[0].split() == ["TIME(s)", "PID", "COMM", "IP", "RADDR", "RPORT", "LADDR",

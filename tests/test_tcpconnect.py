@@ -108,7 +108,11 @@ def test_refused_and_timed_out_connects(bed, request):
     hanging = Peer("nkconnhang", ns=bed.host)
     plain = trace(request, ["tcpconnect", "--json", "-L", "-4"])
     failed = trace(request, ["tcpconnect", "--json", "--failed"])
-    counted = trace(request, ["tcpconnect", "--json", "-C", "--failed"])
+    # Other tests on this machine may use the same addresses in their own namespaces: ours are
+    # told apart by process, and counted on our ports only.
+    counted = trace(request, ["tcpconnect", "--json", "-C", "--failed", "-P",
+                              f"{listener['port']},{refused_port},{PORT_DROP}"])
+    ours = (client.pid, hanging.pid)
     started = time.time()
     hanging.start("connect", family=4, addr=addr, port=PORT_DROP, user_timeout_ms=1500)
     ok = client("connect", family=4, addr=addr, port=listener["port"])[0]
@@ -116,14 +120,16 @@ def test_refused_and_timed_out_connects(bed, request):
     hung = hanging.result()[0]      # SYN at 0, retransmitted at 1 s, given up at 1.5 s
     shown, _ = plain.finish()
     assert (ok["error"], refused["error"], hung["error"]) == ("OK", "ECONNREFUSED", "ETIMEDOUT")
-    events = {e["lport"]: e for e in records(shown)["event"] if e["daddr"] == addr}
+    events = {e["lport"]: e for e in records(shown)["event"]
+              if e["daddr"] == addr and e["pid"] in ours}
     assert set(events) == {ok["lport"], refused["lport"], hung["lport"]}
     assert "result" not in events[ok["lport"]]
     from datetime import datetime
     when = datetime.fromisoformat(events[hung["lport"]]["ts"]).timestamp() - started
     assert 0.9 < when < hung["seconds"] - 0.3, when        # at the retransmission, not the end
     out, _ = failed.finish()
-    results = {e["lport"]: e["result"] for e in records(out)["event"] if e["daddr"] == addr}
+    results = {e["lport"]: e["result"] for e in records(out)["event"]
+               if e["daddr"] == addr and e["pid"] in ours}
     assert results == {ok["lport"]: "OK", refused["lport"]: "ECONNREFUSED",
                        hung["lport"]: "ETIMEDOUT"}
     out, _ = counted.finish()

@@ -1,10 +1,11 @@
 """How the socket tools write what they share: address families and protocols by name, the
 result of a socket syscall, an IP endpoint (bpf_programs/sockaddr.h's struct ip_endpoint) and
-the process a socket event belongs to (bpf_programs/owner.h's struct owner), its cgroup as a
-path."""
+the process a socket event belongs to (bpf_programs/owner.h's struct owner, or the struct
+sock_owner kept with a TCP socket), its cgroup as a path."""
 from __future__ import annotations
 
 import socket
+from typing import NamedTuple
 
 from netkit.render.fields import comm, errno_name, ip_address, ip_version
 
@@ -77,3 +78,26 @@ class Owners:
     def fields(self, owner) -> dict:
         return {"pid": owner.pid, "tid": owner.tid, "comm": comm(owner.comm),
                 "cgroup": self.cgroups.path(owner.cgroup_id)}
+
+    def of_socket(self, kept) -> SocketOwner:
+        """A struct sock_owner decoded."""
+        task = kept.task
+        cgroup = self.cgroups.path(task.cgroup_id) if task.cgroup_id else None
+        if not task.pid:
+            return SocketOwner(None, None, kept.uid, cgroup)
+        return SocketOwner(task.pid, comm(task.comm), kept.uid, cgroup)
+
+
+class SocketOwner(NamedTuple):
+    """A struct sock_owner: the process that owned a socket when one of its events happened
+    (maybe in softirq, on another task). pid and comm are None when nobody was seen owning it
+    (a socket older than the trace); uid and cgroup are then the socket's own."""
+    pid: int | None
+    comm: str | None
+    uid: int
+    cgroup: str | None
+
+    @property
+    def cells(self) -> list:
+        """PID and COMM as table cells ("-" when not known)."""
+        return ["-" if self.pid is None else self.pid, self.comm or "-"]

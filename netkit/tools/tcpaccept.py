@@ -11,12 +11,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, DurationOpt, Ipv4Opt, Ipv6Opt, JsonOpt, NameOpt,
                                 NoColorOpt, PidOpt, TimestampOpt, VerboseOpt, family_of, ports_of)
+from netkit.cli.runs import run_events
 from netkit.cli.tool import ManPage, open_output
 from netkit.render.output import Column
-from netkit.render.tcp import TcpEventView
+from netkit.render.tcp import endpoints
 
 SUMMARY = "Passive TCP opens as processes accept() them: who, from where, queue (tracepoints)."
 
@@ -55,8 +55,8 @@ MAN = ManPage(
         "JSON: one object per accept with type \"event\", ts (ISO 8601), pid, comm, family "
         "(\"IPv4\" or \"IPv6\"), raddr, rport, laddr, lport, backlog and backlog_max (0 when "
         "the listening fd was closed meanwhile) and cgroup (the accepting task's cgroup v2 "
-        "path); at the end one object with type \"summary\", duration_s, accepts and "
-        "lost_events (accepts the ring buffer could not take; text output says them on "
+        "path); at the end one object with type \"summary\", duration_s, events (accepts "
+        "shown) and lost_events (accepts the ring buffer could not take; text output says them on "
         "stderr)."),
     see_also=["tcpaccept(8) (bcc)", "netkit-tcpconnect(8)", "netkit-tcpstates(8)", "accept(2)",
               "listen(2)"],
@@ -70,29 +70,28 @@ BacklogOpt = Annotated[bool, typer.Option(
                             "limit.")]
 
 
-class AcceptView(TcpEventView):
+class AcceptView:
     def __init__(self, out, timestamp: bool, backlog: bool):
-        from netkit.render.output import StreamTable
-        super().__init__(out, "tcpaccept", "accepts", timestamp=timestamp)
+        from netkit.render.events import EventLines
+        from netkit.render.sockets import Owners
+        self.owners = Owners()
         self.backlog = backlog
-        self.table = StreamTable(out, self.time_columns() + [
+        self.lines = EventLines(out, [
             Column("PID", 7), Column("COMM", 15, "<", style="bold"), Column("IP", 2),
             Column("RADDR", 16, "<"), Column("RPORT", 5), Column("LADDR", 16, "<"),
-            Column("LPORT", 5, style="bold")] + ([Column("BL", 9, "<")] if backlog else []))
+            Column("LPORT", 5, style="bold")] + ([Column("BL", 9, "<")] if backlog else []),
+            timestamp)
 
     def event(self, e) -> None:
         from netkit.render.fields import ip_version
-        owner, ends = self.decode(e)
-        if self.out.mode == "json":
-            self.out.record({
-                "type": "event", "ts": self.iso(e.ts_ns), "pid": owner.pid,
-                "comm": owner.comm, "family": ip_version(ends.family), "raddr": ends.raddr,
-                "rport": ends.rport, "laddr": ends.laddr, "lport": ends.lport,
-                "backlog": e.backlog, "backlog_max": e.backlog_max, "cgroup": owner.cgroup})
-            return
-        self.table.row(self.time_cells(e.ts_ns) + [
-            owner.pid_text, owner.comm_text, ends.family, ends.raddr, ends.rport, ends.laddr,
-            ends.lport] + ([f"{e.backlog}/{e.backlog_max}"] if self.backlog else []))
+        owner, ends = self.owners.of_socket(e.owner), endpoints(e.tuple)
+        self.lines.event(
+            {"type": "event", "pid": owner.pid, "comm": owner.comm,
+             "family": ip_version(ends.family), "raddr": ends.raddr, "rport": ends.rport,
+             "laddr": ends.laddr, "lport": ends.lport, "backlog": e.backlog,
+             "backlog_max": e.backlog_max, "cgroup": owner.cgroup},
+            [*owner.cells, ends.family, ends.raddr, ends.rport, ends.laddr, ends.lport] +
+            ([f"{e.backlog}/{e.backlog_max}"] if self.backlog else []), e.ts_ns)
 
 
 def command(
@@ -118,7 +117,6 @@ def command(
         if duration == 0:
             return
         view = AcceptView(out, timestamp, backlog)
-        ring = obj.ring_buffer("events", "tcpaccept_event", view.event)
-        seconds = Loop(out, duration=duration, rings=[ring]).run(
-            lambda ts, seconds, show: None, "Tracing TCP accepts... Hit Ctrl-C to end.")
-        view.summary(seconds, obj.lost_events())
+        seconds = run_events(out, obj, "events", "tcpaccept_event", view.event, duration,
+                             "Tracing TCP accepts... Hit Ctrl-C to end.")
+        view.lines.summary("tcpaccept", seconds, obj.lost_events(), "accepts")

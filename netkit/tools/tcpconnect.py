@@ -7,20 +7,19 @@ known. Like bcc's tcpconnect: -t, -U, -u, -P, -L, -4/-6; bcc's count mode -c is 
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, NamedTuple, Optional
 
 import typer
 
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, CountArg, CountModeOpt, DurationOpt, Ipv4Opt,
                                 Ipv6Opt, JsonOpt, LportColumnOpt, NameOpt, NoColorOpt, PidOpt,
                                 TimestampOpt, VerboseOpt, family_of, ports_of, seconds)
+from netkit.cli.runs import export_source_of, run_counting, run_events, sampler
 from netkit.cli.tool import ManPage, open_output
 from netkit.engine.errors import UsageError
 from netkit.export import ExportHub, export_options
 from netkit.render.output import Column
-from netkit.render.tcp import TcpEventView
+from netkit.render.tcp import endpoints
 
 SUMMARY = "Active TCP connects: process, addresses, local port; results and counts (tracepoints)."
 
@@ -76,8 +75,10 @@ MAN = ManPage(
         "task's cgroup v2 path) and, with --failed, result. Count mode: objects with type "
         "\"count\", scope (\"interval\" or \"run\"), interval_s or duration_s, family, saddr, "
         "daddr, dport, result (with --failed) and connects. At the end one object with type "
-        "\"summary\", duration_s, connects and lost_events (connects the ring buffer or the "
-        "count map could not take; text output says them on stderr).\n\n"
+        "\"summary\", duration_s, events (connects shown), with --failed results (connects "
+        "per result), and lost_events (connects the ring buffer could not take); in count "
+        "mode connects (counted) and lost_events (connects the count map could not take). "
+        "Text output says lost ones on stderr.\n\n"
         "Exported: netkit_tcpconnect_connects_total with labels dport and result."),
     see_also=["tcpconnect(8) (bcc)", "netkit-tcpconnlat(8)", "netkit-soconnlat(8)",
               "netkit-tcpaccept(8)", "connect(2)"],
@@ -143,75 +144,66 @@ def _open(pid, name, cgroup, dports=(), family=0, uid=None, events=True, failed=
                      rodata=rodata)
 
 
-@contextlib.contextmanager
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach tcpconnect's probes (counts only), yield ts -> Snapshot."""
-    with _open(pid, name, cgroup, events=False) as obj:
-        counts = connect_counts(obj.map("counts"))
-        closed = obj.enum("tcpconnect_result")["closed"]
-
-        def sample(ts: float):
-            counts.read()
-            return snapshot(ts, counts.totals(), closed)
-        yield sample
+def connect_sampler(obj):
+    """ts -> the Snapshot of the connects counted so far."""
+    closed = obj.enum("tcpconnect_result")["closed"]
+    return sampler(connect_counts(obj.map("counts")),
+                   lambda ts, totals: snapshot(ts, totals, closed))
 
 
-class ConnectView(TcpEventView):
+# For `netkit export`: tcpconnect's probes without events, its counts as snapshots.
+export_source = export_source_of(lambda pid, name, cgroup: _open(pid, name, cgroup, events=False),
+                                 connect_sampler)
+
+
+class ConnectView:
     def __init__(self, out, closed: int, timestamp: bool, uid: bool, lport: bool, failed: bool):
-        from netkit.render.output import StreamTable
-        super().__init__(out, "tcpconnect", "connects", timestamp=timestamp)
+        from netkit.render.events import EventLines
+        from netkit.render.keyed import CountTable
+        from netkit.render.sockets import Owners
+        self.owners = Owners()
         self.closed, self.uid, self.lport, self.failed = closed, uid, lport, failed
-        self.table = StreamTable(out, self.time_columns() + (
+        self.lines = EventLines(out, (
             ([Column("UID", 6)] if uid else []) +
             [Column("PID", 7), Column("COMM", 15, "<", style="bold"), Column("IP", 2),
              Column("SADDR", 16, "<")] + ([Column("LPORT", 6)] if lport else []) +
             [Column("DADDR", 16, "<"), Column("DPORT", 5, style="bold")] +
-            ([Column("RESULT", 12, "<")] if failed else [])))
+            ([Column("RESULT", 12, "<")] if failed else [])), timestamp)
+        self.table = CountTable(out, "count", [
+            Column("SADDR", 16, "<"), Column("DADDR", 16, "<"), Column("DPORT", 5)] +
+            ([Column("RESULT", 12, "<")] if failed else []) + [Column("CONNECTS", 8)],
+            "(no connects)")
 
     def event(self, e) -> None:
         from netkit.render.fields import ip_version
-        owner, ends = self.decode(e)
+        owner, ends = self.owners.of_socket(e.owner), endpoints(e.tuple)
         result = result_name(e.result, self.closed)
-        if self.out.mode == "json":
-            record = {"type": "event", "ts": self.iso(e.ts_ns), "pid": owner.pid,
-                      "comm": owner.comm, "uid": owner.uid, "family": ip_version(ends.family),
-                      "saddr": ends.laddr, "lport": ends.lport, "daddr": ends.raddr,
-                      "dport": ends.rport, "cgroup": owner.cgroup}
-            if self.failed:
-                record["result"] = result
-            self.out.record(record)
-            return
-        self.table.row(self.time_cells(e.ts_ns) + ([owner.uid] if self.uid else []) +
-                       [owner.pid_text, owner.comm_text, ends.family, ends.laddr] +
-                       ([ends.lport] if self.lport else []) + [ends.raddr, ends.rport] +
-                       ([result] if self.failed else []))
+        record = {"type": "event", "pid": owner.pid, "comm": owner.comm, "uid": owner.uid,
+                  "family": ip_version(ends.family), "saddr": ends.laddr, "lport": ends.lport,
+                  "daddr": ends.raddr, "dport": ends.rport, "cgroup": owner.cgroup}
+        if self.failed:
+            record["result"] = result
+        self.lines.event(record, ([owner.uid] if self.uid else []) +
+                         [*owner.cells, ends.family, ends.laddr] +
+                         ([ends.lport] if self.lport else []) + [ends.raddr, ends.rport] +
+                         ([result] if self.failed else []), e.ts_ns)
 
     def counts(self, counts: dict[Key, int], scope: str, seconds: float, title: str) -> None:
+        """Count mode: connects per source, destination and port (and result with --failed),
+        most first."""
+        from netkit.render.fields import ip_version
         merged: dict[tuple, int] = {}
         for key, n in counts.items():
             row = (key.family, key.saddr, key.daddr, key.dport) + \
                 ((result_name(key.result, self.closed),) if self.failed else ())
             merged[row] = merged.get(row, 0) + n
-        ranked = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
-        if self.out.mode == "json":
-            for row, n in ranked:
-                from netkit.render.fields import ip_version
-                record = {"type": "count", "scope": scope,
-                          ("interval_s" if scope == "interval" else "duration_s"):
-                              round(seconds, 3),
-                          "family": ip_version(row[0]), "saddr": row[1], "daddr": row[2],
-                          "dport": row[3]}
-                if self.failed:
-                    record["result"] = row[4]
-                record["connects"] = n
-                self.out.record(record)
-            return
-        columns = [Column("SADDR", 16, "<"), Column("DADDR", 16, "<"), Column("DPORT", 5)] + \
-            ([Column("RESULT", 12, "<")] if self.failed else []) + [Column("CONNECTS", 8)]
-        if not ranked:
-            self.out.line(f"{title} (no connects)")
-            return
-        self.out.table(columns, [list(row[1:]) + [n] for row, n in ranked], title=title)
+        rows = []
+        for row, n in sorted(merged.items(), key=lambda kv: (-kv[1], kv[0])):
+            fields = {"family": ip_version(row[0]), "saddr": row[1], "daddr": row[2],
+                      "dport": row[3], **({"result": row[4]} if self.failed else {}),
+                      "connects": n}
+            rows.append((list(row[1:]) + [n], fields))
+        self.table.show(rows, scope, seconds, title)
 
 
 @export_options("tcpconnect")
@@ -236,8 +228,6 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.render.fields import clock
-
     family = family_of(ipv4, ipv6)
     dports = ports_of(port, "-P")
     if interval is not None and not count_mode:
@@ -248,19 +238,16 @@ def command(
             return
         closed = obj.enum("tcpconnect_result")["closed"]
         view = ConnectView(out, closed, timestamp, print_uid, lport, failed)
-        counts = connect_counts(obj.map("counts"))
-        ring = None if count_mode else obj.ring_buffer("events", "tcpconnect_event", view.event)
-
-        def tick(ts: float, seconds: float, show: bool):
-            delta = counts.read()
-            if show:
-                view.counts(delta, "interval", seconds, clock(ts))
-            return snapshot(ts, counts.totals(), closed) if exporters else None
-
-        loop = Loop(out, interval=interval if count_mode else None, count=count,
-                    duration=duration, rings=[ring], exporters=exporters)
-        seconds = loop.run(tick, "Tracing TCP connects... Hit Ctrl-C to end.")
-        totals = counts.totals()
-        if count_mode:
-            view.counts(totals, "run", seconds, f"Connects over {seconds:.1f} s:")
-        view.summary(seconds, obj.lost_events(), sum(totals.values()) if count_mode else None)
+        banner = "Tracing TCP connects... Hit Ctrl-C to end."
+        if not count_mode:
+            seconds = run_events(out, obj, "events", "tcpconnect_event", view.event, duration,
+                                 banner, exporters, connect_sampler(obj))
+            view.lines.summary("tcpconnect", seconds, obj.lost_events(), "connects")
+            return
+        run_counting(out, connect_counts(obj.map("counts")), view.counts,
+                     snapshot=lambda ts, totals: snapshot(ts, totals, closed), banner=banner,
+                     run_title="Connects over {seconds:.1f} s:", interval=interval, count=count,
+                     duration=duration, exporters=exporters,
+                     summary=lambda totals: {"connects": sum(totals.values()),
+                                             "lost_events": obj.lost_events()})
+        out.lost("tcpconnect", obj.lost_events(), "connects", "the count map was full")

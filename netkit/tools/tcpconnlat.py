@@ -10,15 +10,15 @@ from typing import Annotated, NamedTuple, Optional
 
 import typer
 
-from netkit.cli.loop import Loop
 from netkit.cli.options import (MAX_SECONDS, CgroupOpt, CountArg, DurationOpt, Ipv4Opt, Ipv6Opt,
                                 JsonOpt, LportColumnOpt, NameOpt, NoColorOpt, Number, PidOpt,
                                 TimestampOpt, VerboseOpt, family_of)
+from netkit.cli.runs import export_source_of, run_counting, run_events, sampler
 from netkit.cli.tool import ManPage, open_output
 from netkit.engine.errors import UsageError
 from netkit.export import ExportHub, export_options
 from netkit.render.output import Column
-from netkit.render.tcp import TcpEventView
+from netkit.render.tcp import endpoints
 
 SUMMARY = "TCP handshake latency (SYN to ESTABLISHED) per connect or per destination."
 
@@ -63,9 +63,9 @@ MAN = ManPage(
         "With --hist, objects with type \"hist\", scope (\"interval\" or \"run\"), interval_s or "
         "duration_s, family, daddr, dport, count, latency_us_sum, latency_us_avg and "
         "latency_us, the histogram: a list of objects with low, high and count for the bucket "
-        "[low, high). At the end one object with type \"summary\", duration_s, connects and "
-        "lost_events (connects the ring buffer or the histogram map could not take; text "
-        "output says them on stderr).\n\n"
+        "[low, high). At the end one object with type \"summary\", duration_s, events "
+        "(connects shown; with --hist connects, those counted) and lost_events (connects the "
+        "ring buffer or the histogram map could not take; text output says them on stderr).\n\n"
         "Exported: netkit_tcpconnlat_latency_seconds, a histogram with label dport."),
     see_also=["tcpconnlat(8) (bcc)", "netkit-soconnlat(8)", "netkit-tcpconnect(8)", "tcp(7)"],
 )
@@ -110,12 +110,10 @@ def _open(pid, name, cgroup, family=0, events=True, min_ms=0.0):
                              "min_ns": int(min_ms * 1e6)})
 
 
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach tcpconnlat's probes (histograms only), yield
-    ts -> Snapshot."""
-    from netkit.cli.histloop import exported_histograms
-    return exported_histograms(_open(pid, name, cgroup, events=False), destination_hists,
-                               snapshot)
+# For `netkit export`: tcpconnlat's probes without events, its histograms as snapshots.
+export_source = export_source_of(
+    lambda pid, name, cgroup: _open(pid, name, cgroup, events=False),
+    lambda obj: sampler(destination_hists(obj), snapshot))
 
 
 def hist_view(out):
@@ -127,30 +125,26 @@ def hist_view(out):
                     sum_scale=1e-3, empty="(no connects)")
 
 
-class ConnlatView(TcpEventView):
+class ConnlatView:
     def __init__(self, out, timestamp: bool, lport: bool):
-        from netkit.render.output import StreamTable
-        super().__init__(out, "tcpconnlat", "connects", timestamp=timestamp)
+        from netkit.render.events import EventLines
+        from netkit.render.sockets import Owners
+        self.owners = Owners()
         self.lport = lport
-        self.table = StreamTable(out, self.time_columns() + [
+        self.lines = EventLines(out, [
             Column("PID", 7), Column("COMM", 15, "<", style="bold"), Column("IP", 2),
             Column("SADDR", 16, "<")] + ([Column("LPORT", 6)] if lport else []) + [
             Column("DADDR", 16, "<"), Column("DPORT", 5),
-            Column("LAT(ms)", 8, fmt=lambda v: f"{v:.2f}", style="bold")])
+            Column("LAT(ms)", 8, fmt=lambda v: f"{v:.2f}", style="bold")], timestamp)
 
     def event(self, e) -> None:
-        owner, ends = self.decode(e)
-        if self.out.mode == "json":
-            self.out.record({
-                "type": "event", "ts": self.iso(e.ts_ns), "pid": owner.pid,
-                "comm": owner.comm, "saddr": ends.laddr, "daddr": ends.raddr,
-                "dport": ends.rport, "latency_us": round(e.latency_ns / 1000, 3),
-                "cgroup": owner.cgroup})
-            return
-        self.table.row(self.time_cells(e.ts_ns) + [owner.pid_text, owner.comm_text, ends.family,
-                                                   ends.laddr] +
-                       ([ends.lport] if self.lport else []) +
-                       [ends.raddr, ends.rport, e.latency_ns / 1e6])
+        owner, ends = self.owners.of_socket(e.owner), endpoints(e.tuple)
+        self.lines.event(
+            {"type": "event", "pid": owner.pid, "comm": owner.comm, "saddr": ends.laddr,
+             "daddr": ends.raddr, "dport": ends.rport,
+             "latency_us": round(e.latency_ns / 1000, 3), "cgroup": owner.cgroup},
+            [*owner.cells, ends.family, ends.laddr] + ([ends.lport] if self.lport else []) +
+            [ends.raddr, ends.rport, e.latency_ns / 1e6], e.ts_ns)
 
 
 @export_options("tcpconnlat")
@@ -171,8 +165,6 @@ def command(
     verbose: VerboseOpt = False,
     exporters: ExportHub = None,
 ):
-    from netkit.render.fields import clock
-
     family = family_of(ipv4, ipv6)
     interval = min_or_interval if hist else None
     if hist and interval is not None and interval < MIN_INTERVAL:
@@ -186,24 +178,19 @@ def command(
             return
         hists = destination_hists(obj)
         if hist:
-            from netkit.cli.histloop import trace_histograms
-            seconds, totals = trace_histograms(
-                out, hists, hist_view(out), interval=interval, count=count,
-                duration=duration, exporters=exporters, snapshot=snapshot,
-                banner="Tracing TCP handshake latency... Hit Ctrl-C to end.",
-                heading="Handshake latency over {seconds:.1f} s:")
-            view = ConnlatView(out, False, False)
-            view.summary(seconds, obj.lost_events(), sum(h.count for h in totals.values()))
+            run_counting(out, hists, hist_view(out).show, snapshot=snapshot,
+                         banner="Tracing TCP handshake latency... Hit Ctrl-C to end.",
+                         run_title="Handshake latency over {seconds:.1f} s:",
+                         interval=interval, count=count, duration=duration,
+                         exporters=exporters,
+                         summary=lambda totals: {
+                             "connects": sum(h.count for h in totals.values()),
+                             "lost_events": obj.lost_events()})
+            out.lost("tcpconnlat", obj.lost_events(), "connects", "the histogram map was full")
             return
         view = ConnlatView(out, timestamp, lport)
-        ring = obj.ring_buffer("events", "tcpconnlat_event", view.event)
-
-        def tick(ts: float, seconds: float, show: bool):
-            hists.read()
-            return snapshot(ts, hists.totals()) if exporters else None
-
         banner = ("Tracing TCP handshake latency" +
                   (f" of {min_ms:g} ms or more" if min_ms else "") + "... Hit Ctrl-C to end.")
-        seconds = Loop(out, duration=duration, rings=[ring], exporters=exporters).run(
-            tick, banner)
-        view.summary(seconds, obj.lost_events())
+        seconds = run_events(out, obj, "events", "tcpconnlat_event", view.event, duration,
+                             banner, exporters, sampler(hists, snapshot))
+        view.lines.summary("tcpconnlat", seconds, obj.lost_events(), "connects")

@@ -7,19 +7,18 @@ Like bcc's tcplife: -T, -t, -w, -s, -L, -D, -4/-6.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated
 
 import typer
 
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, ClockOpt, DportOpt, DurationOpt, Ipv4Opt, Ipv6Opt,
                                 JsonOpt, LportOpt, NameOpt, NoColorOpt, PidOpt, TimestampOpt,
                                 VerboseOpt, WideOpt, family_of, ports_of)
+from netkit.cli.runs import export_source_of, run_events
 from netkit.cli.tool import ManPage, open_output
 from netkit.export import ExportHub, export_options
 from netkit.render.output import Column
-from netkit.render.tcp import TcpEventView
+from netkit.render.tcp import endpoints
 
 SUMMARY = "TCP sessions as they close: owner, addresses, bytes each way, duration."
 
@@ -67,7 +66,7 @@ MAN = ManPage(
         "JSON: one object per session with type \"session\", ts (ISO 8601, at close), pid, "
         "comm (null when the owner is not known), laddr, lport, raddr, rport, tx_bytes, "
         "rx_bytes (bytes, not KiB), duration_ms and cgroup; at the end one object with type "
-        "\"summary\", duration_s, sessions and lost_events (sessions the ring buffer could not "
+        "\"summary\", duration_s, events (sessions shown) and lost_events (sessions the ring buffer could not "
         "take; text output says them on stderr).\n\n"
         "Exported: netkit_tcplife_sessions_total, netkit_tcplife_session_duration_seconds, "
         "netkit_tcplife_session_tx_bytes and netkit_tcplife_session_rx_bytes (histograms)."),
@@ -100,49 +99,43 @@ def _open(pid, name, cgroup, lports=(), dports=(), family=0, events=True):
                      rodata={"filter_family": family, "emit_events": events})
 
 
-@contextlib.contextmanager
-def export_source(pid: int | None = None, name: str | None = None, cgroup: str | None = None):
-    """For `netkit export`: attach tcplife's probes (histograms only), yield ts -> Snapshot."""
-    with _open(pid, name, cgroup, events=False) as obj:
-        hists = obj.map("hists")
-        yield lambda ts: snapshot(ts, hists.lookup(0))
+def life_sampler(obj):
+    """ts -> the Snapshot of the run's sessions so far (one in-kernel record, never reset)."""
+    hists = obj.map("hists")
+    return lambda ts: snapshot(ts, hists.lookup(0))
 
 
-class LifeView(TcpEventView):
+# For `netkit export`: tcplife's probes without events, its histograms as snapshots.
+export_source = export_source_of(lambda pid, name, cgroup: _open(pid, name, cgroup, events=False),
+                                 life_sampler)
+
+
+class LifeView:
     def __init__(self, out, clock: bool, timestamp: bool, wide: bool, csv: bool):
-        from netkit.render.output import StreamTable
-        super().__init__(out, "tcplife", "sessions", clock, timestamp)
-        self.extra, self.csv = wide or csv, csv
+        from netkit.render.events import EventLines
+        from netkit.render.sockets import Owners
+        self.owners = Owners()
+        self.extra = wide or csv
         addr = 39 if wide else 15
-        self.columns = self.time_columns() + [
-            Column("PID", 7), Column("COMM", 15, "<", style="bold")] + \
+        self.lines = EventLines(out, [
+            Column("PID", 7), Column("COMM", 15, "<", style="bold")] +
             ([Column("IP", 2)] if self.extra else []) + [
             Column("LADDR", addr, "<"), Column("LPORT", 5), Column("RADDR", addr, "<"),
             Column("RPORT", 5), Column("TX_KB", 6), Column("RX_KB", 6),
-            Column("MS", 9, fmt=lambda v: f"{v:.2f}", style="bold")] + \
-            ([Column("CGROUP", 20, "<")] if self.extra else [])
-        self.table = StreamTable(out, self.columns)
-        if csv and out.mode != "json":
-            out.line(",".join(c.header for c in self.columns))
+            Column("MS", 9, fmt=lambda v: f"{v:.2f}", style="bold")] +
+            ([Column("CGROUP", 20, "<")] if self.extra else []), timestamp, clock, csv)
 
     def event(self, e) -> None:
-        owner, ends = self.decode(e)
+        owner, ends = self.owners.of_socket(e.owner), endpoints(e.tuple)
         ms = e.duration_ns / 1e6
-        if self.out.mode == "json":
-            self.out.record({
-                "type": "session", "ts": self.iso(e.ts_ns), "pid": owner.pid,
-                "comm": owner.comm, "laddr": ends.laddr, "lport": ends.lport,
-                "raddr": ends.raddr, "rport": ends.rport, "tx_bytes": e.tx_bytes,
-                "rx_bytes": e.rx_bytes, "duration_ms": round(ms, 3), "cgroup": owner.cgroup})
-            return
-        row = self.time_cells(e.ts_ns) + [owner.pid_text, owner.comm_text] + \
-            ([ends.family] if self.extra else []) + \
+        self.lines.event(
+            {"type": "session", "pid": owner.pid, "comm": owner.comm, "laddr": ends.laddr,
+             "lport": ends.lport, "raddr": ends.raddr, "rport": ends.rport,
+             "tx_bytes": e.tx_bytes, "rx_bytes": e.rx_bytes, "duration_ms": round(ms, 3),
+             "cgroup": owner.cgroup},
+            owner.cells + ([ends.family] if self.extra else []) +
             [ends.laddr, ends.lport, ends.raddr, ends.rport, e.tx_bytes // 1024,
-             e.rx_bytes // 1024, ms] + ([owner.cgroup or "-"] if self.extra else [])
-        if self.csv:
-            self.out.line(",".join(col.fmt(v) for col, v in zip(self.columns, row)))
-        else:
-            self.table.row(row)
+             e.rx_bytes // 1024, ms] + ([owner.cgroup or "-"] if self.extra else []), e.ts_ns)
 
 
 @export_options("tcplife")
@@ -171,12 +164,7 @@ def command(
         if duration == 0:
             return
         view = LifeView(out, clock, timestamp, wide, csv)
-        ring = obj.ring_buffer("events", "tcplife_event", view.event)
-        hists = obj.map("hists")
-
-        def tick(ts: float, seconds: float, show: bool):
-            return snapshot(ts, hists.lookup(0)) if exporters else None
-
-        seconds = Loop(out, duration=duration, rings=[ring], exporters=exporters).run(
-            tick, "Tracing TCP sessions... Hit Ctrl-C to end.")
-        view.summary(seconds, obj.lost_events())
+        seconds = run_events(out, obj, "events", "tcplife_event", view.event, duration,
+                             "Tracing TCP sessions... Hit Ctrl-C to end.", exporters,
+                             life_sampler(obj))
+        view.lines.summary("tcplife", seconds, obj.lost_events(), "sessions")

@@ -6,13 +6,13 @@ sock:inet_sock_set_state through BTF, as bcc's tcpstates; the owner is remembere
 """
 from __future__ import annotations
 
-from netkit.cli.loop import Loop
 from netkit.cli.options import (CgroupOpt, ClockOpt, DportOpt, DurationOpt, Ipv4Opt, Ipv6Opt,
                                 JsonOpt, LportOpt, NameOpt, NoColorOpt, PidOpt, TimestampOpt,
                                 VerboseOpt, WideOpt, family_of, ports_of)
+from netkit.cli.runs import run_events
 from netkit.cli.tool import ManPage, open_output
 from netkit.render.output import Column
-from netkit.render.tcp import TcpEventView, state_name
+from netkit.render.tcp import endpoints, state_name
 
 SUMMARY = "TCP state changes with the time spent in each state and the owning process."
 
@@ -61,37 +61,35 @@ MAN = ManPage(
 )
 
 
-class StatesView(TcpEventView):
+class StatesView:
     def __init__(self, out, clock: bool, timestamp: bool, wide: bool):
-        from netkit.render.output import StreamTable
-        super().__init__(out, "tcpstates", "events", clock, timestamp)
+        from netkit.render.events import EventLines
+        from netkit.render.sockets import Owners
+        self.owners = Owners()
         self.wide = wide
         addr = 39 if wide else 15
-        self.table = StreamTable(out, self.time_columns() + [
+        self.lines = EventLines(out, [
             Column("SKADDR", 16, "<", style="dim"), Column("PID", 7),
             Column("COMM", 15, "<", style="bold")] + ([Column("IP", 2)] if wide else []) + [
             Column("LADDR", addr, "<"), Column("LPORT", 5), Column("RADDR", addr, "<"),
             Column("RPORT", 5), Column("OLDSTATE", 11, "<"), Column("->", 2),
             Column("NEWSTATE", 11, "<", style="bold"),
             Column("MS", 9, fmt=lambda v: f"{v:.3f}")] +
-            ([Column("CGROUP", 20, "<")] if wide else []))
+            ([Column("CGROUP", 20, "<")] if wide else []), timestamp, clock)
 
     def event(self, e) -> None:
-        owner, ends = self.decode(e)
+        owner, ends = self.owners.of_socket(e.owner), endpoints(e.tuple)
         old, new = state_name(e.oldstate), state_name(e.newstate)
         ms = e.state_ns / 1e6
         skaddr = f"{e.skaddr:x}"
-        if self.out.mode == "json":
-            self.out.record({
-                "type": "event", "ts": self.iso(e.ts_ns), "skaddr": skaddr, "pid": owner.pid,
-                "comm": owner.comm, "laddr": ends.laddr, "lport": ends.lport,
-                "raddr": ends.raddr, "rport": ends.rport, "old_state": old, "new_state": new,
-                "state_ms": round(ms, 3), "cgroup": owner.cgroup})
-            return
-        self.table.row(self.time_cells(e.ts_ns) + [skaddr, owner.pid_text, owner.comm_text] +
-                       ([ends.family] if self.wide else []) +
-                       [ends.laddr, ends.lport, ends.raddr, ends.rport, old, "->", new, ms] +
-                       ([owner.cgroup or "-"] if self.wide else []))
+        self.lines.event(
+            {"type": "event", "skaddr": skaddr, "pid": owner.pid, "comm": owner.comm,
+             "laddr": ends.laddr, "lport": ends.lport, "raddr": ends.raddr, "rport": ends.rport,
+             "old_state": old, "new_state": new, "state_ms": round(ms, 3),
+             "cgroup": owner.cgroup},
+            [skaddr, *owner.cells] + ([ends.family] if self.wide else []) +
+            [ends.laddr, ends.lport, ends.raddr, ends.rport, old, "->", new, ms] +
+            ([owner.cgroup or "-"] if self.wide else []), e.ts_ns)
 
 
 def command(
@@ -120,7 +118,6 @@ def command(
         if duration == 0:
             return
         view = StatesView(out, clock, timestamp, wide)
-        ring = obj.ring_buffer("events", "tcpstates_event", view.event)
-        seconds = Loop(out, duration=duration, rings=[ring]).run(
-            lambda ts, seconds, show: None, "Tracing TCP state changes... Hit Ctrl-C to end.")
-        view.summary(seconds, obj.lost_events())
+        seconds = run_events(out, obj, "events", "tcpstates_event", view.event, duration,
+                             "Tracing TCP state changes... Hit Ctrl-C to end.")
+        view.lines.summary("tcpstates", seconds, obj.lost_events())
