@@ -78,14 +78,6 @@ def cgroup_of(pid: int) -> str:
     raise AssertionError(f"no cgroup v2 entry for {pid}")
 
 
-def records(stdout: str) -> dict[str, list[dict]]:
-    by_type: dict[str, list[dict]] = {}
-    for line in stdout.splitlines():
-        obj = json.loads(line)
-        by_type.setdefault(obj["type"], []).append(obj)
-    return by_type
-
-
 def tcp_bed(tool: str):
     """A module fixture's body: `yield from tcp_bed("tcplife")` (see the module doc)."""
     require_root_bpf(tool)

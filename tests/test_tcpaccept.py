@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import require_root_bpf
-from tcptraffic import Peer, records, tcp_bed, trace
+from conftest import records, require_root_bpf
+from tcptraffic import Peer, tcp_bed, trace
 
 N = 5
 BACKLOG = 7

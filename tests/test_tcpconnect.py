@@ -12,8 +12,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import assert_one_line_error, require_root_bpf, run_netkit
-from tcptraffic import PORT_DROP, Peer, records, tcp_bed, trace
+from conftest import assert_one_line_error, records, require_root_bpf, run_netkit
+from tcptraffic import PORT_DROP, Peer, tcp_bed, trace
 
 @pytest.fixture(scope="module")
 def bed():

@@ -13,8 +13,8 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import BpftracePeer
-from tcptraffic import Peer, records, tcp_bed, trace
+from conftest import BpftracePeer, records
+from tcptraffic import Peer, tcp_bed, trace
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns]
 

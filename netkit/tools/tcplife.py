@@ -66,8 +66,8 @@ MAN = ManPage(
         "JSON: one object per session with type \"session\", ts (ISO 8601, at close), pid, "
         "comm (null when the owner is not known), laddr, lport, raddr, rport, tx_bytes, "
         "rx_bytes (bytes, not KiB), duration_ms and cgroup; at the end one object with type "
-        "\"summary\", duration_s, events (sessions shown) and lost_events (sessions the ring buffer could not "
-        "take; text output says them on stderr).\n\n"
+        "\"summary\", duration_s, events (sessions shown) and lost_events (sessions the ring "
+        "buffer could not take; text output says them on stderr).\n\n"
         "Exported: netkit_tcplife_sessions_total, netkit_tcplife_session_duration_seconds, "
         "netkit_tcplife_session_tx_bytes and netkit_tcplife_session_rx_bytes (histograms)."),
     see_also=["tcplife(8) (bcc)", "netkit-tcpstates(8)", "netkit-tcpconnect(8)", "ss(8)"],
