@@ -15,7 +15,7 @@ BPF_CFLAGS := -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Wno-unus
 	-Ibuild -Ibpf_programs
 RUN_ARGS  ?= 1 5
 
-.PHONY: all bpf bpf-cflags venv run test man bench mutate clean
+.PHONY: all bpf bpf-cflags venv run test man bench mutate dist clean
 all: venv bpf $(LINKEMU)
 
 $(VMLINUX):
@@ -53,12 +53,16 @@ test: all
 man: venv
 	$(VPY) tools/genman.py man
 
-bench: all
+bench: all dist
 	$(VPY) bench/run.py
 
 # Plants each mutant of tools/mutate/mutants.py in a scratch copy and runs its tests (slow).
 mutate: all
 	$(VPY) -m tools.mutate
 
+# dist/netkit.pyz (one file for another host) and dist/netkit-VERSION-py3-none-linux_ARCH.whl.
+dist: venv bpf
+	$(VPY) tools/dist.py
+
 clean:
-	rm -rf build netkit/bpf/*.bpf.o
+	rm -rf build dist netkit/bpf/*.bpf.o

@@ -39,16 +39,23 @@ def measure(argv: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def alternating_medians(commands: dict[str, list[str]], rounds: int) -> dict:
+    """name -> (median wall s, median peak RSS MiB), the commands run in turn `rounds` times
+    after one warm-up run each (page cache)."""
+    for argv in commands.values():
+        measure(argv)
+    results = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, argv in commands.items():
+            results[name].append(measure(argv))
+    return {name: (statistics.median(w for w, _ in runs), statistics.median(r for _, r in runs))
+            for name, runs in results.items()}
+
+
 def main(rounds: int = 9) -> None:
     if not shutil.which("bpftrace"):
         sys.exit("bpftrace is not installed (apt-get install bpftrace)")
-    measure(NETKIT), measure(BPFTRACE)           # warm page cache for both
-    results = {"netkit": [], "bpftrace": []}
-    for _ in range(rounds):
-        results["netkit"].append(measure(NETKIT))
-        results["bpftrace"].append(measure(BPFTRACE))
-    med = {name: (statistics.median(w for w, _ in runs), statistics.median(r for _, r in runs))
-           for name, runs in results.items()}
+    med = alternating_medians({"netkit": NETKIT, "bpftrace": BPFTRACE}, rounds)
     print(f"sockstat start-up, {rounds} alternating rounds (median)")
     print(f"{'':10} {'wall s':>8} {'peak RSS MiB':>13}")
     for name, (wall, rss) in med.items():

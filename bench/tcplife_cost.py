@@ -4,7 +4,7 @@ tcplife's work on the same tracepoint (sock:inet_sock_set_state: remember when e
 established and who owns it, and at CLOSE read its byte counters and print one line), on one
 loopback connect storm with both attached. Target (issue 13): netkit <= 0.8x bpftrace.
 
-netkit's other programs (sockowner.h's accept and destroy hooks) run on other events; they
+netkit's other programs (sockowners.h's accept and destroy hooks) run on other events; they
 are listed with their own counts, and the total per session is printed beside the ratio."""
 from __future__ import annotations
 

@@ -42,6 +42,19 @@ static __always_inline __u32 tx_netns(const struct sk_buff *skb, const struct ne
 	return dev_netns(dev ? dev : BPF_CORE_READ(skb, dev));
 }
 
+/* dev_netns and sock_netns for pointers a tp_btf program was given (its arguments and the
+ * pointers in them): direct loads, which the JIT makes fault-safe, cost a few ns where each
+ * bpf_probe_read_kernel of BPF_CORE_READ costs ~50 (skbdrop: 165 against 278 ns per event). */
+static __always_inline __u32 dev_netns_btf(const struct net_device *dev)
+{
+	return dev ? dev->nd_net.net->ns.inum : 0;
+}
+
+static __always_inline __u32 sock_netns_btf(const struct sock *sk)
+{
+	return sk ? sk->__sk_common.skc_net.net->ns.inum : 0;
+}
+
 static __always_inline bool netns_selected(__u32 netns)
 {
 	return !filter_netns || netns == filter_netns;

@@ -21,7 +21,7 @@ static __always_inline void owner_of_current(struct owner *o)
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
-/* The owner of a socket kept where its events happen away from it (bpf_programs/sockowner.h;
+/* The owner of a socket kept where its events happen away from it (bpf_programs/sockowners.h;
  * the TCP tools' events): the task as above, its uid, and whether it passed the tool's process
  * filters (-p, -n, -c), decided when it was taken because the cgroup test only works on the
  * current task. task.pid 0: nobody was seen owning the socket. netkit/render/sockets.py's

@@ -9,7 +9,7 @@
  * counting after its SYN-ACK) and a FIN: ours once acknowledged, the peer's once received
  * (SOCK_DONE). Those are taken off, so the figures are the bytes the applications exchanged.
  *
- * The owner comes from sockowner.h: the close() or connect() caller, the accept() caller
+ * The owner comes from sockowners.h: the close() or connect() caller, the accept() caller
  * (sys_exit), or the listener's owner for a connection nobody accepted; the CLOSE itself often
  * fires in softirq, when the peer's last ACK or FIN arrives. */
 #include "vmlinux.h"
@@ -18,8 +18,9 @@
 #include <bpf/bpf_core_read.h>
 #include "common.h"
 #include "tcpsock.h"
+#include "owner.h"
 #define SOCKOWNER_ACCEPT
-#include "sockowner.h"
+#include "sockowners.h"
 #include "tcplife.h"
 
 char LICENSE[] SEC("license") = "GPL";

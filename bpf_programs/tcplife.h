@@ -1,5 +1,5 @@
 /* tcplife's event and histograms, read by netkit from the object's BTF. Include after
- * common.h, tcpsock.h and sockowner.h. */
+ * common.h, tcpsock.h and sockowners.h. */
 #ifndef TCPLIFE_H
 #define TCPLIFE_H
 

@@ -1,7 +1,7 @@
 /* A TCP socket's addresses and ports as the tcp* tools show them, and the family filter
  * (-4/-6). An IPv6 socket talking IPv4 (IPv4-mapped addresses, ::ffff:a.b.c.d) is an IPv4
  * connection on the wire, so it reads as IPv4: family 4, addresses in the first 4 bytes.
- * And the TCP socket an accept() returned, with its listener. Include after common.h. */
+ * Include after common.h. */
 #ifndef NETKIT_TCPSOCK_H
 #define NETKIT_TCPSOCK_H
 
@@ -36,12 +36,6 @@ static __always_inline bool unset(const __u8 *a)
 	return !(w[0] | w[1] | w[2] | w[3]);
 }
 
-/* A kernel pointer, however the verifier knows it (a tp_btf argument, or a number read from
- * memory), as a read-only BTF pointer: its fields are then read with plain loads (the
- * verifier makes them fault-safe) rather than a bpf_probe_read_kernel() call each. */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-#define kernel_cast(ptr, type) ((const type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
-
 /* False for a socket that is neither IPv4 nor IPv6 (or that -4/-6 leaves out). */
 static __always_inline bool tcp_tuple_of(const struct sock *sk, struct tcp_tuple *t)
 {
@@ -73,21 +67,6 @@ static __always_inline bool tcp_tuple_of(const struct sock *sk, struct tcp_tuple
 		return false;
 	}
 	return !filter_family || t->family == filter_family;
-}
-
-/* At sys_exit: the TCP socket an accept() or accept4() returned (NULL for any other syscall, a
- * failure, or another protocol), and in *listener the listening socket it came from (NULL
- * when that fd is already closed). The listening fd is still in the saved registers at exit
- * (orig_x0 on arm64). */
-static __always_inline struct sock *accepted_tcp_sock(struct pt_regs *regs, long ret,
-						      struct sock **listener)
-{
-	struct sock *sk = accepted_sock(regs, ret);
-
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return NULL;
-	*listener = sock_of_fd((int)PT_REGS_PARM1_CORE_SYSCALL(regs));
-	return sk;
 }
 
 #endif /* NETKIT_TCPSOCK_H */

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* tcpstates: every TCP state change, with the time the socket spent in the state it leaves and
- * the process that owns it (sockowner.h: the task that acted on it, also when the change
+ * the process that owns it (sockowners.h: the task that acted on it, also when the change
  * happens in softirq).
  *
- * Probes: inet_sock_set_state (the changes); from sockowner.h, sys_exit (accept: who owns a
+ * Probes: inet_sock_set_state (the changes); from sockowners.h, sys_exit (accept: who owns a
  * new child socket), sock_send_length (a socket older than the trace gets its owner at its
  * next send) and tcp_destroy_sock (the cleanup). */
 #include "vmlinux.h"
@@ -12,9 +12,10 @@
 #include <bpf/bpf_core_read.h>
 #include "common.h"
 #include "tcpsock.h"
+#include "owner.h"
 #define SOCKOWNER_ACCEPT
 #define SOCKOWNER_SEND
-#include "sockowner.h"
+#include "sockowners.h"
 #include "tcpstates.h"
 
 char LICENSE[] SEC("license") = "GPL";

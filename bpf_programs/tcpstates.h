@@ -1,5 +1,5 @@
 /* tcpstates' event, read by netkit from the object's BTF. Include after common.h, tcpsock.h
- * and sockowner.h. */
+ * and sockowners.h. */
 #ifndef TCPSTATES_H
 #define TCPSTATES_H
 

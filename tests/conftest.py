@@ -112,9 +112,11 @@ def read_until(proc: subprocess.Popen, stream, marker: str, timeout: float) -> t
 class Traced:
     """A netkit tool running in a subprocess, for tests that make traffic while it traces."""
 
-    def __init__(self, args: list[str], banner: str = "Tracing", timeout: float = 15.0):
-        self.proc = subprocess.Popen([str(NETKIT), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+    def __init__(self, args: list[str], banner: str = "Tracing", timeout: float = 15.0,
+                 command: list[str] | None = None, env: dict | None = None):
+        """command: how netkit is run (the installed command; tests/test_dist.py: the pyz)."""
+        self.proc = subprocess.Popen([*(command or [str(NETKIT)]), *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
         started, seen = read_until(self.proc, self.proc.stderr, banner, timeout)
         self._stderr = seen.splitlines(keepends=True)
         if not started:

@@ -65,6 +65,18 @@ class PacketBed:
     def inode(self, ns: str) -> int:
         return os.stat(f"/run/netns/{ns}").st_ino
 
+    def counters(self, ns: str) -> dict[str, int]:
+        """/proc/net/snmp and /proc/net/netstat of namespace ns, read by cat inside it (not by
+        netkit's reader), named as nstat names them: UdpNoPorts, TcpExtListenOverflows."""
+        counters = {}
+        for name in ("snmp", "netstat"):
+            lines = self.bed.run(ns, ["cat", f"/proc/net/{name}"]).stdout.splitlines()
+            for header, values in zip(lines[::2], lines[1::2]):
+                group = header.split(":")[0]
+                counters.update({group + k: int(v) for k, v in zip(header.split()[1:],
+                                                                    values.split()[1:])})
+        return counters
+
     # -- netkit inside the host namespace ------------------------------------------------------
     def trace(self, *args: str, ns: str | None = None, json: bool = True) -> "Tracer":
         tracer = Tracer(self.bed, ns or self.host, list(args) + (["--json"] if json else []))

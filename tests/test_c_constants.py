@@ -20,7 +20,8 @@ def _array_length(struct: type, field: str) -> int:
                                   "qdisclat", "skblife", "sofamily", "soprotocol", "soconnect",
                                   "soaccept", "socketio", "socksize", "sormem", "so1stbyte",
                                   "tcpstates", "tcplife", "tcpconnect", "tcpaccept",
-                                  "tcpconnlat"])
+                                  "tcpconnlat", "tcpretrans", "skbdrop", "tcprtt", "tcpwin",
+                                  "tcpsynbl", "ipecn"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -98,3 +99,14 @@ def test_tcp_state_names_follow_the_kernel():
     kernel = dict(re.findall(r"TCP_(\w+) = (\d+)", body))
     assert {name: int(n) for name, n in kernel.items() if name != "MAX_STATES"} == \
         {name: n for n, name in enumerate(STATES) if name}
+
+
+def test_skbdrop_array_reasons():
+    from netkit.tools.skbdrop import ARRAY_REASONS
+    assert object_types("skbdrop").constants("skbdrop_limit") == [("ARRAY_REASONS", ARRAY_REASONS)]
+
+
+def test_tcprtt_key_by():
+    from netkit.tools.tcprtt import KEY_LADDR, KEY_NONE, KEY_RADDR
+    assert object_types("tcprtt").constants("rtt_key_by") == [
+        ("KEY_NONE", KEY_NONE), ("KEY_LADDR", KEY_LADDR), ("KEY_RADDR", KEY_RADDR)]

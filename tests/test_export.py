@@ -1017,11 +1017,12 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([], "name where to export"),
-    (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: netsize, "
-                                          "nettxlat, qdisclat, skblife, so1stbyte, socketio, "
-                                          "socksize, sockstat, soconnlat, sofamily, soprotocol, "
-                                          "sormem, tcpconnect, tcpconnlat, tcplife, "
-                                          "tcpnagle)"),
+    (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: ipecn, "
+                                          "netsize, nettxlat, qdisclat, skbdrop, skblife, "
+                                          "so1stbyte, socketio, socksize, sockstat, soconnlat, "
+                                          "sofamily, soprotocol, sormem, tcpconnect, "
+                                          "tcpconnlat, tcplife, tcpnagle, tcpretrans, tcprtt, "
+                                          "tcpsynbl)"),
     (["sockstat", "netsize", "-p", "1", "--prometheus", "0"],
      "netsize counts packets, which belong to no process (-p, -n and -c select processes)"),
 ])

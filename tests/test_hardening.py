@@ -43,6 +43,12 @@ TOOLS = {
     "tcplife": ["tcplife"],
     "tcpstates": ["tcpstates"],
     "tcpconnlat": ["tcpconnlat", "--hist", "1"],
+    # The loss tools by kind: events with an interval beside them, a count with the kernel's
+    # BTF and kallsyms read at start, a histogram of tp_btf samples (tcpdrop shares skbdrop's
+    # start, tcpwin tcpretrans's events, tcpsynbl and ipecn tcprtt's and skbdrop's loops).
+    "tcpretrans": ["tcpretrans", "-l"],
+    "skbdrop": ["skbdrop", "-s"],
+    "tcprtt": ["tcprtt", "1"],
 }
 
 

@@ -17,7 +17,7 @@ os.environ["NO_COLOR"] = "1"        # plain help texts, never rich markup
 import typer.main  # noqa: E402
 
 import netkit  # noqa: E402
-from netkit.cli import build_app, tool_modules  # noqa: E402
+from netkit.cli import build_app, completion, tool_modules  # noqa: E402
 
 
 def esc(text: str) -> str:
@@ -86,6 +86,9 @@ def index_page(modules: dict) -> str:
     out.append(".SH COMMANDS")
     for name, module in modules.items():
         out += [".TP", f".B {name}", esc(module.SUMMARY) + f" See netkit\\-{name}(8)."]
+    out += [".TP", ".B completion [bash|zsh|fish] [\\-\\-install]",
+            esc(completion.SUMMARY) + " The script completes subcommands, options and the values "
+            "of options that have choices; \\-\\-install puts it in your home directory."]
     out += [".SH OPTIONS", ".TP", ".B \\-\\-version", "Print netkit's version and exit.",
             ".TP", ".B \\-h, \\-\\-help", "Show the list of commands and exit."]
     out += [".SH ENVIRONMENT", ".TP", ".B NO_COLOR",

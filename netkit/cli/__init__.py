@@ -16,6 +16,7 @@ from typer._click import exceptions as click_errors
 
 import netkit
 import netkit.tools
+from netkit.cli import completion
 from netkit.cli.tool import boundary
 
 
@@ -61,6 +62,8 @@ def build_app(only: str | None = None) -> typer.Typer:
         app.command(name, help=module.__doc__, short_help=module.SUMMARY,
                     epilog=_examples(module), no_args_is_help=False)(boundary(name,
                                                                              module.command))
+    app.command("completion", help=completion.command.__doc__, short_help=completion.SUMMARY)(
+        boundary("completion", completion.command))
     return app
 
 
@@ -136,13 +139,21 @@ def main() -> None:
         stdout_closed = _keep_standard_fds()
         argv = sys.argv[1:]
         tool = _requested_tool(argv)
-        if stdout_closed and tool not in (None, "export"):
+        if completion.requested():
+            code = completion.complete(lambda only: typer.main.get_command(build_app(only=only)),
+                                       _requested_tool)
+        elif stdout_closed and tool not in (None, "export"):
             print(f"netkit {tool}: standard output is closed", file=sys.stderr)
             code = 1
         else:
             code = run(argv, tool)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as error:
+        # Python < 3.12 wraps an exception raised in __set_name__ (a dataclass being built
+        # while a tool's module is imported) in RuntimeError: Ctrl-C there is still Ctrl-C.
+        if not isinstance(error.__cause__, KeyboardInterrupt):
+            raise
     # The run is over; a signal now would only interrupt the interpreter's exit.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(code)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import pkgutil
 import re
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from netkit.engine import libbpf as L
 from netkit.engine.btf import BtfTypes
 from netkit.engine.errors import NetkitError
 
+# The objects are package data of netkit: files in a source tree or an installed wheel, members
+# of the zip when netkit runs as one file (netkit.pyz, where this path names no directory). An
+# object under it is read through the package's loader and opened from memory, so there is one
+# way to open an object and no file to extract.
 OBJECT_DIR = Path(__file__).resolve().parent.parent / "bpf"
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 
@@ -244,6 +249,7 @@ class BPFObject:
         self.rings: list[RingBuffer] = []
         self.types: BtfTypes | None = None
         self._maps: dict[str, Map] = {}
+        self._image = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self):
@@ -264,18 +270,31 @@ class BPFObject:
     def open(self) -> None:
         checks.require_bpf_privileges()
         checks.check_pid(self.filters.pid)
-        path = self.path
-        if not path.exists():
-            raise NetkitError(f"BPF object {path.name} is not built; run `make bpf` in the netkit "
-                              f"source tree")
+        checks.require_kernel_btf()
+        name = self.path.name
+        # libbpf's libelf reads the image in place until load() ends: a writable buffer of
+        # ours, kept as long as the object.
+        image = self._read_image(name)
+        self._image = ctypes.create_string_buffer(image, len(image))
+        opts = L.ObjectOpenOpts(sz=ctypes.sizeof(L.ObjectOpenOpts),
+                                object_name=name.split(".")[0].encode())
         _libbpf_log.clear()
-        self.obj = L.bpf_object__open_file(str(path).encode(), None)
+        self.obj = L.bpf_object__open_mem(self._image, len(image), ctypes.byref(opts))
         if not self.obj:
-            raise NetkitError(f"cannot open {path.name}: {_errno_text(ctypes.get_errno())}")
+            raise NetkitError(f"cannot open {name}: {_errno_text(ctypes.get_errno())}")
         self.types = BtfTypes(L.bpf_object__btf(self.obj))
         self._check_tracepoints()
         self._prefer_uprobe_multi()
         self._write_rodata()
+
+    def _read_image(self, name: str) -> bytes:
+        try:
+            if self.path.parent == OBJECT_DIR:
+                return pkgutil.get_data("netkit", f"{OBJECT_DIR.name}/{name}")
+            return self.path.read_bytes()
+        except OSError:      # FileNotFoundError from a directory, a bare OSError from a zip
+            raise NetkitError(f"BPF object {name} is not built; run `make bpf` in the netkit "
+                              f"source tree") from None
 
     def load(self) -> None:
         _libbpf_log.clear()
@@ -370,6 +389,7 @@ class BPFObject:
         if self.obj:
             L.bpf_object__close(self.obj)
             self.obj = None
+        self._image = None
 
     # -- access ----------------------------------------------------------------------------------
     def map(self, name: str) -> Map:

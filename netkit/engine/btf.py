@@ -78,20 +78,23 @@ class BtfTypes:
             raise NetkitError(f"struct {name} is not in the BPF object's BTF")
         return self.ctype(type_id)
 
-    def enum(self, name: str) -> dict[str, int]:
-        """name -> value of each constant of `enum <name>`, in lower case and without the prefix
-        all of them share up to an underscore (CAUSE_ of CAUSE_CORK, CAUSE_RWND; RESULT_ of a
-        lone RESULT_CLOSED)."""
+    def constants(self, name: str, where: str = "the BPF object's BTF") -> list[tuple[str, int]]:
+        """(name, value) of each constant of `enum <name>`, as C spells them."""
         type_id = L.btf__find_by_name_kind(self.btf, name.encode(), L.BTF_KIND_ENUM)
         if type_id < 0:
             type_id = L.btf__find_by_name_kind(self.btf, name.encode(), L.BTF_KIND_ENUM64)
         if type_id < 0:
-            raise NetkitError(f"enum {name} is not in the BPF object's BTF")
+            raise NetkitError(f"enum {name} is not in {where}")
         t = self.type(type_id)
         if kind_of(t) == L.BTF_KIND_ENUM:
-            pairs = [(self.name(e), e.val) for e in records(t, _Enum, vlen_of(t))]
-        else:
-            pairs = [(self.name(e), e.hi32 << 32 | e.lo32) for e in records(t, _Enum64, vlen_of(t))]
+            return [(self.name(e), e.val) for e in records(t, _Enum, vlen_of(t))]
+        return [(self.name(e), e.hi32 << 32 | e.lo32) for e in records(t, _Enum64, vlen_of(t))]
+
+    def enum(self, name: str) -> dict[str, int]:
+        """name -> value of each constant of `enum <name>`, in lower case and without the prefix
+        all of them share up to an underscore (CAUSE_ of CAUSE_CORK, CAUSE_RWND; RESULT_ of a
+        lone RESULT_CLOSED)."""
+        pairs = self.constants(name)
         common = os.path.commonprefix([n for n, _ in pairs])
         prefix = common[:common.rfind("_") + 1]
         return {n[len(prefix):].lower(): v for n, v in pairs}

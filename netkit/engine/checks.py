@@ -9,6 +9,11 @@ from pathlib import Path
 from netkit.engine.errors import NetkitError
 
 TRACEFS = Path("/sys/kernel/tracing")
+KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
+NO_KERNEL_BTF = (f"this kernel has no BTF ({KERNEL_BTF}), which netkit's CO-RE programs are "
+                 f"relocated against: boot a kernel built with CONFIG_DEBUG_INFO_BTF=y (the "
+                 f"distribution kernels of Debian 11+, Ubuntu 20.10+, Fedora 31+, RHEL 8.2+ and "
+                 f"Arch are)")
 CAP_PERFMON, CAP_BPF, CAP_SYS_ADMIN = 38, 39, 21
 
 
@@ -78,8 +83,7 @@ def raw_tracepoint_exists(name: str) -> bool:
     from netkit.engine import libbpf as L
     btf = L.btf__load_vmlinux_btf()
     if not btf:
-        raise NetkitError("cannot read kernel BTF (/sys/kernel/btf/vmlinux); a kernel with "
-                          "CONFIG_DEBUG_INFO_BTF is needed")
+        raise NetkitError(NO_KERNEL_BTF)
     try:
         return L.btf__find_by_name_kind(btf, f"btf_trace_{name}".encode(), L.BTF_KIND_TYPEDEF) >= 0
     finally:
@@ -95,6 +99,19 @@ def kernel_has_section_target(section: str) -> tuple[bool, str]:
     if kind in ("tp_btf", "raw_tp", "raw_tracepoint"):
         return raw_tracepoint_exists(rest), rest
     return True, section
+
+
+def require_kernel_btf() -> None:
+    """Without the kernel's BTF every load would fail on a CO-RE relocation, in libbpf's words.
+    libbpf also finds BTF in a vmlinux under /boot or /lib/modules: it is asked (a ~10 MB
+    parse) only when sysfs has none."""
+    if KERNEL_BTF.exists():
+        return
+    from netkit.engine import libbpf as L
+    btf = L.btf__load_vmlinux_btf()
+    if not btf:
+        raise NetkitError(NO_KERNEL_BTF)
+    L.btf__free(btf)
 
 
 def check_pid(pid: int | None) -> None:

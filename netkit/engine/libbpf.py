@@ -13,9 +13,12 @@ from netkit.engine.errors import NetkitError
 
 try:
     lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-except OSError as exc:  # pragma: no cover - depends on the machine
-    raise NetkitError(f"cannot load libbpf.so.1 ({exc}); install libbpf1 (apt-get install libbpf1)")
+except OSError as exc:
+    raise NetkitError(f"cannot load libbpf.so.1 ({exc}): install libbpf1 (Debian, Ubuntu) or "
+                      f"libbpf (Fedora, RHEL, Alpine, Arch)") from None
+# The C library the interpreter already runs on, by no file name: glibc's libc.so.6 does not
+# exist on musl (Alpine).
+libc = ctypes.CDLL(None, use_errno=True)
 
 # libbpf's print callback receives a va_list; on x86-64 and arm64 it arrives as a pointer that
 # vsnprintf can consume directly.
@@ -27,6 +30,11 @@ class UprobeOpts(ctypes.Structure):
     """struct bpf_uprobe_opts as of libbpf 1.1 (sz first, so newer libbpf accepts it too)."""
     _fields_ = [("sz", c_size_t), ("ref_ctr_offset", c_size_t), ("bpf_cookie", c_uint64),
                 ("retprobe", c_bool), ("func_name", c_char_p)]
+
+
+class ObjectOpenOpts(ctypes.Structure):
+    """The head of struct bpf_object_open_opts: libbpf reads only the fields `sz` covers."""
+    _fields_ = [("sz", c_size_t), ("object_name", c_char_p)]
 
 
 class BtfType(ctypes.Structure):
@@ -45,6 +53,8 @@ libbpf_set_print = _proto("libbpf_set_print", c_void_p, PRINT_FN)
 libbpf_num_possible_cpus = _proto("libbpf_num_possible_cpus", c_int)
 
 bpf_object__open_file = _proto("bpf_object__open_file", c_void_p, c_char_p, c_void_p)
+bpf_object__open_mem = _proto("bpf_object__open_mem", c_void_p, c_void_p, c_size_t,
+                              POINTER(ObjectOpenOpts))
 bpf_object__load = _proto("bpf_object__load", c_int, c_void_p)
 bpf_object__close = _proto("bpf_object__close", None, c_void_p)
 bpf_object__btf = _proto("bpf_object__btf", c_void_p, c_void_p)

@@ -15,6 +15,9 @@ STATES = ("", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "
 
 
 def state_name(state: int) -> str:
+    """ESTABLISHED for 1...; "-" for 0 (an event with no socket: tcpdrop's)."""
+    if state == 0:
+        return "-"
     return STATES[state] if 0 < state < len(STATES) else f"STATE{state}"
 
 

@@ -2,7 +2,7 @@
 sent and received and how long the session lived.
 
 sock:inet_sock_set_state through BTF (ESTABLISHED to CLOSE, bytes from the socket's own
-counters), as bcc's tcplife; the owner is remembered per socket (bpf_programs/sockowner.h).
+counters), as bcc's tcplife; the owner is remembered per socket (bpf_programs/sockowners.h).
 Like bcc's tcplife: -T, -t, -w, -s, -L, -D, -4/-6.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the process that owns the socket (also when the change happens in softirq).
 
 sock:inet_sock_set_state through BTF, as bcc's tcpstates; the owner is remembered per socket
-(bpf_programs/sockowner.h). Like bcc's tcpstates: -T, -t, -w, -L/-D, -4/-6.
+(bpf_programs/sockowners.h). Like bcc's tcpstates: -T, -t, -w, -L/-D, -4/-6.
 """
 from __future__ import annotations
 

@@ -42,6 +42,11 @@ TCPLIFE = ["tests/test_tcplife.py"]
 TCPCONNECT = ["tests/test_tcpconnect.py"]
 TCPACCEPT = ["tests/test_tcpaccept.py"]
 TCPCONNLAT = ["tests/test_tcpconnlat.py"]
+TCPRETRANS = ["tests/test_tcpretrans.py"]
+SKBDROP = ["tests/test_skbdrop.py"]
+TCPRTT = ["tests/test_tcprtt.py"]
+TCPSYNBL = ["tests/test_tcpsynbl.py"]
+IPECN = ["tests/test_ipecn.py"]
 
 MUTANTS = [
     # -- sockstat: counters ---------------------------------------------------------------------
@@ -233,10 +238,10 @@ MUTANTS = [
            "(__u32)BPF_CORE_READ(sk, sk_rcvbuf));", SORMEM,
            "sormem: rcvbuf sampled as rmem_alloc"),
     # -- the TCP connection tools (issue 13) ----------------------------------------------------
-    Mutant("classify", "bpf_programs/sockowner.h",
+    Mutant("classify", "bpf_programs/sockowners.h",
            "return kernel_cast(sk, struct sock)->sk_lock.owned != 0;", "return true;",
            TCPSTATES + TCPLIFE, "sockowner: the task a softirq interrupted named as the owner"),
-    Mutant("classify", "bpf_programs/sockowner.h", "\t\tsockowner_inherit(sk, o);",
+    Mutant("classify", "bpf_programs/sockowners.h", "\t\tsockowner_inherit(sk, o);",
            "\t\tunknown_owner(o);", TCPSTATES,
            "sockowner: a listener's new connection belongs to nobody until accepted"),
     Mutant("classify", "netkit/tools/tcpstates.py",
@@ -277,6 +282,64 @@ MUTANTS = [
     Mutant("export", "netkit/tools/tcpconnlat.py", "unit_seconds=1e-6, sum_scale=1e-3))",
            "unit_seconds=1e-6, sum_scale=1.0))", TCPCONNLAT,
            "tcpconnlat: exported _sum in ns read as us"),
+    # -- loss, drops and congestion (issue 14) ----------------------------------------------------
+    Mutant("classify", "bpf_programs/tcpretrans.bpf.c",
+           "record(sk, &flow, treq->snt_isn, 1, TCP_SYN_RECV, RETRANS_SYNACK);",
+           "record(sk, &flow, treq->snt_isn, 1, TCP_SYN_RECV, RETRANS_SEGMENT);", TCPRETRANS,
+           "tcpretrans: SYN-ACKs reported as segment retransmissions"),
+    Mutant("classify", "bpf_programs/tcpretrans.bpf.c",
+           "*(__u32 *)f->laddr = c->skc_rcv_saddr;", "*(__u32 *)f->laddr = c->skc_daddr;",
+           TCPRETRANS, "tcpretrans: the remote address shown as the local one"),
+    Mutant("classify", "bpf_programs/sockowners.h", "\tif (held_by_current(sk)) {",
+           "\tif (held_by_current(sk) && newstate != TCP_SYN_SENT) {", TCPRETRANS,
+           "socket owners: connect() not remembered (SYN retransmits lose their PID)"),
+    Mutant("classify", "bpf_programs/sockowners.h", "\t\tsockowner_remember(skaddr, o);\n",
+           "\t\tif (newstate != TCP_LISTEN)\n\t\t\tsockowner_remember(skaddr, o);\n"
+           "\t\telse\n\t\t\tcurrent_owner(o);\n",
+           TCPRETRANS, "socket owners: a listener's owner not remembered (SYN-ACKs lose theirs)"),
+    Mutant("counters", "bpf_programs/skbdrop.bpf.c", "key->l4 = hdr[9];", "key->l4 = hdr[8];",
+           SKBDROP, "skbdrop: the IPv4 protocol read from the TTL byte"),
+    Mutant("counters", "bpf_programs/skbdrop.bpf.c", "index += reason * N_DROP_CLASSES;",
+           "index += reason;", SKBDROP, "skbdrop: array slots of reasons and classes overlap"),
+    Mutant("classify", "bpf_programs/skbdrop.bpf.c", "e->dport = bpf_ntohs(e->dport);", "",
+           SKBDROP, "tcpdrop: destination port in network order"),
+    Mutant("counters", "netkit/engine/snmp.py", "counters[group + name] = int(number)",
+           "counters[name] = int(number)", SKBDROP,
+           "snmp: counters not named by their group (UdpNoPorts read as NoPorts)"),
+    Mutant("engine", "netkit/engine/kallsyms.py",
+           'symbol.startswith(("bpf_trace_run", "__bpf_trace_"))):', 'False):', SKBDROP,
+           "kernel stacks: the tracing machinery's frames left on top"),
+    Mutant("units", "bpf_programs/tcprtt.bpf.c", "srtt = (tp->srtt_us >> 3) / unit_us;",
+           "srtt = tp->srtt_us / unit_us;", TCPRTT,
+           "tcprtt: srtt_us taken as microseconds (it holds eighths)"),
+    Mutant("units", "netkit/tools/tcprtt.py", '"unit_us": 1000 if ms else 1',
+           '"unit_us": 1 if ms else 1', TCPRTT, "tcprtt -m: milliseconds printed as us"),
+    Mutant("classify", "netkit/tools/tcprtt.py", "KEY_NONE, KEY_LADDR, KEY_RADDR = 0, 1, 2",
+           "KEY_NONE, KEY_LADDR, KEY_RADDR = 0, 2, 1", TCPRTT,
+           "tcprtt: -B keyed by the local address"),
+    Mutant("classify", "bpf_programs/tcprtt.bpf.c",
+           "if (process_filtered() && !owner_selected(sk, &owner))",
+           "if (0 && !owner_selected(sk, &owner))", TCPRTT, "tcprtt -p: every socket passes"),
+    Mutant("units", "bpf_programs/tcpwin.bpf.c", "e->srtt_us = tp->srtt_us >> 3;",
+           "e->srtt_us = tp->srtt_us;", TCPRTT, "tcpwin: srtt in eighths of a microsecond"),
+    Mutant("counters", "bpf_programs/tcpwin.bpf.c", "e->snd_ssthresh = tp->snd_ssthresh;",
+           "e->snd_ssthresh = 2147483647;", TCPRTT, "tcpwin: ssthresh never read"),
+    Mutant("counters", "bpf_programs/tcpsynbl.bpf.c", "hist_record(h, sk->sk_ack_backlog);",
+           "hist_record(h, sk->sk_max_ack_backlog);", TCPSYNBL,
+           "tcpsynbl: the limit sampled instead of the backlog"),
+    Mutant("classify", "bpf_programs/tcpsynbl.bpf.c", "key.max_backlog = sk->sk_max_ack_backlog;",
+           "key.max_backlog = 0;", TCPSYNBL, "tcpsynbl: listeners not told apart by limit"),
+    Mutant("classify", "bpf_programs/tcpsynbl.bpf.c",
+           "if (process_filtered() && !listener_owner_selected(sk, &owner))",
+           "if (process_filtered() && listener_owner_selected(sk, &owner))", TCPSYNBL,
+           "tcpsynbl -p: the listener's owner filter inverted"),
+    Mutant("classify", "bpf_programs/ipecn.bpf.c", "(hdr[1] & 3) != ECN_CE)", "(hdr[1] & 3) == 0)",
+           IPECN, "ipecn: ECT(0) and ECT(1) counted as CE"),
+    Mutant("classify", "bpf_programs/ipecn.bpf.c", "((hdr[1] >> 4) & 3) != ECN_CE)",
+           "(hdr[1] & 3) != ECN_CE)", IPECN, "ipecn: IPv6 ECN bits read from the flow label"),
+    Mutant("classify", "bpf_programs/ipecn.bpf.c", "__builtin_memcpy(key.saddr, hdr + 12, 4);",
+           "__builtin_memcpy(key.saddr, hdr + 16, 4);", IPECN,
+           "ipecn: IPv4 packets counted by destination"),
     # -- exporters ---------------------------------------------------------------------------------
     Mutant("export", "netkit/export/prometheus.py", "((2 << i) - 1) * unit_seconds",
            "((1 << i) - 1) * unit_seconds", EXPORT,

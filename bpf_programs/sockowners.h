@@ -1,5 +1,6 @@
 /* Which process a TCP socket belongs to, for events that fire where the current task is not
- * its owner.
+ * its owner: the TCP connection tools' state changes (tcpstates, tcplife) and the loss tools'
+ * retransmissions, drops and RTT samples (tcpretrans, tcpdrop, tcprtt, tcpwin, tcpsynbl).
  *
  * A SYN-ACK, a FIN or a RST from the peer, an ACK that ends LAST_ACK, a retransmission timer:
  * the kernel handles them in softirq, on whatever task the CPU was running (often the peer
@@ -8,28 +9,35 @@
  * from process context, however, holds its lock: a connect(), close(), shutdown() or listen()
  * caller, or the task that processes the receive backlog at release_sock(). So:
  *
- *   - an event on a socket the current task holds names that task as the owner and
- *     remembers it (sockowner_note, from the state tracepoint);
- *   - accept() names the process that accepted, and a send the sender (the programs a tool
- *     asks for with SOCKOWNER_ACCEPT and SOCKOWNER_SEND, below);
- *   - an event in softirq reads the remembered owner back (sockowner_lookup);
+ *   - a state change on a socket the current task holds names that task as the owner and
+ *     remembers it (sockowner_note; a listen() also keeps it as the listener's owner by
+ *     namespace and port, which the listener's children share);
+ *   - accept() names the process that accepted, and a send the sender (sockets older than the
+ *     trace are learnt there);
+ *   - an event in softirq reads the remembered owner back (sockowner_lookup, owner_selected);
  *   - a socket the kernel creates in softirq (a listener's child, at LISTEN -> SYN_RECV) takes
  *     the owner of its listener until a process accepts it (sockowner_inherit);
- *   - the entry goes when the socket is destroyed (tcp:tcp_destroy_sock, below).
+ *   - the entry goes when the socket is destroyed (tcp:tcp_destroy_sock), for every tool. Not
+ *     at CLOSE: tcplife and tcpstates report the CLOSE itself with its owner, and the loss
+ *     tools see nothing of a socket between its CLOSE and its destruction that an owner kept
+ *     that long could misname (the pointer is not reused before the socket is freed).
  *
  * Whether the owner passed -p/-n/-c is decided when it is recorded, in its own context (the
  * cgroup test only works on the current task), and kept with it. An owner never seen (a
  * socket older than the trace, evicted from the map) has pid 0 and passes only when no
  * process filter is set.
  *
- * Include after common.h. Including it adds the maps and one program (the cleanup) to the
- * object, and the programs asked for (below). */
-#ifndef NETKIT_SOCKOWNER_H
-#define NETKIT_SOCKOWNER_H
-
-#include <bpf/bpf_core_read.h>
-#include "owner.h"
-#include "tcpsock.h"
+ * Include after common.h, sockfd.h and owner.h. Including it adds the maps and one program
+ * (the cleanup, sockowner_destroy) to the object, and the programs a tool asks for by defining,
+ * before the include:
+ *   SOCKOWNER_STATE   inet_sock_set_state: sockowner_note (for a tool without a state program
+ *                     of its own; tcpstates and tcplife call sockowner_note from theirs);
+ *   SOCKOWNER_ACCEPT  sys_exit: the caller of accept()/accept4() owns what it returned;
+ *   SOCKOWNER_SEND    sock_send_length: the sender owns a TCP socket (a map lookup per send).
+ * netkit/engine/sockowners.py names these programs for a tool that attaches them only when
+ * it needs owners. */
+#ifndef NETKIT_SOCKOWNERS_H
+#define NETKIT_SOCKOWNERS_H
 
 /* Entries go when their socket is destroyed; being an LRU map only bounds it should a
  * destruction go unseen. */
@@ -66,7 +74,8 @@ static __always_inline bool held_by_current(const struct sock *sk)
 	return kernel_cast(sk, struct sock)->sk_lock.owned != 0;
 }
 
-/* The current task owns sk: remember it (written only when it changed hands). */
+/* The current task owns sk: remember it (written only when it changed hands: a send() would
+ * otherwise write the map each time). */
 static __always_inline void sockowner_remember(__u64 sk, struct sock_owner *o)
 {
 	struct sock_owner *known;
@@ -78,22 +87,44 @@ static __always_inline void sockowner_remember(__u64 sk, struct sock_owner *o)
 		bpf_map_update_elem(&sock_owners, &sk, o, BPF_ANY);
 }
 
-/* The remembered owner of sk; false when nobody was seen owning it: then pid is 0 and the
- * cgroup and uid are the socket's own (those of the task that created it, which a listener's
- * children share). */
-static __always_inline bool sockowner_lookup(__u64 sk, struct sock_owner *o)
+/* The remembered owner of sk into *o; false when nobody was seen owning it (then *o is
+ * unknown_owner()'s). Reads nothing of sk itself: the loss tools pass sockets that may be
+ * request or time-wait socks. */
+static __always_inline bool sockowner_known(__u64 sk, struct sock_owner *o)
 {
 	struct sock_owner *known = bpf_map_lookup_elem(&sock_owners, &sk);
-	const struct sock *s = kernel_cast((const void *)sk, struct sock);
 
 	if (known) {
 		*o = *known;
 		return true;
 	}
 	unknown_owner(o);
+	return false;
+}
+
+/* As sockowner_known, for a full socket: an owner nobody was seen with gets the socket's own
+ * cgroup and uid (those of the task that created it, which a listener's children share). */
+static __always_inline bool sockowner_lookup(__u64 sk, struct sock_owner *o)
+{
+	const struct sock *s = kernel_cast((const void *)sk, struct sock);
+
+	if (sockowner_known(sk, o))
+		return true;
 	o->task.cgroup_id = s->sk_cgrp_data.cgroup->kn->id;
 	o->uid = s->sk_uid.val;
 	return false;
+}
+
+/* For the loss tools' events: sk's owner into *o (zeroed when none was seen); false when the
+ * event is to be left out (a process filter is set and the owner did not pass it, or is not
+ * known). */
+static __always_inline bool owner_selected(const struct sock *sk, struct owner *o)
+{
+	struct sock_owner kept;
+
+	sockowner_known((__u64)sk, &kept);
+	*o = kept.task;
+	return kept.selected;
 }
 
 static __always_inline void listener_key_of(const struct sock *sk, struct listener_key *key)
@@ -103,6 +134,23 @@ static __always_inline void listener_key_of(const struct sock *sk, struct listen
 	key->netns = c->skc_net.net->ns.inum;
 	key->port = c->skc_num;
 	key->pad = 0;
+}
+
+/* The owner of the listener sk (or of the listener whose connection sk is: the same namespace
+ * and local port), as owner_selected gives a socket's. */
+static __always_inline bool listener_owner_selected(const struct sock *sk, struct owner *o)
+{
+	struct listener_key key;
+	struct sock_owner *known;
+
+	listener_key_of(sk, &key);
+	known = bpf_map_lookup_elem(&listener_owners, &key);
+	if (!known) {
+		__builtin_memset(o, 0, sizeof(*o));
+		return !process_filtered();
+	}
+	*o = known->task;
+	return known->selected;
 }
 
 /* A new child of a listener (LISTEN -> SYN_RECV, in softirq): its listener's owner stands in
@@ -162,11 +210,18 @@ static __always_inline void sockowner_accepted(const struct sock *sk,
 	}
 }
 
-/* Programs a tool asks for by defining, before including this file:
- *   SOCKOWNER_ACCEPT  sys_exit: the caller of accept()/accept4() owns what it returned;
- *   SOCKOWNER_SEND    sock_send_length: the sender owns a TCP socket (one older than the
- *                     trace, or passed to another process, gets its owner at its next send;
- *                     it costs a map lookup per send). */
+#ifdef SOCKOWNER_STATE
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(sockowner_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct sock_owner owner;
+
+	if (sk->sk_protocol == IPPROTO_TCP)
+		sockowner_note(sk, oldstate, newstate, &owner);
+	return 0;
+}
+#endif
+
 #ifdef SOCKOWNER_ACCEPT
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sockowner_accept, struct pt_regs *regs, long ret)
@@ -202,4 +257,4 @@ int BPF_PROG(sockowner_destroy, struct sock *sk)
 	return 0;
 }
 
-#endif /* NETKIT_SOCKOWNER_H */
+#endif /* NETKIT_SOCKOWNERS_H */
