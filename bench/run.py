@@ -7,7 +7,7 @@ from pathlib import Path
 here = Path(__file__).resolve().parent
 failed = 0
 for script in sorted(here.glob("*.py")):
-    if script.name == "run.py":
+    if script.name == "run.py" or script.name.startswith("_"):     # helpers
         continue
     print(f"== {script.name}", flush=True)
     failed |= subprocess.run([sys.executable, str(script)]).returncode != 0

@@ -22,6 +22,9 @@
 #include "netns.h"
 #include "sockfd.h"
 #include "owner.h"
+#define SOCKOWNER_STATE
+#define SOCKOWNER_ACCEPT
+#define SOCKOWNER_SEND
 #include "sockowners.h"	/* its programs are attached by tcpdrop only */
 #include "skbdrop.h"
 

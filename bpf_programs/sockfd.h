@@ -5,6 +5,8 @@
 #ifndef NETKIT_SOCKFD_H
 #define NETKIT_SOCKFD_H
 
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "syscalls.h"
 
 #define S_IFMT 00170000
@@ -105,6 +107,27 @@ static __always_inline __u64 sock_ino(const struct sock *sk)
 	struct socket_alloc *alloc = (struct socket_alloc *)BPF_CORE_READ(sk, sk_socket);
 
 	return alloc ? BPF_CORE_READ(alloc, vfs_inode.i_ino) : 0;
+}
+
+/* A kernel pointer, however the verifier knows it (a tp_btf argument, or a number read from
+ * memory), as a read-only BTF pointer: its fields are then read with plain loads (the
+ * verifier makes them fault-safe) rather than a bpf_probe_read_kernel() call each. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define kernel_cast(ptr, type) ((const type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
+/* At sys_exit: the TCP socket an accept() or accept4() returned (NULL for any other syscall, a
+ * failure, or another protocol), and in *listener the listening socket it came from (NULL
+ * when that fd is already closed). The listening fd is still in the saved registers at exit
+ * (orig_x0 on arm64). */
+static __always_inline struct sock *accepted_tcp_sock(struct pt_regs *regs, long ret,
+						      struct sock **listener)
+{
+	struct sock *sk = accepted_sock(regs, ret);
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	*listener = sock_of_fd((int)PT_REGS_PARM1_CORE_SYSCALL(regs));
+	return sk;
 }
 
 #endif

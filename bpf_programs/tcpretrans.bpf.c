@@ -20,6 +20,9 @@
 #include "common.h"
 #include "sockfd.h"
 #include "owner.h"
+#define SOCKOWNER_STATE
+#define SOCKOWNER_ACCEPT
+#define SOCKOWNER_SEND
 #include "sockowners.h"
 #include "tcpretrans.h"
 
@@ -48,11 +51,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } failed SEC(".maps");
-
-/* A tp_btf pointer as another kernel type it really is (a request_sock that is a
- * tcp_request_sock): plain loads then reach past the declared type's end. */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-#define kernel_cast(ptr, type) ((const type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
 const struct retrans_event *event_btf_anchor __attribute__((unused));
 const enum retrans_kind *kind_btf_anchor __attribute__((unused));

@@ -18,6 +18,9 @@
 #include "common.h"
 #include "sockfd.h"
 #include "owner.h"
+#define SOCKOWNER_STATE
+#define SOCKOWNER_ACCEPT
+#define SOCKOWNER_SEND
 #include "sockowners.h"
 #include "tcpsynbl.h"
 

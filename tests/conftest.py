@@ -184,6 +184,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, tool: str, code: 
     return lines[0]
 
 
+def records(stdout: str) -> dict[str, list[dict]]:
+    """A tool's NDJSON output as its objects by "type" (event, hist, summary...)."""
+    import json
+    by_type: dict[str, list[dict]] = {}
+    for line in stdout.splitlines():
+        obj = json.loads(line)
+        by_type.setdefault(obj["type"], []).append(obj)
+    return by_type
+
+
 def slots_of(buckets: list[dict], nslots: int = 32) -> list[int]:
     """A histogram's JSON buckets ({"low", "high", "count"}, [low, high) with high a power of
     two) back as counts per log2 slot."""

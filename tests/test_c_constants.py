@@ -19,8 +19,9 @@ def _array_length(struct: type, field: str) -> int:
                                   "superping", "ieee80211scan", "netsize", "nettxlat",
                                   "qdisclat", "skblife", "sofamily", "soprotocol", "soconnect",
                                   "soaccept", "socketio", "socksize", "sormem", "so1stbyte",
-                                  "tcpretrans", "skbdrop", "tcprtt", "tcpwin", "tcpsynbl",
-                                  "ipecn"])
+                                  "tcpstates", "tcplife", "tcpconnect", "tcpaccept",
+                                  "tcpconnlat", "tcpretrans", "skbdrop", "tcprtt", "tcpwin",
+                                  "tcpsynbl", "ipecn"])
 def test_common_h_limits_match_python(tool):
     from netkit.cli.options import MAX_PORTS
     from netkit.engine.hist import MAX_SLOTS
@@ -37,7 +38,8 @@ def test_common_h_limits_match_python(tool):
 
 
 def test_port_filters_are_in_the_objects_that_take_ports():
-    for tool in ("soconnlat", "tcpnagle", "soconnect", "socketio", "so1stbyte", "soaccept"):
+    for tool in ("soconnlat", "tcpnagle", "soconnect", "socketio", "so1stbyte", "soaccept",
+                 "tcpstates", "tcplife", "tcpconnect", "tcpaccept"):
         assert "filter_dports" in object_types(tool).variables(".rodata"), tool
 
 
@@ -85,6 +87,18 @@ def test_skblife_allocators_fit():
 def test_netsize_points_are_the_pythons():
     from netkit.tools.netsize import POINTS
     assert sorted(object_types("netsize").enum("netsize_point")) == sorted(POINTS)
+
+
+def test_tcp_state_names_follow_the_kernel():
+    """render/tcp.py's STATES against the kernel's TCP state enum (vmlinux.h, from BTF)."""
+    import re
+    from conftest import ROOT
+    from netkit.render.tcp import STATES
+    header = (ROOT / "build" / "vmlinux.h").read_text()
+    body = re.search(r"enum \{\n(\s*TCP_ESTABLISHED = 1,.*?)\};", header, re.S).group(1)
+    kernel = dict(re.findall(r"TCP_(\w+) = (\d+)", body))
+    assert {name: int(n) for name, n in kernel.items() if name != "MAX_STATES"} == \
+        {name: n for n, name in enumerate(STATES) if name}
 
 
 def test_skbdrop_array_reasons():

@@ -1020,8 +1020,9 @@ def test_netkit_export_serves_the_chosen_tools(prometheus_scraping, tmp_path):
     (["nosuchtool", "--prometheus", "0"], "cannot export nosuchtool (exportable: ipecn, "
                                           "netsize, nettxlat, qdisclat, skbdrop, skblife, "
                                           "so1stbyte, socketio, socksize, sockstat, soconnlat, "
-                                          "sofamily, soprotocol, sormem, tcpnagle, tcpretrans, "
-                                          "tcprtt, tcpsynbl, tcptop)"),
+                                          "sofamily, soprotocol, sormem, tcpconnect, "
+                                          "tcpconnlat, tcplife, tcpnagle, tcpretrans, tcprtt, "
+                                          "tcpsynbl, tcptop)"),
     (["sockstat", "netsize", "-p", "1", "--prometheus", "0"],
      "netsize counts packets, which belong to no process (-p, -n and -c select processes)"),
 ])

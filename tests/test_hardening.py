@@ -38,6 +38,11 @@ TOOLS = {
     "socketio": ["socketio", "1"],
     "so1stbyte": ["so1stbyte", "1"],
     "sormem": ["sormem", "1"],
+    "tcpconnect": ["tcpconnect"],
+    "tcpaccept": ["tcpaccept"],
+    "tcplife": ["tcplife"],
+    "tcpstates": ["tcpstates"],
+    "tcpconnlat": ["tcpconnlat", "--hist", "1"],
     # The loss tools by kind: events with an interval beside them, a count with the kernel's
     # BTF and kallsyms read at start, a histogram of tp_btf samples (tcpdrop shares skbdrop's
     # start, tcpwin tcpretrans's events, tcpsynbl and ipecn tcprtt's and skbdrop's loops).
@@ -222,6 +227,8 @@ OUTPUT_RUNS = {
     "sormem": ["sormem", "0.1", "2"],
     "tcptop": ["tcptop", "0.1", "2"],
     "top": ["top", "-i", "0.1", "-d", "0.35"],
+    "tcpconnect": ["tcpconnect", "-C", "0.1", "2"],
+    "tcpconnlat": ["tcpconnlat", "--hist", "0.1", "2"],
 }
 
 

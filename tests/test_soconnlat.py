@@ -21,8 +21,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import (BpftracePeer, NETKIT, Traced, assert_one_line_error, require_or_skip,
-                      require_root_bpf, run_netkit, unused_pid)
+from conftest import (BpftracePeer, NETKIT, Traced, assert_one_line_error, records,
+                      require_or_skip, require_root_bpf, run_netkit, unused_pid)
 
 CLIENT_COMM = "nkconnlat"
 N = 8                 # connects per (family, mode) that succeed
@@ -128,14 +128,6 @@ def plan(addr: str, port: int, family: int, n: int, **extra) -> list[dict]:
     """n blocking then n non-blocking connects."""
     return [{"addr": addr, "port": port, "family": family, "mode": mode, **extra}
             for mode in ("blocking", "nonblocking") for _ in range(n)]
-
-
-def records(stdout: str) -> dict[str, list[dict]]:
-    by_type: dict[str, list[dict]] = {}
-    for line in stdout.splitlines():
-        obj = json.loads(line)
-        by_type.setdefault(obj["type"], []).append(obj)
-    return by_type
 
 
 def kinds(events: list[dict]) -> Counter:

@@ -76,9 +76,14 @@ MillisecondsOpt = Annotated[bool, typer.Option(
 TimestampOpt = Annotated[bool, typer.Option(
     "-t", "--timestamp", help="Start each line with TIME(s), seconds since tracing began "
                               "(bcc's -t).")]
+ClockOpt = Annotated[bool, typer.Option(
+    "-T", "--time", help="Start each line with TIME, the time of day (HH:MM:SS) (bcc's -T).")]
 CountModeOpt = Annotated[bool, typer.Option(
     "-C", "--count", help="Count instead of printing each event: totals at the end, or every "
                           "INTERVAL (bcc's -c; -c is the cgroup filter here).")]
+WideOpt = Annotated[bool, typer.Option(
+    "-w", "--wide", help="Wide columns: full IPv6 addresses, the IP version and the owner's "
+                         "cgroup (bcc's -w).")]
 TopOpt = Annotated[Optional[int], typer.Option(
     "-T", "--top", metavar="N", min=1, max=1_000_000, show_default=False,
     help="Show only the N busiest entries.")]
@@ -90,6 +95,8 @@ DportOpt = Annotated[Optional[list[str]], typer.Option(
     "-D", "--dport", metavar="PORT[,PORT]", show_default=False,
     help=f"Only these remote (destination) ports: a list, or the option repeated; up to "
          f"{MAX_PORTS}.")]
+LportColumnOpt = Annotated[bool, typer.Option(
+    "-L", "--lport", help="Add an LPORT column: the local port (bcc's -L).")]
 LportOpt = Annotated[Optional[list[str]], typer.Option(
     "-L", "--lport", metavar="PORT[,PORT]", show_default=False,
     help=f"Only these local ports: a list, or the option repeated; up to {MAX_PORTS}.")]

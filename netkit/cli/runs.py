@@ -24,12 +24,15 @@ from typing import Callable
 
 
 def run_events(out, obj, ring: str, event_struct: str, handler: Callable,
-               duration: float | None, banner: str) -> float:
+               duration: float | None, banner: str, exporters=None,
+               sample: Callable | None = None) -> float:
     """Hand each event of the object's ring buffer `ring` (a struct `event_struct`) to
-    `handler` until -d or Ctrl-C; returns the run's length."""
+    `handler` until -d or Ctrl-C; returns the run's length. With exporters, `sample(ts)` gives
+    them the Snapshot of the object's counters at each tick."""
     from netkit.cli.loop import Loop
     rings = [obj.ring_buffer(ring, event_struct, handler)]
-    return Loop(out, duration=duration, rings=rings).run(lambda *tick: None, banner)
+    loop = Loop(out, duration=duration, rings=rings, exporters=exporters)
+    return loop.run(lambda ts, *rest: sample(ts) if exporters and sample else None, banner)
 
 
 def run_counting(out, counts, show: Callable, *, snapshot: Callable | None, banner: str,

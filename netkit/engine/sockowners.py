@@ -4,7 +4,8 @@ one of its modes (skbdrop's object serves tcpdrop too) loads them but leaves the
 otherwise: BPFObject(..., manual=unattached(needed))."""
 from __future__ import annotations
 
-PROGRAMS = frozenset({"owner_sys_exit", "owner_state", "owner_send"})
+PROGRAMS = frozenset({"sockowner_state", "sockowner_accept", "sockowner_send",
+                      "sockowner_destroy"})
 
 
 def unattached(needed: bool) -> frozenset[str]:

@@ -13,17 +13,22 @@ from netkit.render.output import Column
 
 class EventLines:
     """Rows under a header printed once. With `timestamps` (-t) each row starts with TIME(s),
-    the seconds from the start of tracing to the event (a bpf_ktime_get_ns() stamp)."""
+    the seconds from the start of tracing to the event (a bpf_ktime_get_ns() stamp); with
+    `time_of_day` (bcc's -T) with TIME, the event's HH:MM:SS, before it. With `csv` (bcc
+    tcplife's -s) text rows are comma-separated values under a header line of the same kind."""
 
-    def __init__(self, out, columns: Sequence[Column], timestamps: bool = False):
+    def __init__(self, out, columns: Sequence[Column], timestamps: bool = False,
+                 time_of_day: bool = False, csv: bool = False):
         from netkit.render.fields import KernelClock
         from netkit.render.output import StreamTable
         self.out = out
         self.clock = KernelClock()
-        self.timestamps = timestamps
+        self.timestamps, self.time_of_day, self.csv = timestamps, time_of_day, csv
         self.start_ns = time.monotonic_ns()        # CLOCK_MONOTONIC, as bpf_ktime_get_ns()
-        lead = [Column("TIME(s)", 9, "<", style="dim")] if timestamps else []
-        self.table = StreamTable(out, lead + list(columns))
+        lead = (([Column("TIME", 8, "<", style="dim")] if time_of_day else []) +
+                ([Column("TIME(s)", 9, "<", style="dim")] if timestamps else []))
+        self.columns = lead + list(columns)
+        self.table = StreamTable(out, self.columns)
         self.count = 0
         self.results: Counter = Counter()
 
@@ -36,8 +41,15 @@ class EventLines:
             from netkit.render.fields import iso
             self.out.record({"ts": iso(self.clock.wall(stamp_ns), "microseconds"), **record})
             return
-        lead = [f"{(stamp_ns - self.start_ns) / 1e9:.6f}"] if self.timestamps else []
-        self.table.row(lead + cells)
+        from netkit.render.fields import clock
+        lead = (([clock(self.clock.wall(stamp_ns))] if self.time_of_day else []) +
+                ([f"{(stamp_ns - self.start_ns) / 1e9:.6f}"] if self.timestamps else []))
+        if not self.csv:
+            self.table.row(lead + cells)
+            return
+        if self.count == 1:
+            self.out.line(",".join(c.header for c in self.columns))
+        self.out.line(",".join(col.fmt(v) for col, v in zip(self.columns, lead + cells)))
 
     def summary(self, tool: str, seconds: float, lost: int, what: str = "events",
                 **fields) -> None:

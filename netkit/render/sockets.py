@@ -1,10 +1,11 @@
 """How the socket tools write what they share: address families and protocols by name, the
 result of a socket syscall, an IP endpoint (bpf_programs/sockaddr.h's struct ip_endpoint) and
-the process a socket event belongs to (bpf_programs/owner.h's struct owner), its cgroup as a
-path."""
+the process a socket event belongs to (bpf_programs/owner.h's struct owner, or the struct
+sock_owner kept with a TCP socket), its cgroup as a path."""
 from __future__ import annotations
 
 import socket
+from typing import NamedTuple
 
 from netkit.render.fields import comm, errno_name, ip_address, ip_version
 
@@ -78,13 +79,25 @@ class Owners:
         return {"pid": owner.pid, "tid": owner.tid, "comm": comm(owner.comm),
                 "cgroup": self.cgroups.path(owner.cgroup_id)}
 
+    def of_socket(self, kept) -> SocketOwner:
+        """A struct sock_owner decoded."""
+        task = kept.task
+        cgroup = self.cgroups.path(task.cgroup_id) if task.cgroup_id else None
+        if not task.pid:
+            return SocketOwner(None, None, kept.uid, cgroup)
+        return SocketOwner(task.pid, comm(task.comm), kept.uid, cgroup)
 
-# include/net/tcp_states.h, as ss(8) and bcc's tools name them.
-TCP_STATES = ["-", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-              "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
-              "BOUND_INACTIVE"]
 
+class SocketOwner(NamedTuple):
+    """A struct sock_owner: the process that owned a socket when one of its events happened
+    (maybe in softirq, on another task). pid and comm are None when nobody was seen owning it
+    (a socket older than the trace); uid and cgroup are then the socket's own."""
+    pid: int | None
+    comm: str | None
+    uid: int
+    cgroup: str | None
 
-def tcp_state(state: int) -> str:
-    """ESTABLISHED for 1...; "-" for 0 (no socket); the number when this table lacks it."""
-    return TCP_STATES[state] if 0 <= state < len(TCP_STATES) else str(state)
+    @property
+    def cells(self) -> list:
+        """PID and COMM as table cells ("-" when not known)."""
+        return ["-" if self.pid is None else self.pid, self.comm or "-"]

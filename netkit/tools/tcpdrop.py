@@ -76,9 +76,9 @@ class TcpdropView:
     def event(self, e) -> None:
         from netkit.render.fields import clock, comm, ip_address, ip_version, with_port
         from netkit.render.packets import tcp_flags
-        from netkit.render.sockets import tcp_state
+        from netkit.render.tcp import state_name
         saddr, daddr = ip_address(e.family, e.saddr), ip_address(e.family, e.daddr)
-        reason, state, flags = self.reasons.name(e.reason), tcp_state(e.state), tcp_flags(
+        reason, state, flags = self.reasons.name(e.reason), state_name(e.state), tcp_flags(
             e.tcp_flags)
         stack = self.stacks(e.stack_id) if self.stacks else None
         record = {"type": "drop", "reason": reason, "protocol": "TCP",

@@ -196,19 +196,19 @@ class RetransLines:
 
     def event(self, e) -> None:
         from netkit.render.fields import clock, comm, ip_address, ip_version
-        from netkit.render.sockets import tcp_state
+        from netkit.render.tcp import state_name
         kind = self.kinds.get(e.kind, str(e.kind))
         f = e.flow
         self.segs += e.segs
         record = {"type": "retransmit", "pid": e.owner.pid, "comm": comm(e.owner.comm),
                   "family": ip_version(f.family), "laddr": ip_address(f.family, f.laddr),
                   "lport": f.lport, "raddr": ip_address(f.family, f.raddr), "rport": f.rport,
-                  "state": tcp_state(e.state), "kind": kind, "segs": e.segs,
+                  "state": state_name(e.state), "kind": kind, "segs": e.segs,
                   **({"seq": e.seq} if self.seq else {})}
         local, remote = flow_text(f)
         cells = [clock(self.lines.clock.wall(e.ts_ns)), e.owner.pid,
                  comm(e.owner.comm) or "-", f.family, local, ARROWS.get(kind, "?>"), remote,
-                 tcp_state(e.state), e.segs] + ([e.seq] if self.seq else [])
+                 state_name(e.state), e.segs] + ([e.seq] if self.seq else [])
         self.lines.event(record, cells, e.ts_ns)
 
 

@@ -37,6 +37,11 @@ SOCKETIO = ["tests/test_socketio.py"]
 SOCKSIZE = ["tests/test_socksize.py"]
 SO1STBYTE = ["tests/test_so1stbyte.py"]
 SORMEM = ["tests/test_sormem.py"]
+TCPSTATES = ["tests/test_tcpstates.py"]
+TCPLIFE = ["tests/test_tcplife.py"]
+TCPCONNECT = ["tests/test_tcpconnect.py"]
+TCPACCEPT = ["tests/test_tcpaccept.py"]
+TCPCONNLAT = ["tests/test_tcpconnlat.py"]
 TCPRETRANS = ["tests/test_tcpretrans.py"]
 SKBDROP = ["tests/test_skbdrop.py"]
 TCPRTT = ["tests/test_tcprtt.py"]
@@ -263,6 +268,51 @@ MUTANTS = [
            "(__u32)BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter));",
            "(__u32)BPF_CORE_READ(sk, sk_rcvbuf));", SORMEM,
            "sormem: rcvbuf sampled as rmem_alloc"),
+    # -- the TCP connection tools (issue 13) ----------------------------------------------------
+    Mutant("classify", "bpf_programs/sockowners.h",
+           "return kernel_cast(sk, struct sock)->sk_lock.owned != 0;", "return true;",
+           TCPSTATES + TCPLIFE, "sockowner: the task a softirq interrupted named as the owner"),
+    Mutant("classify", "bpf_programs/sockowners.h", "\t\tsockowner_inherit(sk, o);",
+           "\t\tunknown_owner(o);", TCPSTATES,
+           "sockowner: a listener's new connection belongs to nobody until accepted"),
+    Mutant("classify", "netkit/tools/tcpstates.py",
+           "old, new = state_name(e.oldstate), state_name(e.newstate)",
+           "new, old = state_name(e.oldstate), state_name(e.newstate)", TCPSTATES,
+           "tcpstates: old and new state swapped"),
+    Mutant("units", "netkit/tools/tcpstates.py", "ms = e.state_ns / 1e6", "ms = e.state_ns / 1e3",
+           TCPSTATES, "tcpstates: microseconds shown as MS"),
+    Mutant("counters", "bpf_programs/tcplife.bpf.c",
+           "*rx = received > control ? received - control : 0;", "*rx = received;", TCPLIFE,
+           "tcplife: the peer's FIN counted as a received byte"),
+    Mutant("counters", "bpf_programs/tcplife.bpf.c", "e->tx_bytes = tx;\n\te->rx_bytes = rx;",
+           "e->tx_bytes = rx;\n\te->rx_bytes = tx;", TCPLIFE, "tcplife: TX and RX swapped"),
+    Mutant("units", "netkit/tools/tcplife.py", "ms = e.duration_ns / 1e6",
+           "ms = e.duration_ns / 1e9", TCPLIFE, "tcplife: seconds shown as MS"),
+    Mutant("classify", "bpf_programs/tcpconnect.bpf.c",
+           "result = BPF_CORE_READ(sk, sk_err);\n\t\tif (!result)\n\t\t\tresult = RESULT_CLOSED;",
+           "result = RESULT_CLOSED;", TCPCONNECT,
+           "tcpconnect --failed: a refused or timed-out connect called CLOSED"),
+    Mutant("counters", "bpf_programs/tcpconnect.bpf.c",
+           "if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)", "if (0)",
+           TCPCONNECT, "tcpconnect: a hanging connect shown only when it gives up"),
+    Mutant("classify", "bpf_programs/tcpconnect.bpf.c", "copy.owner.uid != filter_uid",
+           "copy.owner.uid == filter_uid", TCPCONNECT, "tcpconnect -u: every other user kept"),
+    Mutant("classify", "netkit/tools/tcpaccept.py", '"raddr": ends.raddr, "rport": ends.rport,',
+           '"raddr": ends.laddr, "rport": ends.lport,', TCPACCEPT,
+           "tcpaccept: the local end shown as the remote one"),
+    Mutant("counters", "bpf_programs/tcpaccept.bpf.c",
+           "e->backlog = listener ? BPF_CORE_READ(listener, sk_ack_backlog) : 0;",
+           "e->backlog = 0;", TCPACCEPT, "tcpaccept -B: the accept queue always empty"),
+    Mutant("classify", "bpf_programs/tcpconnlat.bpf.c",
+           "if (newstate != TCP_ESTABLISHED || !tcp_tuple_of(sk, &tuple))",
+           "if (!tcp_tuple_of(sk, &tuple))", TCPCONNLAT,
+           "tcpconnlat: a refused handshake counted as a latency"),
+    Mutant("units", "netkit/tools/tcpconnlat.py", '"latency_us": round(e.latency_ns / 1000, 3)',
+           '"latency_us": round(e.latency_ns / 1e6, 3)', TCPCONNLAT,
+           "tcpconnlat: milliseconds under latency_us"),
+    Mutant("export", "netkit/tools/tcpconnlat.py", "unit_seconds=1e-6, sum_scale=1e-3))",
+           "unit_seconds=1e-6, sum_scale=1.0))", TCPCONNLAT,
+           "tcpconnlat: exported _sum in ns read as us"),
     # -- loss, drops and congestion (issue 14) ----------------------------------------------------
     Mutant("classify", "bpf_programs/tcpretrans.bpf.c",
            "record(sk, &flow, treq->snt_isn, 1, TCP_SYN_RECV, RETRANS_SYNACK);",
@@ -271,12 +321,12 @@ MUTANTS = [
     Mutant("classify", "bpf_programs/tcpretrans.bpf.c",
            "*(__u32 *)f->laddr = c->skc_rcv_saddr;", "*(__u32 *)f->laddr = c->skc_daddr;",
            TCPRETRANS, "tcpretrans: the remote address shown as the local one"),
-    Mutant("classify", "bpf_programs/sockowners.h",
-           "if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)",
-           "if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE)", TCPRETRANS,
+    Mutant("classify", "bpf_programs/sockowners.h", "\tif (held_by_current(sk)) {",
+           "\tif (held_by_current(sk) && newstate != TCP_SYN_SENT) {", TCPRETRANS,
            "socket owners: connect() not remembered (SYN retransmits lose their PID)"),
-    Mutant("classify", "bpf_programs/sockowners.h", "if (nr == NR_listen)\n\t\tsk = sock_of_fd",
-           "if (nr == -1)\n\t\tsk = sock_of_fd",
+    Mutant("classify", "bpf_programs/sockowners.h", "\t\tsockowner_remember(skaddr, o);\n",
+           "\t\tif (newstate != TCP_LISTEN)\n\t\t\tsockowner_remember(skaddr, o);\n"
+           "\t\telse\n\t\t\tcurrent_owner(o);\n",
            TCPRETRANS, "socket owners: a listener's owner not remembered (SYN-ACKs lose theirs)"),
     Mutant("counters", "bpf_programs/skbdrop.bpf.c", "key->l4 = hdr[9];", "key->l4 = hdr[8];",
            SKBDROP, "skbdrop: the IPv4 protocol read from the TTL byte"),
