@@ -40,6 +40,12 @@ def ipproto_name(protocol: int, af: int) -> str:
     return _IPPROTO.get(protocol, f"IPPROTO_{protocol}")
 
 
+def totals_by_call(totals: dict) -> dict[str, int]:
+    """New connections counted by keys that carry `call`, summed into connect and accept."""
+    return {call: sum(n for key, n in totals.items() if key.call == call)
+            for call in ("connect", "accept")}
+
+
 def result(code: int) -> str:
     """A syscall's result by name: OK for 0 (or a returned descriptor: give 0), else the errno
     name of -code or code (ECONNREFUSED, EINPROGRESS, ERESTARTSYS...)."""

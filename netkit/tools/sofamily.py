@@ -14,6 +14,7 @@ from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, J
 from netkit.cli.tool import ManPage, open_output
 from netkit.export import ExportHub, export_options
 from netkit.render.output import Column
+from netkit.render.sockets import totals_by_call
 
 SUMMARY = "New connections per process and address family, connect() and accept() apart."
 
@@ -102,11 +103,6 @@ def rows(counts: dict[Key, int]) -> list[tuple[list, dict]]:
               "af": k.af, "count": n}) for k, n in ranked]
 
 
-def call_totals(totals: dict) -> dict[str, int]:
-    return {call: sum(n for key, n in totals.items() if key.call == call)
-            for call in ("connect", "accept")}
-
-
 def _open(pid, name, cgroup):
     from netkit.engine.bpfobject import BPFObject, Filters
     return BPFObject("sofamily", Filters(pid, name, cgroup))
@@ -136,7 +132,7 @@ def command(
             return
         table = CountTable(out, "count", COLUMNS, "(no new connections)")
         run_counting(out, read_counts(obj), lambda counts, *how: table.show(rows(counts), *how),
-                     snapshot=snapshot, summary=call_totals,
+                     snapshot=snapshot, summary=totals_by_call,
                      banner=f"Tracing connect() and accept() by {BY}... Hit Ctrl-C to end.",
                      run_title="New connections over {seconds:.1f} s:", interval=interval,
                      count=count, duration=duration, exporters=exporters)
