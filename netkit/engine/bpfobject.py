@@ -302,9 +302,9 @@ class BPFObject:
         if err:
             log = "".join(_libbpf_log)
             if "PROG LOAD LOG" in log or "verifier" in log:
-                raise NetkitError(f"the kernel's verifier rejected {self.tool}.bpf.o: "
+                raise NetkitError(f"the kernel's verifier rejected {self.path.name}: "
                                   f"{verifier_summary(_libbpf_log)} (--verbose shows the full log)")
-            raise NetkitError(f"cannot load {self.tool}.bpf.o: {L.strerror(-err)}"
+            raise NetkitError(f"cannot load {self.path.name}: {L.strerror(-err)}"
                               f"{self._last_libbpf_line()}")
         self._attach_cgroup_filter()
 
@@ -426,7 +426,7 @@ class BPFObject:
         for prog in self.programs():
             if L.bpf_program__name(prog).decode() == name:
                 return prog
-        raise NetkitError(f"{self.tool}.bpf.o has no program {name}")
+        raise NetkitError(f"{self.path.name} has no program {name}")
 
     def _map_handle(self, name: str) -> int:
         handle = L.bpf_object__next_map(self.obj, None)
@@ -434,7 +434,7 @@ class BPFObject:
             if L.bpf_map__name(handle).decode() == name:
                 return handle
             handle = L.bpf_object__next_map(self.obj, handle)
-        raise NetkitError(f"{self.tool}.bpf.o has no map {name}")
+        raise NetkitError(f"{self.path.name} has no map {name}")
 
     def _skipped(self, section: str) -> bool:
         return section.startswith(("uprobe", "uretprobe")) or any(
@@ -471,13 +471,13 @@ class BPFObject:
             return
         handle = next((h for h in self._all_maps() if L.bpf_map__name(h).endswith(b".rodata")), None)
         if handle is None:
-            raise NetkitError(f"{self.tool}.bpf.o has no .rodata to configure")
+            raise NetkitError(f"{self.path.name} has no .rodata to configure")
         size = ctypes.c_size_t()
         base = L.bpf_map__initial_value(handle, ctypes.byref(size))
         layout = self.types.variables(".rodata")
         for name, value in self.rodata.items():
             if name not in layout:
-                raise NetkitError(f"{self.tool}.bpf.o has no setting {name}")
+                raise NetkitError(f"{self.path.name} has no setting {name}")
             offset, var_size = layout[name]
             raw = value if isinstance(value, bytes) else int(value).to_bytes(var_size, "little",
                                                                                signed=value < 0)

@@ -183,14 +183,16 @@ def open_drops(pid, name, cgroup, netns: int | None, stacks=False, unspecified=F
     (0 for both families, 4 or 6) instead of skbdrop's counts."""
     from netkit.engine import netns as namespaces
     from netkit.engine import sockowners
-    from netkit.engine.bpfobject import BPFObject, Filters
+    from netkit.engine.bpfobject import OBJECT_DIR, BPFObject, Filters
     tcpdrop = tcp_family is not None
     rodata = {**namespaces.rodata(netns), "with_stacks": stacks,
               "count_unspecified": unspecified, "key_netns": netns is None,
               "count_drops": not tcpdrop, "tcp_events": tcpdrop,
               "filter_family": tcp_family or 0}
-    return BPFObject("skbdrop", Filters(pid, name, cgroup), rodata=rodata,
-                     manual=sockowners.unattached(tcpdrop))
+    # tcpdrop runs skbdrop's object: its errors must name the tool the user ran.
+    return BPFObject("tcpdrop" if tcpdrop else "skbdrop", Filters(pid, name, cgroup),
+                     rodata=rodata, manual=sockowners.unattached(tcpdrop),
+                     path=OBJECT_DIR / "skbdrop.bpf.o")
 
 
 def snapshot(ts: float, totals: dict[Drop, int], unspecified: int):
