@@ -182,3 +182,12 @@ def test_cumulative_map_gives_changes_and_totals_and_retires_the_gone():
     gone.clear()
     assert {k: v["n"] for k, v in reader.read().items()} == {2: 3}
     assert reader.totals()[2]["n"] == 10
+
+
+def test_an_ipv4_mapped_address_is_shown_as_ipv4_unless_asked_not_to():
+    import socket
+    from netkit.render.fields import ip_address
+    mapped = bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 9])
+    assert ip_address(socket.AF_INET6, mapped) == "127.0.0.9"
+    assert ip_address(socket.AF_INET6, mapped, unmap=False) == "::ffff:127.0.0.9"
+    assert ip_address(socket.AF_INET6, bytes(15) + b"\x01") == "::1"
