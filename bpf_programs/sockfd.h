@@ -109,11 +109,9 @@ static __always_inline __u64 sock_ino(const struct sock *sk)
 	return alloc ? BPF_CORE_READ(alloc, vfs_inode.i_ino) : 0;
 }
 
-/* A kernel pointer, however the verifier knows it (a tp_btf argument, or a number read from
- * memory), as a read-only BTF pointer: its fields are then read with plain loads (the
- * verifier makes them fault-safe) rather than a bpf_probe_read_kernel() call each. */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-#define kernel_cast(ptr, type) ((const type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+/* Fields of a socket reached by a cast (tcp_sock, inet_sock) or from a number are read with
+ * BPF_CORE_READ, not with plain loads through bpf_rdonly_cast(): that kfunc arrived in 6.2,
+ * and an object that names it does not load on 6.1 (Debian 12's kernel). */
 
 /* At sys_exit: the TCP socket an accept() or accept4() returned (NULL for any other syscall, a
  * failure, or another protocol), and in *listener the listening socket it came from (NULL

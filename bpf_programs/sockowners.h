@@ -71,7 +71,7 @@ struct {
  * task runs packet processing itself (threaded NAPI, busy polling, ksoftirqd). */
 static __always_inline bool held_by_current(const struct sock *sk)
 {
-	return kernel_cast(sk, struct sock)->sk_lock.owned != 0;
+	return BPF_CORE_READ(sk, sk_lock.owned) != 0;
 }
 
 /* The current task owns sk: remember it (written only when it changed hands: a send() would
@@ -106,12 +106,12 @@ static __always_inline bool sockowner_known(__u64 sk, struct sock_owner *o)
  * cgroup and uid (those of the task that created it, which a listener's children share). */
 static __always_inline bool sockowner_lookup(__u64 sk, struct sock_owner *o)
 {
-	const struct sock *s = kernel_cast((const void *)sk, struct sock);
+	const struct sock *s = (const struct sock *)sk;
 
 	if (sockowner_known(sk, o))
 		return true;
-	o->task.cgroup_id = s->sk_cgrp_data.cgroup->kn->id;
-	o->uid = s->sk_uid.val;
+	o->task.cgroup_id = BPF_CORE_READ(s, sk_cgrp_data.cgroup, kn, id);
+	o->uid = BPF_CORE_READ(s, sk_uid.val);
 	return false;
 }
 
@@ -129,10 +129,8 @@ static __always_inline bool owner_selected(const struct sock *sk, struct owner *
 
 static __always_inline void listener_key_of(const struct sock *sk, struct listener_key *key)
 {
-	const struct sock_common *c = &kernel_cast(sk, struct sock)->__sk_common;
-
-	key->netns = c->skc_net.net->ns.inum;
-	key->port = c->skc_num;
+	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key->port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	key->pad = 0;
 }
 

@@ -66,17 +66,17 @@ __noinline int record_log2(struct log2_hist *h, __u64 value)
 static __always_inline void payload_bytes(const struct sock *sk, int oldstate, bool active,
 					  __u64 *tx, __u64 *rx)
 {
-	const struct tcp_sock *tp = kernel_cast(sk, struct tcp_sock);
-	__u64 acked = tp->bytes_acked;
-	__u64 received = tp->bytes_received;
-	__u64 flags = tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags;
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	__u64 flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
 	bool fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 ||
 			oldstate == TCP_CLOSING || oldstate == TCP_LAST_ACK;
 	__u64 control = active;
 
 	/* Our FIN is queued in these states; everything up to it is acknowledged when snd_una
 	 * has reached write_seq, which counts it. */
-	if (fin_sent && tp->snd_una == tp->write_seq)
+	if (fin_sent && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
 		control++;
 	*tx = acked > control ? acked - control : 0;
 	control = (flags >> bpf_core_enum_value(enum sock_flags, SOCK_DONE)) & 1;

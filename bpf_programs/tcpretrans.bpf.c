@@ -161,12 +161,12 @@ int BPF_PROG(retransmit_skb, const struct sock *sk, const struct sk_buff *skb, i
 SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(retransmit_synack, const struct sock *sk, const struct request_sock *req)
 {
-	const struct tcp_request_sock *treq = kernel_cast(req, struct tcp_request_sock);
+	const struct tcp_request_sock *treq = (const struct tcp_request_sock *)req;
 	struct retrans_flow flow = {};
 
 	if (!flow_of(&req->__req_common, req->__req_common.skc_num,
 		     bpf_ntohs(req->__req_common.skc_dport), &flow))
 		return 0;
-	record(sk, &flow, treq->snt_isn, 1, TCP_SYN_RECV, RETRANS_SYNACK);
+	record(sk, &flow, BPF_CORE_READ(treq, snt_isn), 1, TCP_SYN_RECV, RETRANS_SYNACK);
 	return 0;
 }

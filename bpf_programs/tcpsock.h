@@ -39,21 +39,21 @@ static __always_inline bool unset(const __u8 *a)
 /* False for a socket that is neither IPv4 nor IPv6 (or that -4/-6 leaves out). */
 static __always_inline bool tcp_tuple_of(const struct sock *sk, struct tcp_tuple *t)
 {
-	const struct sock_common *c = &kernel_cast(sk, struct sock)->__sk_common;
-	__u16 family = c->skc_family;
+	const struct sock_common *c = &sk->__sk_common;
+	__u16 family = BPF_CORE_READ(c, skc_family);
 
 	__builtin_memset(t, 0, sizeof(*t));
 	/* inet_sport, not skc_num: a socket's port is unhashed (skc_num zeroed) before it
 	 * reaches CLOSE, and its number is still wanted there. */
-	t->lport = bpf_ntohs(kernel_cast(sk, struct inet_sock)->inet_sport);
-	t->rport = bpf_ntohs(c->skc_dport);
+	t->lport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	t->rport = bpf_ntohs(BPF_CORE_READ(c, skc_dport));
 	if (family == AF_INET) {
 		t->family = 4;
-		*(__u32 *)t->laddr = c->skc_rcv_saddr;
-		*(__u32 *)t->raddr = c->skc_daddr;
+		*(__u32 *)t->laddr = BPF_CORE_READ(c, skc_rcv_saddr);
+		*(__u32 *)t->raddr = BPF_CORE_READ(c, skc_daddr);
 	} else if (family == AF_INET6) {
-		__builtin_memcpy(t->laddr, &c->skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(t->raddr, &c->skc_v6_daddr, 16);
+		bpf_core_read(t->laddr, 16, &c->skc_v6_rcv_saddr);
+		bpf_core_read(t->raddr, 16, &c->skc_v6_daddr);
 		if (v4_mapped(t->raddr) || (unset(t->raddr) && v4_mapped(t->laddr))) {
 			t->family = 4;
 			__builtin_memcpy(t->laddr, t->laddr + 12, 4);

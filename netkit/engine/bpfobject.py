@@ -22,7 +22,7 @@ from pathlib import Path
 from netkit.engine import checks, signals
 from netkit.engine import libbpf as L
 from netkit.engine.btf import BtfTypes
-from netkit.engine.errors import NetkitError
+from netkit.engine.errors import KernelLacks, NetkitError
 
 # The objects are package data of netkit: files in a source tree or an installed wheel, members
 # of the zip when netkit runs as one file (netkit.pyz, where this path names no directory). An
@@ -30,6 +30,11 @@ from netkit.engine.errors import NetkitError
 # way to open an object and no file to extract.
 OBJECT_DIR = Path(__file__).resolve().parent.parent / "bpf"
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+# Programs that only add hints, left out where the kernel lacks their tracepoint: sockowners.h's
+# sender (sock_send_length, 6.3+). Without it a TCP socket's owner is learnt at its state
+# changes and accept() only, so a socket handed to another process after those is credited to
+# the process that opened it.
+OPTIONAL_PROGRAMS = frozenset({"sockowner_send"})
 
 # libbpf's messages of the current load, captured so a failure can be told in one line.
 _libbpf_log: list[str] = []
@@ -459,12 +464,12 @@ class BPFObject:
             exists, target = checks.kernel_has_section_target(section)
             if exists:
                 continue
-            if target in self.optional:
+            if target in self.optional or L.bpf_program__name(prog).decode() in OPTIONAL_PROGRAMS:
                 L.bpf_program__set_autoload(prog, False)
                 if target not in self.missing:
                     self.missing.append(target)
             else:
-                raise NetkitError(f"this kernel has no tracepoint {target} (needed by {self.tool})")
+                raise KernelLacks(f"this kernel has no tracepoint {target} (needed by {self.tool})")
 
     def _write_rodata(self) -> None:
         if not self.rodata:

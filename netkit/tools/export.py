@@ -16,6 +16,7 @@ import typer
 from netkit.cli.loop import Loop
 from netkit.cli.options import CgroupOpt, DurationOpt, NameOpt, PidOpt, VerboseOpt, seconds
 from netkit.cli.tool import ManPage
+from netkit.engine.errors import KernelLacks
 from netkit.export import ExportHub, ExportUsageError, export_options
 
 SUMMARY = "Run chosen interval tools together and export them to Prometheus or Graphite."
@@ -23,7 +24,7 @@ SUMMARY = "Run chosen interval tools together and export them to Prometheus or G
 MAN = ManPage(
     description=(
         "export attaches the probes of the chosen tools (all exportable tools when none is "
-        "named), reads their in-kernel counters every interval and hands the totals to the "
+        "named, less those this kernel cannot run, each named on stderr), reads their in-kernel counters every interval and hands the totals to the "
         "exporters: an HTTP endpoint for Prometheus (--prometheus), a .prom file per tool for "
         "node_exporter's textfile collector (--textfile) and carbon's plaintext protocol "
         "(--graphite). It prints nothing on stdout; notices go to stderr. The packet tools "
@@ -118,9 +119,19 @@ def command(
     chosen = list(dict.fromkeys(tools or sorted(available)))
     set_verbose(verbose)
     with contextlib.ExitStack() as attached:
-        samplers = [attached.enter_context(available[tool].export_source(
-                        **(process_filters if filters_processes(available[tool]) else {})))
-                    for tool in chosen]
+        samplers = []
+        for tool in list(chosen):
+            module = available[tool]
+            try:
+                samplers.append(attached.enter_context(module.export_source(
+                    **(process_filters if filters_processes(module) else {}))))
+            except KernelLacks as exc:
+                if tools:                   # asked for by name: it is the user's run
+                    raise
+                # The default, "every tool that can export", means every tool this kernel can
+                # run (6.1 lacks sock_send_length, which some of them need).
+                chosen.remove(tool)
+                print(f"netkit export: leaving out {tool}: {exc}", file=sys.stderr, flush=True)
         if duration == 0:
             return
         intervals = 0

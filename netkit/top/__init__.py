@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 from netkit.top.panels import Panel
-from netkit.top.sources import SOURCES, Selection
+from netkit.top.sources import SOURCES, Selection, open_or_explain
 
 
 class Top:
@@ -22,8 +22,7 @@ class Top:
         self.filter = ""                # the screen's `/`
 
     def open(self, stack: contextlib.ExitStack) -> None:
-        for source in self.sources:
-            source.open(stack, self.selection)
+        self.sources = [open_or_explain(source, stack, self.selection) for source in self.sources]
 
     def refresh(self, seconds: float) -> None:
         for source, panel in zip(self.sources, self.panels):

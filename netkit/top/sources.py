@@ -24,6 +24,27 @@ from pathlib import Path
 from netkit.top.panels import Col, Panel, si
 
 
+class Unavailable:
+    """A source this kernel cannot feed (it lacks a tracepoint the tool needs, as 6.1 lacks
+    sock_send_length for tcptop): its panel stays, empty, and says why; the others run."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def read(self, seconds: float, text: str = ""):
+        return [], f"n/a: {self.reason}"
+
+
+def open_or_explain(source, stack, selection):
+    """source, opened; or an Unavailable in its place when this kernel cannot run it."""
+    from netkit.engine.errors import KernelLacks
+    try:
+        source.open(stack, selection)
+        return source
+    except KernelLacks as exc:
+        return Unavailable(str(exc))
+
+
 @dataclass
 class Selection:
     """-p/-n/-c: applied in the kernel by the BPF sources, to the owner process by the others."""
@@ -264,9 +285,7 @@ class Drops:
             [("count", "count")], filterable=False)
 
     def open(self, stack, selection: Selection) -> None:
-        self.sources = [source() for source in DROP_SOURCES]
-        for source in self.sources:
-            source.open(stack, selection)
+        self.sources = [open_or_explain(source(), stack, selection) for source in DROP_SOURCES]
         self.filtered = bool(selection.pid or selection.name or selection.cgroup)
 
     def read(self, seconds: float, text: str = "") -> tuple[list[dict], str]:

@@ -270,7 +270,7 @@ MUTANTS = [
            "sormem: rcvbuf sampled as rmem_alloc"),
     # -- the TCP connection tools (issue 13) ----------------------------------------------------
     Mutant("classify", "bpf_programs/sockowners.h",
-           "return kernel_cast(sk, struct sock)->sk_lock.owned != 0;", "return true;",
+           "return BPF_CORE_READ(sk, sk_lock.owned) != 0;", "return true;",
            TCPSTATES + TCPLIFE, "sockowner: the task a softirq interrupted named as the owner"),
     Mutant("classify", "bpf_programs/sockowners.h", "\t\tsockowner_inherit(sk, o);",
            "\t\tunknown_owner(o);", TCPSTATES,
@@ -315,8 +315,8 @@ MUTANTS = [
            "tcpconnlat: exported _sum in ns read as us"),
     # -- loss, drops and congestion (issue 14) ----------------------------------------------------
     Mutant("classify", "bpf_programs/tcpretrans.bpf.c",
-           "record(sk, &flow, treq->snt_isn, 1, TCP_SYN_RECV, RETRANS_SYNACK);",
-           "record(sk, &flow, treq->snt_isn, 1, TCP_SYN_RECV, RETRANS_SEGMENT);", TCPRETRANS,
+           "record(sk, &flow, BPF_CORE_READ(treq, snt_isn), 1, TCP_SYN_RECV, RETRANS_SYNACK);",
+           "record(sk, &flow, BPF_CORE_READ(treq, snt_isn), 1, TCP_SYN_RECV, RETRANS_SEGMENT);", TCPRETRANS,
            "tcpretrans: SYN-ACKs reported as segment retransmissions"),
     Mutant("classify", "bpf_programs/tcpretrans.bpf.c",
            "*(__u32 *)f->laddr = c->skc_rcv_saddr;", "*(__u32 *)f->laddr = c->skc_daddr;",
