@@ -15,7 +15,7 @@ BPF_CFLAGS := -O2 -g -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Wno-unus
 	-Ibuild -Ibpf_programs
 RUN_ARGS  ?= 1 5
 
-.PHONY: all bpf bpf-cflags venv run test man bench mutate dist clean
+.PHONY: all bpf bpf-cflags venv run test vmtest man bench mutate dist clean
 all: venv bpf $(LINKEMU)
 
 $(VMLINUX):
@@ -47,8 +47,14 @@ venv: $(VENV)/.installed
 run: all
 	$(VENV)/bin/netkit sockstat $(RUN_ARGS)
 
+# The whole suite on this kernel, then the vm subset on Debian 12's 6.1 under qemu.
 test: all
 	$(VPY) -m pytest -q -p no:cacheprovider
+	$(MAKE) vmtest
+
+# One boot of the second kernel (tools/vmtest.py): the tests marked vm, there.
+vmtest: all
+	$(VPY) -m tools.vmtest pytest
 
 man: venv
 	$(VPY) tools/genman.py man

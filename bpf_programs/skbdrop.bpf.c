@@ -210,16 +210,19 @@ static __always_inline void emit_tcp_event(void *ctx, struct sk_buff *skb, struc
 	bpf_ringbuf_submit(e, 0);
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(skbdrop_free, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
-	     struct sock *rx_sk)
+static __always_inline int on_free(void *ctx, struct sk_buff *skb, enum skb_drop_reason reason,
+				   struct sock *rx_sk)
 {
 	struct drop_key key = {};
 	__u64 none = 0, *count;
 	__u32 netns, index, zero = 0;
 
-	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED) ||
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET))
+	/* Both reasons are younger than the tracepoint's reason argument (6.1 has neither
+	 * SKB_CONSUMED nor, before 6.0, SKB_NOT_DROPPED_YET): asked only where they exist. */
+	if ((bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	     reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED)) ||
+	    (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_NOT_DROPPED_YET) &&
+	     reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET)))
 		return 0;
 	netns = drop_netns(skb, rx_sk);
 	/* tcpdrop selects by the segment's socket's owner where there is one (emit_tcp_event) */
@@ -256,4 +259,18 @@ int BPF_PROG(skbdrop_free, struct sk_buff *skb, void *location, enum skb_drop_re
 	if (count)
 		*count += 1;
 	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(skbdrop_free, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
+{
+	return on_free(ctx, skb, reason, rx_sk);
+}
+
+/* Before 6.11 the tracepoint names no receiving socket (netkit loads one of the two). */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(skbdrop_free_compat, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	return on_free(ctx, skb, reason, NULL);
 }

@@ -129,8 +129,8 @@ static __always_inline void record(const struct sock *owner_sk, struct retrans_f
 	bpf_ringbuf_submit(e, 0);
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
+static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb,
+					 int err)
 {
 	const struct tcp_skb_cb *cb = (const struct tcp_skb_cb *)skb->cb;
 	struct retrans_flow flow = {};
@@ -156,6 +156,20 @@ int BPF_PROG(retransmit_skb, const struct sock *sk, const struct sk_buff *skb, i
 		return 0;
 	record(sk, &flow, cb->seq, segs, sk->__sk_common.skc_state, RETRANS_SEGMENT);
 	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	return on_retransmit(sk, skb, err);
+}
+
+/* Kernels before the err argument (6.1) fire the tracepoint only for a retransmission that
+ * went out (netkit loads one of the two). */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(retransmit_skb_compat, const struct sock *sk, const struct sk_buff *skb)
+{
+	return on_retransmit(sk, skb, 0);
 }
 
 SEC("tp_btf/tcp_retransmit_synack")

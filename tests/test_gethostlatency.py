@@ -191,6 +191,7 @@ def trace(args: list[str], calls) -> tuple[list[dict], str]:
 
 @pytest.mark.kernel
 @pytest.mark.netns
+@pytest.mark.vm
 def test_each_call_once_with_name_pid_latency_and_result(resolver):
     timings, out = trace(["-p", str(resolver.pid), "--json"],
                          [(resolver, function, name) for function, name, _ in PLAN])
@@ -213,6 +214,7 @@ def test_each_call_once_with_name_pid_latency_and_result(resolver):
 
 @pytest.mark.kernel
 @pytest.mark.netns
+@pytest.mark.vm
 def test_concurrent_lookups_on_threads_are_kept_apart(resolver):
     """A thread pool resolving at once (what event loops do): one event per thread, each with
     the whole delay, none mixed up with another thread's call."""
@@ -266,6 +268,7 @@ def cgroup_holding(pid: int):
 
 @pytest.mark.kernel
 @pytest.mark.netns
+@pytest.mark.vm
 def test_cgroup_filter(resolver, tmp_path):
     other = Resolver(tmp_path, comm="nkother")
     try:
@@ -282,6 +285,7 @@ def test_cgroup_filter(resolver, tmp_path):
 
 @pytest.mark.kernel
 @pytest.mark.netns
+@pytest.mark.vm
 def test_hist_counts_per_host_in_the_kernel(resolver):
     # The shorter name before and after the longer one, on one CPU: the key must hold the name
     # alone, not what a longer name left behind in a reused buffer.

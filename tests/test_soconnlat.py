@@ -182,6 +182,7 @@ def loopback_plan(socks, closed) -> list[dict]:
 
 
 @pytest.mark.kernel
+@pytest.mark.vm
 def test_loopback_counts_per_kind_and_family_are_exact(client, listeners):
     socks, closed = listeners
     planned = loopback_plan(socks, closed)
@@ -218,6 +219,7 @@ def test_loopback_counts_per_kind_and_family_are_exact(client, listeners):
 
 
 @pytest.mark.kernel
+@pytest.mark.vm
 def test_filters_family_port_and_name_in_the_kernel(client, listeners):
     """-6 -D PORT -n COMM: only the client's IPv6 connects to that port; the test process's own
     connects (another comm) and the IPv4 ones are not seen."""
@@ -527,6 +529,7 @@ def test_delayed_handshake_latency_is_at_least_the_imposed_delay(bed, bed_client
 
 @pytest.mark.kernel
 @pytest.mark.netns
+@pytest.mark.vm
 def test_timeout_and_unreachable_are_classified(bed, bed_client):
     addr = bed.target_addr(4)
     planned = (plan(addr, PORT_DROP, 4, 1, user_timeout_ms=USER_TIMEOUT_MS)

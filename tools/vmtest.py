@@ -26,6 +26,7 @@ import argparse
 import glob
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
@@ -119,6 +120,11 @@ mount -t debugfs debugfs $R/sys/kernel/debug
 mount -t tracefs tracefs $R/sys/kernel/tracing
 mkdir -p $R/run/vmtest
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 vmtestio $R/run/vmtest
+# The kernel loads modules on demand (nfnetlink for nft, tun...) by running the modprobe in
+# /proc/sys/kernel/modprobe from ITS root, which is this initramfs: send it into the chroot.
+printf '#!/bin/sh\nexec /bin/chroot /newroot /sbin/modprobe "$@"\n' > /bin/modprobe-in-root
+chmod 755 /bin/modprobe-in-root
+echo /bin/modprobe-in-root > /proc/sys/kernel/modprobe
 echo "vmtest: guest up"
 chroot $R /bin/sh /run/vmtest/command.sh < /dev/console > /dev/console 2>&1
 sync
@@ -143,7 +149,7 @@ def build_initramfs(release: str) -> Path:
         (t / "bin").mkdir()
         shutil.copy2(busybox, t / "bin/busybox")
         for applet in ("sh", "mount", "mkdir", "insmod", "cat", "echo", "chroot", "poweroff",
-                       "sync", "sleep"):
+                       "sync", "sleep", "printf", "chmod"):
             (t / "bin" / applet).symlink_to("busybox")
         (t / "modules").mkdir()
         for m in modules:
@@ -179,6 +185,9 @@ def command_script(argv: list[str], cwd: Path) -> str:
              "export HOME=/root NETKIT_IN_VM=1 PYTHONDONTWRITEBYTECODE=1",
              *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
              "ip link set lo up", "hostname netkit-vm",
+             # modules a fresh boot has not loaded: tun (the test bed's link emulator opens
+             # /dev/net/tun, which udev would have made), veth
+             "modprobe -a tun veth 2>/dev/null || true",
              f"cd {shlex.quote(str(cwd))}", "set +e",
              # through a pipe, as in a script: the tools print plain columns, not a terminal's
              f"{{ {shlex.join(argv)}; echo $? > /run/vmtest/status; }} < /dev/null 2>&1 | cat"]
@@ -209,21 +218,22 @@ def boot(argv: list[str], *, accel: str, timeout: float, cwd: Path, out=sys.stdo
                 out.write(text + "\n")
         try:
             assert proc.stdout is not None
-            os.set_blocking(proc.stdout.fileno(), False)
-            while proc.poll() is None and time.monotonic() < deadline:
-                chunk = proc.stdout.read()
-                if not chunk:
-                    time.sleep(0.05)
-                    continue
+            fd = proc.stdout.fileno()
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                chunk = os.read(fd, 65536) if ready else b""
+                if ready and not chunk:                 # qemu closed its end: it is done
+                    break
                 pending += chunk.replace(b"\r", b"")
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     relay(line)
                 out.flush()
-            pending += (proc.stdout.read() or b"").replace(b"\r", b"")
-            for line in pending.split(b"\n"):
-                if line:
-                    relay(line)
+            if pending:
+                relay(pending)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -278,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     pyt = sub.add_parser("pytest", help="run the vm test subset in the guest")
     pyt.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("info", help="kernel, initramfs and accelerator")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.what != "pytest":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.what == "info":
             image, release = kernel_image()
@@ -291,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("run needs a command after --")
         else:
             command = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-p",
-                       "no:cacheprovider", "-m", "vm", *args.args]
+                       "no:cacheprovider", "-m", "vm", *args.args, *extra]
         accel = pick_accel(args.accel)
         started = time.monotonic()
         rc = boot(command, accel=accel, timeout=args.timeout, cwd=Path.cwd())

@@ -235,17 +235,24 @@ class BPFObject:
     optional: tracepoint names ("sock:sock_send_length") whose programs are left out, not fatal,
               when the kernel lacks them; `missing` then lists them so the view can say n/a.
     manual: program names the tool attaches itself (uprobes); attach_all() leaves them alone.
+    arg_types: {tracepoint: (argument index, type)} for tp_btf arguments that older kernels
+              lack or type otherwise ("struct sock *", "int"), checked before load. Where the
+              kernel's differs, a program on that tracepoint named <name>_compat (written
+              without the argument) is loaded instead of the others; without one the
+              tracepoint counts as missing (left out when optional, fatal otherwise). Where
+              it matches, the _compat programs are not loaded.
     """
 
     def __init__(self, tool: str, filters: Filters | None = None, rodata: dict | None = None,
                  optional: set[str] = frozenset(), manual: set[str] = frozenset(),
-                 path: Path | None = None):
+                 path: Path | None = None, arg_types: dict | None = None):
         self.tool = tool
         self.path = path or OBJECT_DIR / f"{tool}.bpf.o"
         self.filters = filters or Filters()
         self.rodata = {**self.filters.rodata(), **(rodata or {})}
         self.optional = optional
         self.manual = manual
+        self.arg_types = arg_types or {}
         self.missing: list[str] = []
         self.obj = None
         self.links: list[int] = []
@@ -317,7 +324,7 @@ class BPFObject:
         for prog in self.programs():
             name = L.bpf_program__name(prog).decode()
             section = L.bpf_program__section_name(prog).decode()
-            if name in self.manual or self._skipped(section):
+            if name in self.manual or self._skipped(prog, section):
                 continue
             link = L.bpf_program__attach(prog)
             if not link:
@@ -441,9 +448,10 @@ class BPFObject:
             handle = L.bpf_object__next_map(self.obj, handle)
         raise NetkitError(f"{self.path.name} has no map {name}")
 
-    def _skipped(self, section: str) -> bool:
-        return section.startswith(("uprobe", "uretprobe")) or any(
-            section.endswith(m.replace(":", "/")) for m in self.missing)
+    def _skipped(self, prog, section: str) -> bool:
+        """Uprobes (the tool attaches them) and programs not loaded (left out, or the twin
+        this kernel does not need)."""
+        return section.startswith(("uprobe", "uretprobe")) or not L.bpf_program__autoload(prog)
 
     def _prefer_uprobe_multi(self) -> None:
         """Load uprobe programs for uprobe_multi links where the kernel has them: a perf-event
@@ -457,19 +465,44 @@ class BPFObject:
             L.bpf_program__set_expected_attach_type(prog, L.BPF_TRACE_UPROBE_MULTI)
         self.uprobe_multi = True
 
+    def _argument_differs(self, target: str) -> str | None:
+        """What this kernel lacks of the arguments declared in arg_types for target, if any."""
+        if target not in self.arg_types:
+            return None
+        index, wanted = self.arg_types[target]
+        if checks.tracepoint_arg_type(target, index) == wanted:
+            return None
+        return f"no {wanted.removesuffix(' *')} * as argument" if wanted.endswith("*") else \
+            f"no {wanted} as argument"
+
     def _check_tracepoints(self) -> None:
-        """Fail with the tracepoint's name when this kernel lacks it; drop optional ones."""
+        """Fail with the tracepoint's name when this kernel lacks it (or an argument the
+        program reads); drop optional ones; choose between a program and its _compat twin."""
+        names = {L.bpf_program__name(prog).decode() for prog in self.programs()}
         for prog in self.programs():
             section = L.bpf_program__section_name(prog).decode()
+            name = L.bpf_program__name(prog).decode()
             exists, target = checks.kernel_has_section_target(section)
-            if exists:
+            lacks = None if exists else f"no tracepoint {target}"
+            differs = self._argument_differs(target) if exists else None
+            if differs:
+                index = self.arg_types[target][0]
+                lacks = f"{differs} {index + 1} of tracepoint {target}"
+            if name.endswith("_compat"):             # the twin for kernels that differ
+                if not differs:
+                    L.bpf_program__set_autoload(prog, False)
                 continue
-            if target in self.optional or L.bpf_program__name(prog).decode() in OPTIONAL_PROGRAMS:
+            if differs and f"{name}_compat" in names:
+                L.bpf_program__set_autoload(prog, False)
+                continue
+            if lacks is None:
+                continue
+            if target in self.optional or name in OPTIONAL_PROGRAMS:
                 L.bpf_program__set_autoload(prog, False)
                 if target not in self.missing:
                     self.missing.append(target)
             else:
-                raise KernelLacks(f"this kernel has no tracepoint {target} (needed by {self.tool})")
+                raise KernelLacks(f"this kernel has {lacks} (needed by {self.tool})")
 
     def _write_rodata(self) -> None:
         if not self.rodata:

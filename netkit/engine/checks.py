@@ -101,6 +101,41 @@ def kernel_has_section_target(section: str) -> tuple[bool, str]:
     return True, section
 
 
+@functools.lru_cache(maxsize=None)
+def tracepoint_arg_type(name: str, index: int) -> str | None:
+    """The type of argument `index` (from 0) of raw tracepoint `name` in this kernel's BTF, as
+    "struct sock *", "int" or "enum skb_drop_reason" (other kinds by their BTF kind number),
+    or None when the tracepoint has no such argument. A tp_btf program reads its arguments by
+    position, so a tracepoint whose arguments changed between kernels (kmem_cache_alloc took
+    its kmem_cache from 6.2, kfree_skb the receiving socket and tcp_retransmit_skb an error
+    later still) is checked before load, to be named rather than rejected by the verifier.
+    Reads the kernel's BTF: only tools that declare such arguments pay for it."""
+    from netkit.engine import btf as B
+    from netkit.engine import libbpf as L
+    btf = L.btf__load_vmlinux_btf()
+    if not btf:
+        raise NetkitError(NO_KERNEL_BTF)
+    try:
+        types = B.BtfTypes(btf)
+        typedef = L.btf__find_by_name_kind(btf, f"btf_trace_{name}".encode(), L.BTF_KIND_TYPEDEF)
+        if typedef < 0:
+            return None
+        proto = types.type(types.strip(types.type(types.strip(typedef)).size_or_type))
+        params = B.records(proto, B.Param, B.vlen_of(proto))
+        if index + 1 >= len(params):             # the first parameter is the tracepoint's data
+            return None
+        arg = types.type(types.strip(params[index + 1].type))
+        pointer = B.kind_of(arg) == L.BTF_KIND_PTR
+        if pointer:
+            arg = types.type(types.strip(arg.size_or_type))
+        kind = {L.BTF_KIND_STRUCT: "struct ", L.BTF_KIND_UNION: "union ", L.BTF_KIND_ENUM: "enum ",
+                L.BTF_KIND_ENUM64: "enum ", L.BTF_KIND_INT: ""}.get(B.kind_of(arg))
+        name_of = types.name(arg) if kind is not None else f"kind{B.kind_of(arg)}"
+        return (kind or "") + (name_of or "void") + (" *" if pointer else "")
+    finally:
+        L.btf__free(btf)
+
+
 def require_kernel_btf() -> None:
     """Without the kernel's BTF every load would fail on a CO-RE relocation, in libbpf's words.
     libbpf also finds BTF in a vmlinux under /boot or /lib/modules: it is asked (a ~10 MB

@@ -64,6 +64,7 @@ bpf_object__next_map = _proto("bpf_object__next_map", c_void_p, c_void_p, c_void
 bpf_program__name = _proto("bpf_program__name", c_char_p, c_void_p)
 bpf_program__section_name = _proto("bpf_program__section_name", c_char_p, c_void_p)
 bpf_program__set_autoload = _proto("bpf_program__set_autoload", c_int, c_void_p, c_bool)
+bpf_program__autoload = _proto("bpf_program__autoload", c_bool, c_void_p)
 bpf_program__fd = _proto("bpf_program__fd", c_int, c_void_p)
 bpf_program__set_expected_attach_type = _proto("bpf_program__set_expected_attach_type", c_int,
                                                c_void_p, c_uint)

@@ -192,7 +192,8 @@ def open_drops(pid, name, cgroup, netns: int | None, stacks=False, unspecified=F
     # tcpdrop runs skbdrop's object: its errors must name the tool the user ran.
     return BPFObject("tcpdrop" if tcpdrop else "skbdrop", Filters(pid, name, cgroup),
                      rodata=rodata, manual=sockowners.unattached(tcpdrop),
-                     path=OBJECT_DIR / "skbdrop.bpf.o")
+                     path=OBJECT_DIR / "skbdrop.bpf.o",
+                     arg_types={"kfree_skb": (3, "struct sock *")})   # rx_sk: 6.11
 
 
 def snapshot(ts: float, totals: dict[Drop, int], unspecified: int):

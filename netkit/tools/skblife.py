@@ -117,8 +117,12 @@ def snapshot(ts: float, totals: dict, all_netns: bool, units):
 def _open(inode: int | None, units, rodata: dict | None = None):
     from netkit.engine import netns as namespaces
     from netkit.engine.bpfobject import BPFObject
+    # Its sk_buffs are told from other slab objects by their kmem_cache, the kmem
+    # tracepoints' third argument on 6.1 and later (earlier kernels passed sizes there).
     return BPFObject("skblife", rodata={**namespaces.rodata(inode), "unit_ns": units.ns,
-                                        **allocator_rodata(), **(rodata or {})})
+                                        **allocator_rodata(), **(rodata or {})},
+                     arg_types={"kmem_cache_alloc": (2, "struct kmem_cache *"),
+                                "kmem_cache_free": (2, "struct kmem_cache *")})
 
 
 def export_source():

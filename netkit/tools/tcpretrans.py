@@ -139,7 +139,8 @@ def _open(pid=None, name=None, cgroup=None, family=0, lports=(), dports=(), coun
     from netkit.engine.bpfobject import BPFObject, Filters
     return BPFObject("tcpretrans", Filters(pid, name, cgroup, lports=list(lports),
                                            dports=list(dports)),
-                     rodata={"count_flows": count, "filter_ip": family})
+                     rodata={"count_flows": count, "filter_ip": family},
+                     arg_types={"tcp_retransmit_skb": (2, "int")})     # err: after 6.1
 
 
 def snapshot(ts: float, totals: dict):
