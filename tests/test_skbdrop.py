@@ -146,6 +146,7 @@ def counts(summary: dict) -> dict[tuple[str, str], int]:
     return found
 
 
+@pytest.mark.vm
 def test_the_childs_drops_are_counted_exactly_by_reason(run):
     dropped = FLOOD - run["received"]
     assert 0 < dropped < FLOOD and dropped not in (NO_SOCKET, FIREWALLED), run["received"]
@@ -169,6 +170,7 @@ def test_exported_counters(run):
         assert line in prom, prom
 
 
+@pytest.mark.vm
 def test_counts_agree_with_the_kernels_own_counters(run):
     """The whole namespace (no -p): this process's datagrams count too. UdpNoPorts,
     UdpRcvbufErrors and the nft rule's counter are the kernel's own accounts."""

@@ -57,6 +57,7 @@ def check_session(sessions: list[dict], made: dict, client, server) -> None:
 
 @pytest.mark.kernel
 @pytest.mark.netns
+@pytest.mark.vm
 def test_bytes_owners_and_lifetimes_are_exact(bed, request):
     """Loopback and veth, IPv4 and IPv6, client or server closing first; byte counts differ
     per session and per direction, so no swap or off-by-one (SYN, FIN) can pass."""

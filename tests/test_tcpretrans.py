@@ -108,6 +108,7 @@ def events(run) -> list[dict]:
     return [r for r in run["records"]["events"] if r["type"] == "retransmit"]
 
 
+@pytest.mark.vm
 def test_each_retransmission_is_shown_and_their_segments_are_the_kernels_count(run):
     shown = events(run)
     host = [e for e in shown if e["laddr"] == "198.18.0.1"]
