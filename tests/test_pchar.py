@@ -43,6 +43,8 @@ FAST_BEHIND_SLOW_FAMILY = {"5x": 6, "10x": 4}
 # with python -m tools.pchar_samples --direct, README): on a busy machine the 100 Mbit/s link,
 # probed alone from the router before it, is itself 0.6-1.9% slower than set, and its estimate
 # from the difference of hops 3 and 2 spreads by 1.4-2.8% (sd) with 400-500 probes at each hop.
+# Nor is 5% safe when the machine gets busy: on 2 Dec, 2 of 25 IPv4 bench runs read it 5.6% and
+# 5.8% off while the load average rose from 1.1 to 4.2 (32 of 40 runs within 3%, README).
 FAST_BEHIND_SLOW_TOL = {"5x": BW_TOL, "10x": 0.05}
 RECORDED_5X = Path(__file__).parent / "data" / "pchar_5x_v4.json.gz"
 
