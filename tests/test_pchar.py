@@ -39,7 +39,12 @@ FAST_BEHIND_SLOW_FAMILY = {"5x": 6, "10x": 4}
 # The bound each shape holds in every benched run (bench/pchar_probes.py, 13 runs of 5x, 21 of
 # 10x on a busy machine): 5x's worst link was 2.1% off; 10x's 3.8%, 2 of its 21 runs above the
 # issue's 3%. A test that fails one CI run in ten blocks everyone, so 10x is held at 5% here and
-# its 3% miss rate is reported by the bench, not hidden.
+# its 3% miss rate is reported by the bench, not hidden. It is not the walk's doing (measured
+# with python -m tools.pchar_samples --direct, README): on a busy machine the 100 Mbit/s link,
+# probed alone from the router before it, is itself 0.6-1.9% slower than set, and its estimate
+# from the difference of hops 3 and 2 spreads by 1.4-2.8% (sd) with 400-500 probes at each hop.
+# Nor is 5% safe when the machine gets busy: on 2 Dec, 2 of 25 IPv4 bench runs read it 5.6% and
+# 5.8% off while the load average rose from 1.1 to 4.2 (32 of 40 runs within 3%, README).
 FAST_BEHIND_SLOW_TOL = {"5x": BW_TOL, "10x": 0.05}
 RECORDED_5X = Path(__file__).parent / "data" / "pchar_5x_v4.json.gz"
 
@@ -258,6 +263,35 @@ def recorded_samples(hop: dict, rounds: range) -> list:
     """The recorded probes of `rounds` of one hop (both sizes) as Samples."""
     return [pc.Sample(hop["ttl"], int(size), i, int(rtts[i] * 1000), hop["reply"][size])
             for size, rtts in hop["rtt_us"].items() for i in rounds if rtts[i] is not None]
+
+
+def test_direct_recording_tells_the_links_own_error_from_the_differencing():
+    """tools.pchar_samples.link_errors on a synthetic --direct recording of the 10x path where
+    the 100 Mbit/s link is really 2% slower than set: read alone (from the router before it)
+    and from the difference of hops 3 and 2, both see those 2%; the links set right read
+    right. Jitter as on a quiet bed: positive, 5 us on average."""
+    rng = random.Random(20)
+    set_rates = [50e6, 10e6, 100e6]
+    real = [(50e6, 0.0005), (10e6, 0.002), (100e6 / 1.02, 0.0003)]
+    reply = {36: 64, 1500: 576}
+
+    def hop(path):
+        return {"ttl": 1, "responder": "x", "kind": "time-exceeded",
+                "reply": {str(s): r for s, r in reply.items()},
+                "rtt_us": {str(size): [round(1e6 * (sum((size + reply[size]) * 8 / rate
+                                                        + 2 * delay for rate, delay in path)
+                                                    + rng.expovariate(1 / 5e-6)), 1)
+                                       for _ in range(200)] for size in reply}}
+
+    rec = {"links": [[r, 0.0] for r in set_rates], "family": 4, "sizes": [36, 1500],
+           "rounds": 200, "runs": [[hop(real[:k]) for k in (1, 2, 3)]],
+           "direct": [[hop(real[1:2]), hop(real[2:3])]]}
+    (errs,) = pchar_samples.link_errors(rec)
+    assert errs["direct"][0] is None
+    for kind in ("path", "direct"):
+        assert errs[kind][1] == pytest.approx(0, abs=0.002), errs
+        assert errs[kind][2] == pytest.approx(1 / 1.02 - 1, abs=0.005), errs
+    assert errs["path"][0] == pytest.approx(0, abs=0.002), errs
 
 
 def test_lowmean_beats_the_minima_of_the_same_probes():

@@ -26,7 +26,9 @@ linkemu.c): 4 links of 500 us add 28 us of interquartile range to an RTT (85 us 
 arrival timed by its reader thread). Seen by kernel-stamped probes at 36 and 1500 bytes
 (pchar's lowmean, thousands of probes) an emulated link is slower than set by 0.07-0.25 ns per
 byte at 100 Mbit/s-1 Gbit/s (its copies: 0.1-0.3% at 100 Mbit/s, 1-3% at 1 Gbit/s) and by 1-2.5
-ns at 10 Mbit/s (0.1-0.3%), the most on a busy machine.
+ns at 10 Mbit/s (0.1-0.3%), the most on a busy machine. On a busier one (load average 3.6-4.3
+with other work running), a 100 Mbit/s link probed alone from the router before it (python -m
+tools.pchar_samples --direct) read 0.5-1.5 ns per byte slower than set (0.6-1.9%).
 """
 from __future__ import annotations
 
