@@ -12,20 +12,20 @@ of the book's superping.bt and tcpnagle.bt, bpftrace 0.17) on the same workloads
                time them;
              split: superping_split.bt stamps each echo at the kprobes and at netkit's
                tracepoints in one program, so the difference is taken apart into its TX part
-               (ip_send_skb -> net_dev_start_xmit) and its RX part (netif_receive_skb ->
+               (ip_push_pending_frames or ip6_send_skb -> net_dev_start_xmit) and its RX part (netif_receive_skb ->
                icmp_rcv);
              cost: iputils ping's own RTT without probes and with superping.bt alone attached
-               (4 kprobe hits per echo: the request's and the reply's ip_send_skb and
+               (4 kprobe hits per echo: the request's and the reply's send and
                icmp_rcv, on both ends).
   tcpnagle   a client writing small bursts across a link that adds 20 ms each way (test bed,
              linkemu), Nagle on / TCP_CORK / TCP_NODELAY. netkit tcpnagle needs the tracepoint
              sock:sock_send_length (6.3+): on 6.1 it refuses to run, so tcpnagle.bt runs on the
              guest and netkit tcpnagle on the host, on the identical workload.
 
-    sudo .venv/bin/python bench/kprobe_anchors.py [-c COUNT] [-i INTERVAL] [--json FILE]
+    flock /tmp/netkit-heavy.lock .venv/bin/python bench/kprobe_anchors.py [-c N] [-i S] [--json FILE]
 
-Takes /tmp/netkit-heavy.lock (and /tmp/netkit-vm.lock for the guest) itself: do not wrap it in
-flock. Not part of CI: TCG timing is slow and noisy (every instruction emulated), so the figures
+Run it as root under the heavy lock like every benchmark; it takes /tmp/netkit-vm.lock itself for
+the guest's boot (one boot, about 3 minutes under TCG with -c 200). Not part of CI: TCG timing is slow and noisy (every instruction emulated), so the figures
 are for explaining the differences, not for thresholds.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ from tools.testbed import Link, TestBed  # noqa: E402
 ANCHORS = ROOT / "bench" / "anchors"
 PY = str(ROOT / ".venv" / "bin" / "python")
 NETKIT = [PY, "-m", "netkit"]
-HEAVY_LOCK, VM_LOCK = "/tmp/netkit-heavy.lock", "/tmp/netkit-vm.lock"
+VM_LOCK = "/tmp/netkit-vm.lock"
 MARK = "ANCHOR-RESULT "          # the guest's result line, read off the console by the host
 
 # tcpnagle workload (as tests/test_tcpnagle.py's, in this script's own code)
@@ -447,9 +447,6 @@ def main() -> int:
     ap.add_argument("-c", "--count", type=int, default=100, help="echoes per case")
     ap.add_argument("-i", "--interval", type=float, default=0.02, help="seconds between echoes")
     ap.add_argument("--json", metavar="FILE", help="also write every figure here")
-    ap.add_argument("--no-heavy-lock", action="store_true",
-                    help="take only the VM lock (the figures then share the CPUs with whatever "
-                         "else runs: say so)")
     ap.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -461,14 +458,10 @@ def main() -> int:
         print("kprobe_anchors: bpftrace is not installed (apt-get install bpftrace)",
               file=sys.stderr)
         return 1
-    import fcntl
-    with open(HEAVY_LOCK, "a") as lock:
-        if not args.no_heavy_lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        started = time.monotonic()
-        guest = run_guest(args.count, args.interval)
-        guest_s = time.monotonic() - started
-        host = tcpnagle_host() if "tcpnagle" in guest else None
+    started = time.monotonic()
+    guest = run_guest(args.count, args.interval)
+    guest_s = time.monotonic() - started
+    host = tcpnagle_host() if "tcpnagle" in guest else None
     print(f"guest: {guest['kernel']}, {guest['bpftrace']}, one boot of {guest_s:.0f} s")
     if "error" in guest:
         print(f"guest stopped early: {guest['error']}")
