@@ -12,21 +12,21 @@ of the book's superping.bt and tcpnagle.bt, bpftrace 0.17) on the same workloads
                time them;
              split: superping_split.bt stamps each echo at the kprobes and at netkit's
                tracepoints in one program, so the difference is taken apart into its TX part
-               (ip_push_pending_frames or ip6_send_skb -> net_dev_start_xmit) and its RX part (netif_receive_skb ->
-               icmp_rcv);
+               (ip_push_pending_frames or ip6_send_skb -> net_dev_start_xmit) and its RX
+               part (netif_receive_skb -> icmp_rcv);
              cost: iputils ping's own RTT without probes and with superping.bt alone attached
-               (4 kprobe hits per echo: the request's and the reply's send and
-               icmp_rcv, on both ends).
+               (4 kprobe hits per echo: the send and icmp_rcv of the request and the reply).
   tcpnagle   a client writing small bursts across a link that adds 20 ms each way (test bed,
              linkemu), Nagle on / TCP_CORK / TCP_NODELAY. netkit tcpnagle needs the tracepoint
              sock:sock_send_length (6.3+): on 6.1 it refuses to run, so tcpnagle.bt runs on the
              guest and netkit tcpnagle on the host, on the identical workload.
 
-    flock /tmp/netkit-heavy.lock .venv/bin/python bench/kprobe_anchors.py [-c N] [-i S] [--json FILE]
+    flock /tmp/netkit-heavy.lock .venv/bin/python bench/kprobe_anchors.py [-c N] [-i S] [--json F]
 
-Run it as root under the heavy lock like every benchmark; it takes /tmp/netkit-vm.lock itself for
-the guest's boot (one boot, about 3 minutes under TCG with -c 200). Not part of CI: TCG timing is slow and noisy (every instruction emulated), so the figures
-are for explaining the differences, not for thresholds.
+Run it as root under the heavy lock like every benchmark; it takes /tmp/netkit-vm.lock itself
+for the guest's boot (one boot: about 6 minutes under TCG with -c 200). Not part of CI: TCG
+timing is slow and noisy (every instruction emulated), so the figures explain the differences;
+they are no thresholds.
 """
 from __future__ import annotations
 
