@@ -316,7 +316,11 @@ def run_guest(count: int, interval: float) -> dict:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
+            result = json.loads(line[len(MARK):])
+            # vmtest's own line: boot time and run time, without the wait for the lock
+            result["vmtest"] = " ".join(l for l in proc.stderr.splitlines()
+                                        if l.startswith("vmtest:"))
+            return result
     raise RuntimeError(f"no result from the guest (exit {proc.returncode}):\n"
                        f"{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
 
@@ -458,11 +462,9 @@ def main() -> int:
         print("kprobe_anchors: bpftrace is not installed (apt-get install bpftrace)",
               file=sys.stderr)
         return 1
-    started = time.monotonic()
     guest = run_guest(args.count, args.interval)
-    guest_s = time.monotonic() - started
     host = tcpnagle_host() if "tcpnagle" in guest else None
-    print(f"guest: {guest['kernel']}, {guest['bpftrace']}, one boot of {guest_s:.0f} s")
+    print(f"guest: {guest['kernel']}, {guest['bpftrace']}; {guest['vmtest']}")
     if "error" in guest:
         print(f"guest stopped early: {guest['error']}")
     figures = {}
