@@ -462,8 +462,12 @@ def main() -> int:
         print("kprobe_anchors: bpftrace is not installed (apt-get install bpftrace)",
               file=sys.stderr)
         return 1
-    guest = run_guest(args.count, args.interval)
-    host = tcpnagle_host() if "tcpnagle" in guest else None
+    try:
+        guest = run_guest(args.count, args.interval)
+        host = tcpnagle_host() if "tcpnagle" in guest else None
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        print(f"kprobe_anchors: {e}", file=sys.stderr)
+        return 1
     print(f"guest: {guest['kernel']}, {guest['bpftrace']}; {guest['vmtest']}")
     if "error" in guest:
         print(f"guest stopped early: {guest['error']}")
