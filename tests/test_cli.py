@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import netkit
-from conftest import run_netkit
+from conftest import ROOT, run_netkit
 from netkit.cli import build_app, tool_modules
 
 TOOLS = list(tool_modules())
@@ -102,3 +102,30 @@ def test_random_arguments_never_raise_a_traceback(tool, data):
     if result.exception is not None:
         assert isinstance(result.exception, SystemExit), (argv, repr(result.exception), text)
     assert result.exit_code in (0, 1, 2, 130), (argv, result.exit_code, text)
+
+
+# netkit.cli.main with its command replaced by one whose stop signal lands while exec() runs a
+# string, as dataclasses and namedtuple run theirs while a tool's module is imported.
+SIGNAL_INSIDE_EXEC = """
+import netkit.cli
+
+def run(argv, tool):
+    exec("import os, signal\\nos.kill(os.getpid(), signal.%s)\\nfor _ in range(10**7): pass")
+    raise AssertionError("the signal did not stop the command")
+
+netkit.cli.run = run
+netkit.cli.main()
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_inside_exec_still_ends_with_status_0_when_run_as_a_zip_or_module(tmp_path, name):
+    """A KeyboardInterrupt of exactly that type that leaves exec'd code is recorded by CPython as
+    unhandled even when caught, and a program run as a module (netkit.pyz is one) then ends
+    killed by SIGINT instead of with its status: netkit's signal handlers raise their own
+    subclass. Run as a directory with __main__.py, the way python3 runs netkit.pyz."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text(SIGNAL_INSIDE_EXEC % name)
+    result = subprocess.run([sys.executable, str(tmp_path / "app")], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

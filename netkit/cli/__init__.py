@@ -18,6 +18,7 @@ import netkit
 import netkit.tools
 from netkit.cli import completion
 from netkit.cli.tool import boundary
+from netkit.engine import signals
 
 
 def tool_names() -> list[str]:
@@ -75,11 +76,6 @@ def _examples(module) -> str | None:
     return "Examples:\n\n\b\n" + "\n".join(f"  {cmd}   # {what}" for cmd, what in man.examples)
 
 
-def _sigterm_is_ctrl_c(signum, frame):
-    # A tool's Ctrl-C path prints its summary and detaches; SIGTERM takes the same path.
-    raise KeyboardInterrupt
-
-
 def _keep_standard_fds() -> bool:
     """Reopen a closed stdin/stdout/stderr on /dev/null, so the next file netkit opens (a BPF
     map, a socket) cannot become fd 1 and receive its output. True when stdout was closed."""
@@ -132,10 +128,11 @@ def main() -> None:
     try:
         # Like bpftrace and tcpdump, take Ctrl-C even when started with SIGINT ignored (a
         # background job of a non-interactive shell inherits that): `kill -INT` must still end
-        # the trace with a summary and a clean detach. Inside the try: a signal may come while
+        # the trace with a summary and a clean detach. SIGTERM takes the same path (a tool's
+        # Ctrl-C path prints its summary and detaches). Inside the try: a signal may come while
         # the handlers change.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
+        signal.signal(signal.SIGINT, signals.stop)
+        signal.signal(signal.SIGTERM, signals.stop)
         stdout_closed = _keep_standard_fds()
         argv = sys.argv[1:]
         tool = _requested_tool(argv)

@@ -6,6 +6,13 @@ prints and drops it, even at the callback's first line before any try: the stop 
 tool runs on. So every libbpf call that can call back runs inside `held()`: a signal then only
 records itself (and interrupts a blocking epoll_wait with EINTR), and KeyboardInterrupt is
 raised once the C call has returned. Signals a caller ignores stay ignored.
+
+The exception is Stop, a KeyboardInterrupt of netkit's own, never KeyboardInterrupt itself:
+CPython marks a KeyboardInterrupt of exactly that type that leaves code run by exec() or eval()
+of a string (dataclasses and namedtuple build their methods so, while a tool's module is
+imported) as unhandled, even when an outer `except` then handles it, and a program run as a
+module or zip (netkit.pyz) then ends killed by SIGINT instead of with its exit status. A
+subclass is not so marked, and every `except KeyboardInterrupt` still takes it.
 """
 from __future__ import annotations
 
@@ -14,6 +21,15 @@ import signal
 import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stop(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the tools' Ctrl-C path (summary, detach, exit 0)."""
+
+
+def stop(signum, frame):
+    """The handler of both STOP_SIGNALS while netkit runs."""
+    raise Stop
 
 
 @contextlib.contextmanager
@@ -32,4 +48,4 @@ def held():
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if caught:
-        raise KeyboardInterrupt
+        raise Stop
