@@ -3,9 +3,7 @@
  *
  * tcp:tcp_retransmit_skb   every segment TCP sends again (timeout, fast retransmit, SACK
  *                          recovery, RACK, a SYN or FIN again). Since 6.12 it also fires for
- *                          a retransmission that failed (err != 0: the device queue was full,
- *                          no memory), which sends nothing and which the kernel counts in
- *                          TCPRetransFail, not TcpRetransSegs: those are only counted here.
+ *                          a retransmission that failed (err != 0); see counted_by_kernel.
  * tcp:tcp_retransmit_synack a listener's SYN-ACK sent again (the client's ACK did not come).
  *
  * Both fire in softirq or from a timer: the PID is the socket's owner (sockowners.h), not the
@@ -129,6 +127,27 @@ static __always_inline void record(const struct sock *owner_sk, struct retrans_f
 	bpf_ringbuf_submit(e, 0);
 }
 
+#define EAGAIN 11
+#define ENOMEM 12
+#define EBUSY 16
+#define EINVAL 22
+#define EHOSTUNREACH 113
+
+/* Whether __tcp_retransmit_skb got as far as counting this retransmission in TcpRetransSegs,
+ * which it does just before handing the segment to IP. The errors it returns before that point
+ * sent nothing and are counted nowhere: the original still in a host queue (EBUSY), no window
+ * (EAGAIN), already acknowledged (EINVAL), no memory to trim or split the buffer (ENOMEM), no
+ * route (EHOSTUNREACH). Any other error came from below TCP, after the count: a netfilter drop
+ * (EPERM), a full device queue (NET_XMIT_DROP, positive), no buffer (ENOBUFS). The kernel
+ * counts those in TcpRetransSegs and in TCPRetransFail both, and so does netkit: printed like
+ * any retransmission, and in the failed total. (IP's own no-route, EHOSTUNREACH after the
+ * count, needs the route to vanish between TCP's check and IP's: left out.) */
+static __always_inline bool counted_by_kernel(int err)
+{
+	return err != -EBUSY && err != -EAGAIN && err != -EINVAL && err != -ENOMEM &&
+	       err != -EHOSTUNREACH;
+}
+
 static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb,
 					 int err)
 {
@@ -140,6 +159,8 @@ static __always_inline int on_retransmit(const struct sock *sk, const struct sk_
 
 	if (!segs)
 		segs = 1;
+	if (!counted_by_kernel(err))
+		return 0;
 	if (err) {
 		index = 0;
 		n = bpf_map_lookup_elem(&failed, &index);
@@ -149,7 +170,6 @@ static __always_inline int on_retransmit(const struct sock *sk, const struct sk_
 		n = bpf_map_lookup_elem(&failed, &index);
 		if (n)
 			*n += segs;
-		return 0;
 	}
 	if (!flow_of(&sk->__sk_common, sk->__sk_common.skc_num,
 		     bpf_ntohs(sk->__sk_common.skc_dport), &flow))

@@ -7,7 +7,10 @@ all opened by this process, which is thus every socket's owner.
   data     an established connection on DATA_PORT loses every data segment for a while: the
            client retransmits (tail loss probe, then RTO) until the rule goes;
   SYN-ACK  the host drops the client's final ACK to SYNACK_PORT: the listener sends its
-           SYN-ACK again (tcp_retransmit_synack) after one second.
+           SYN-ACK again (tcp_retransmit_synack) after one second;
+  refused  a connection to REFUSED_PORT loses its data at the target, then the host's own
+           OUTPUT rule refuses the retransmissions: TCP counted each (TcpRetransSegs and
+           TCPRetransFail) though none reached the wire.
 
 The kernel's TcpRetransSegs of each namespace is the truth: the host's counts the SYN and
 data retransmissions, the target's the SYN-ACKs. Retransmissions come from timers and softirq,
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 
 import pytest
@@ -26,7 +30,7 @@ from packetbed import TARGET_ADDR, packet_bed
 
 pytestmark = [pytest.mark.netns, pytest.mark.kernel]
 
-SYN_PORT, DATA_PORT, SYNACK_PORT = 7101, 7100, 7102
+SYN_PORT, DATA_PORT, SYNACK_PORT, REFUSED_PORT = 7101, 7100, 7102, 7103
 MESSAGES, MESSAGE = 4, b"r" * 300
 
 RULES = f"""table inet nkretrans {{
@@ -61,6 +65,9 @@ def run(tmp_path_factory):
             data = socket.socket()
             syn = socket.socket()
             half = socket.socket()
+            refused = socket.socket()
+            # closed with a RST, at once: no retransmission after the counters are read
+            refused.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         me = os.getpid()
         tracers = {"events": bed.trace("tcpretrans", "-s", "-p", str(me)),
                    "counts": bed.trace("tcpretrans", "-C", "-l", "-p", str(me), "--textfile",
@@ -70,10 +77,14 @@ def run(tmp_path_factory):
         with bed.bed.inside(bed.target):
             data_server = socket.create_server((TARGET_ADDR, DATA_PORT))
             synack_server = socket.create_server((TARGET_ADDR, SYNACK_PORT))
+            refused_server = socket.create_server((TARGET_ADDR, REFUSED_PORT))
         host0, target0 = bed.counters(bed.host), bed.counters(bed.target)
         data.connect((TARGET_ADDR, DATA_PORT))
         data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer, _ = data_server.accept()
+        refused.connect((TARGET_ADDR, REFUSED_PORT))
+        refused.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        refused_peer, _ = refused_server.accept()
         started = time.monotonic()
         syn.setblocking(False)
         assert syn.connect_ex((TARGET_ADDR, SYN_PORT)) == 115      # EINPROGRESS
@@ -82,9 +93,14 @@ def run(tmp_path_factory):
         half.connect((TARGET_ADDR, SYNACK_PORT))        # the client thinks it is connected
         # data segments are lost for 0.7 s: a loss probe, then RTO retransmissions
         nft(bed, bed.target, "add", "rule", "inet", "nkretrans", "lossy", "tcp", "dport",
-            str(DATA_PORT), "ip", "length", "gt", "100", "counter", "drop")
+            "{%d, %d}" % (DATA_PORT, REFUSED_PORT), "ip", "length", "gt", "100", "counter",
+            "drop")
         for _ in range(MESSAGES):
             data.send(MESSAGE)
+        refused.send(MESSAGE)
+        # its first retransmission comes after an RTO of 200 ms at least
+        nft(bed, bed.host, "add", "rule", "inet", "nkretrans", "lossy_out", "tcp", "dport",
+            str(REFUSED_PORT), "ip", "length", "gt", "100", "counter", "drop")
         time.sleep(0.7)
         nft(bed, bed.target, "flush", "chain", "inet", "nkretrans", "lossy")
         peer.settimeout(10)
@@ -93,7 +109,8 @@ def run(tmp_path_factory):
             got += peer.recv(65536)
         time.sleep(max(0.0, 1.4 - (time.monotonic() - started)))     # past the 1 s RTO
         nft(bed, bed.host, "flush", "chain", "inet", "nkretrans", "lossy_out")
-        for s in (syn, half, data, peer, data_server, synack_server):
+        for s in (syn, half, refused, data, peer, refused_peer, data_server, synack_server,
+                  refused_server):
             s.close()
         time.sleep(0.1)
         host1, target1 = bed.counters(bed.host), bed.counters(bed.target)
@@ -121,15 +138,26 @@ def test_each_retransmission_is_shown_and_their_segments_are_the_kernels_count(r
     assert summary["segs"] == run["host"]["TcpRetransSegs"] + run["target"]["TcpRetransSegs"]
 
 
+def test_retransmissions_refused_below_tcp_are_shown_and_counted_as_failed(run):
+    """The kernel counted them in TcpRetransSegs (checked with the rest above) and in
+    TCPRetransFail: the summary's failed, in both modes. Only the refused flow's, every one."""
+    fails = run["host"]["TcpExtTCPRetransFail"] + run["target"]["TcpExtTCPRetransFail"]
+    refused = [e for e in events(run) if e["rport"] == REFUSED_PORT]
+    assert sum(e["segs"] for e in refused) >= fails >= 2, (refused, fails)
+    assert run["records"]["events"].summary["failed"] == fails
+    assert run["records"]["counts"].summary["failed"] == fails
+
+
 def test_kinds_states_and_flows(run):
     by_port = {}
     for e in events(run):
         port = e["rport"] if e["laddr"] == "198.18.0.1" else e["lport"]
         by_port.setdefault(port, []).append(e)
-    assert set(by_port) == {SYN_PORT, DATA_PORT, SYNACK_PORT}, by_port
+    assert set(by_port) == {SYN_PORT, DATA_PORT, SYNACK_PORT, REFUSED_PORT}, by_port
     syns = by_port[SYN_PORT]
     assert [(e["state"], e["kind"]) for e in syns] == [("SYN_SENT", "retrans")], syns
-    assert {(e["state"], e["kind"]) for e in by_port[DATA_PORT]} == {("ESTABLISHED", "retrans")}
+    for port in (DATA_PORT, REFUSED_PORT):
+        assert {(e["state"], e["kind"]) for e in by_port[port]} == {("ESTABLISHED", "retrans")}
     synacks = by_port[SYNACK_PORT]
     assert {(e["state"], e["kind"], e["raddr"], e["family"]) for e in synacks} == \
         {("SYN_RECV", "synack", "198.18.0.1", "IPv4")}, synacks

@@ -40,9 +40,12 @@ MAN = ManPage(
         "A retransmitted buffer may hold several segments (TSO/GSO); SEGS says how many, and "
         "the sum of SEGS is what the kernel counts in TcpRetransSegs (netstat -s: "
         "\"segments retransmitted\"). Since Linux 6.12 the tracepoint also fires for a "
-        "retransmission that failed and sent nothing (device queue full, no memory); those "
-        "are counted in the summary (failed), not printed, as the kernel counts them in "
-        "TCPRetransFail.\n\n"
+        "retransmission that failed. One that TCP gave up before sending (the original still "
+        "in a host queue, no window, no memory, no route) is counted nowhere by the kernel and "
+        "not by netkit. One that TCP handed down and IP or the device refused (a firewall "
+        "drop in OUTPUT, a full device queue) never reached the wire, but the kernel counts it "
+        "in TcpRetransSegs and in TCPRetransFail: netkit prints it like any other and adds its "
+        "segments to the summary's failed.\n\n"
         "Against bcc's tcpretrans (kprobe tcp_retransmit_skb, or this tracepoint where it "
         "exists; kprobe tcp_send_loss_probe for -l): the same retransmissions, plus SYN-ACKs, "
         "which bcc's kprobe on tcp_retransmit_skb never sees (they go through "
@@ -73,7 +76,8 @@ MAN = ManPage(
         "scope (\"interval\" or \"run\"), interval_s or duration_s, the same flow and owner "
         "keys, kind, retransmits and segs; with -l per interval type \"loss_probes\", "
         "interval_s, loss_probes and loss_probe_recoveries. At the end type \"summary\" with "
-        "duration_s, retransmits, segs, failed (retransmissions that sent nothing), "
+        "duration_s, retransmits, segs, failed (segments of those retransmissions that IP or "
+        "the device refused: TCPRetransFail), "
         "loss_probes and loss_probe_recoveries (with -l) and lost_events.\n\n"
         "Exporters (-C): netkit_tcpretrans_segments_total by kind."),
     see_also=["tcpretrans(8)", "ss(8)", "nstat(8)", "netkit-tcpdrop(8)"],
@@ -131,7 +135,8 @@ def kinds_of(obj) -> dict[int, str]:
 
 
 def failed(obj) -> int:
-    per_cpu = obj.map("failed").lookup(0)
+    """Segments of retransmissions the layers below TCP refused, as TCPRetransFail counts."""
+    per_cpu = obj.map("failed").lookup(1)
     return sum(v.value for v in per_cpu) if per_cpu else 0
 
 
