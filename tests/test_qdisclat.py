@@ -1,12 +1,15 @@
-"""netkit qdisclat against shapers whose queueing the test can compute (tests/packetbed).
+"""netkit qdisclat against shapers whose queueing the test measures itself (tests/packetbed).
 
 A burst of 1000-byte packets (at the qdisc: Ethernet + IP + UDP + 958 bytes) meets a token
-bucket of known rate and depth on l0t: tbf, and htb with one class. The bucket starts full, so
-the first packets leave at once and the rest one per size/rate after the previous; a small
-model replays the sender's own send times through the bucket (tbf sends when it holds a whole
-packet's tokens, htb when its balance is not negative) and gives each packet its wait. The
-tool's histogram must hold exactly the packets sent, each within one log2 bucket of the
-model's (a packet the model sends at once: within 128 us), and its exact sum must agree.
+bucket of known rate and depth on l0t: tbf, and htb with one class. Each packet's wait is
+bounded from outside: it was enqueued during its sendto() (the sender's clock before and after
+the call) and left the qdisc just before the target's kernel stamped its arrival (SO_TIMESTAMPNS:
+the veth hands a packet over in the same call that dequeued it). The tool's histogram must hold
+exactly the packets sent, the i-th shortest of its waits in a bucket that meets the i-th
+shortest of those bounds, and its exact sum must lie within their sum. (A model of the bucket
+replayed from the send times alone is what a loaded machine defeats: a timer that fires late
+makes a packet wait longer than any model says.) The waits are checked to be a token bucket's:
+the first packets at once, a queue behind them.
 
 Bulk dequeues: on a two-queue veth the qdisc hands out up to 9 packets per dequeue when several
 are ready. 17 packets wait behind a slow tbf, which the test then speeds up: they leave in
@@ -16,6 +19,7 @@ with --all-netns only. -q keeps one kind.
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 import pytest
@@ -32,7 +36,6 @@ PAYLOAD = PACKET - ETH - IP - UDP_HDR
 RATE = 1_000_000                    # bytes/s: 8mbit, one packet a millisecond
 BURST = 5000                        # bytes: five packets
 N = 24
-AT_ONCE_US = 128                    # "at once": the enqueue and dequeue of one call
 
 
 @pytest.fixture(scope="module")
@@ -40,64 +43,86 @@ def bed():
     yield from packet_bed("qdisclat")
 
 
-def token_bucket(arrivals: list[float], size: int, rate: float, burst: float,
-                 whole_packet: bool) -> list[float]:
-    """Each packet's wait (s) in a FIFO token bucket that starts full. tbf lets a packet go when
-    it holds `size` tokens; htb when its balance is >= 0, and may then go negative."""
-    tokens, clock, waits = burst, arrivals[0], []
-    need = size if whole_packet else 0
-    for arrival in arrivals:
-        leave = max(arrival, clock)
-        tokens = min(burst, tokens + (leave - clock) * rate)
-        if tokens < need:
-            leave += (need - tokens) / rate
-            tokens = need
-        tokens -= size
-        clock = leave
-        waits.append(leave - arrival)
-    return waits
+SO_TIMESTAMPNS = 35                 # asm-generic/socket.h (the _OLD value: a struct timespec)
+SLACK_NS = 50_000                   # the dequeue to the arrival stamp, in one call; clock reading
 
 
-def slot(us: float) -> int:
-    return max(0, int(us).bit_length() - 1)
+def stamped(sock: socket.socket) -> socket.socket:
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    return sock
 
 
-def assert_within_one_bucket(record: dict, waits_s: list[float]) -> None:
-    """Sorted, the i-th timed packet lies within one log2 bucket of the model's i-th wait."""
-    observed = sorted(slot(b["low"]) for b in record["latency_us"] for _ in range(b["count"]))
-    expected = sorted(slot(w * 1e6) for w in waits_s)
-    assert len(observed) == len(expected), (observed, expected)
-    floor = slot(AT_ONCE_US - 1)
-    for got, want in zip(observed, expected):
-        assert want - 1 <= got <= max(want + 1, floor), (observed, expected)
-    model_us = sum(waits_s) * 1e6
-    assert abs(record["latency_us_sum"] - model_us) <= 0.1 * model_us + N * 200, \
-        (record["latency_us_sum"], model_us)
+def arrivals(sock: socket.socket, count: int, timeout: float = 10.0) -> dict[int, int]:
+    """Packet number -> the target kernel's arrival stamp (CLOCK_MONOTONIC ns), for `count`
+    datagrams of burst(); waits until all came (the tracer is stopped only after)."""
+    offset = time.time_ns() - time.monotonic_ns()
+    got: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        try:
+            data, ancillary, _, _ = sock.recvmsg(2048, 64)
+        except BlockingIOError:
+            time.sleep(0.002)
+            continue
+        (stamp,) = [v for level, kind, v in ancillary
+                    if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)]
+        sec, nsec = struct.unpack("qq", stamp[:16])
+        got[int.from_bytes(data[:4], "big")] = sec * 10**9 + nsec - offset
+    assert len(got) == count, sorted(got)
+    return got
 
 
-def burst(bed, count: int, address: str = TARGET_ADDR) -> list[float]:
-    """`count` packets from the host, back to back; the time of each send."""
+def assert_waits_within(record: dict, sent: list[tuple[int, int]], arrived: dict[int, int]):
+    """The tool's waits against the bounds each packet's own clocks give (see the module doc):
+    sorted, the i-th smallest of the true waits lies between the i-th smallest lower bound and
+    the i-th smallest upper bound, so the i-th bucket must meet that range."""
+    low = sorted(max(0, arrived[i] - after - SLACK_NS) for i, (_, after) in enumerate(sent))
+    high = sorted(arrived[i] - before + SLACK_NS for i, (before, _) in enumerate(sent))
+    buckets = sorted((b["low"], b["high"]) for b in record["latency_us"]
+                     for _ in range(b["count"]))
+    assert len(buckets) == len(sent), (buckets, len(sent))
+    for (b_low, b_high), lo, hi in zip(buckets, low, high):
+        assert b_low * 1000 <= hi and b_high * 1000 > lo, (buckets, low, high)
+    assert sum(low) / 1000 - len(sent) <= record["latency_us_sum"] <= sum(high) / 1000, \
+        (sum(low) / 1000, record["latency_us_sum"], sum(high) / 1000)
+    return [(hi + lo) / 2e3 for lo, hi in zip(low, high)]
+
+
+def assert_token_bucket_shape(waits_us: list[float], whole_packet: bool) -> None:
+    """That the bucket shaped at all (its timing is the kernel's, not netkit's): the packets
+    within its depth left at once, and a queue formed behind them (a sender stalled by load
+    mid-burst shortens it, but the packets after the stall queue again behind a refilled bucket
+    of five)."""
+    at_once = BURST // PACKET + (0 if whole_packet else 1)
+    assert all(w < 1000 for w in sorted(waits_us)[:at_once - 1]), waits_us
+    assert max(waits_us) > 2 * PACKET / RATE * 1e6, waits_us
+
+
+def burst(bed, count: int, address: str = TARGET_ADDR) -> list[tuple[int, int]]:
+    """`count` packets from the host, back to back, numbered in their first 4 bytes; for each
+    the monotonic ns before and after its sendto (the qdisc enqueued it in between)."""
     sender = bed.sender()
     stamps = []
     with sender:
-        for _ in range(count):
-            stamps.append(time.monotonic())
-            sender.sendto(b"q" * PAYLOAD, (address, UDP_PORT))
+        for i in range(count):
+            before = time.monotonic_ns()
+            sender.sendto(i.to_bytes(4, "big") + b"q" * (PAYLOAD - 4), (address, UDP_PORT))
+            stamps.append((before, time.monotonic_ns()))
     return stamps
 
 
 def test_tbf_waits_are_where_the_token_bucket_puts_them(bed):
     with bed.qdisc(bed.host, HOST_DEV, "tbf", "rate", f"{RATE * 8}bit", "burst", str(BURST),
-                   "limit", "100000"), bed.receiver():
+                   "limit", "100000"), stamped(bed.receiver()) as receiver:
         tbf = bed.trace("qdisclat", "-q", "tbf")
         htb = bed.trace("qdisclat", "--all-netns", "-q", "htb")
         sent = burst(bed, N)
-        time.sleep((N * PACKET - BURST) / RATE + 0.05)
+        arrived = arrivals(receiver, N)
         tbf_out, htb_out = tbf.stop(), htb.stop()
     record = tbf_out.one(dev=HOST_DEV)
     assert record["qdisc"] == "tbf" and record["netns"] == bed.inode(bed.host)
     assert record["count"] == N
-    assert_within_one_bucket(record, token_bucket(sent, PACKET, RATE, BURST, True))
+    assert_token_bucket_shape(assert_waits_within(record, sent, arrived), True)
     summary = tbf_out.summary
     assert (summary["enqueued"], summary["dequeued"], summary["unmatched"]) == (N, N, 0)
     assert summary["qdisc"] == "tbf" and summary["dequeues"] == N     # one at a time here
@@ -109,7 +134,7 @@ def test_htb_and_the_namespace_rule(bed):
     """htb on l0t; a tbf on l0h, in the target's namespace, carries 3 datagrams back."""
     with bed.qdisc(bed.host, HOST_DEV, "handle", "1:", "htb", "default", "10"), \
             bed.qdisc(bed.target, TARGET_DEV, "tbf", "rate", "100mbit", "burst", "100000",
-                      "limit", "100000"), bed.receiver():
+                      "limit", "100000"), stamped(bed.receiver()) as receiver:
         bed.tc(bed.host, "class", "add", "dev", HOST_DEV, "parent", "1:", "classid", "1:10",
                "htb", "rate", f"{RATE * 8}bit", "ceil", f"{RATE * 8}bit", "burst", str(BURST),
                "cburst", str(BURST))
@@ -125,12 +150,15 @@ def test_htb_and_the_namespace_rule(bed):
         with back, sink:
             for _ in range(3):
                 back.sendto(b"r" * 100, (HOST_ADDR, UDP_PORT))
-        time.sleep((N * PACKET - BURST) / RATE + 0.05)
+            arrived = arrivals(receiver, N)
+            sink.settimeout(10)
+            for _ in range(3):
+                sink.recv(2048)             # the tbf on l0h let them all go
         own_out, every_out = own.stop(), every.stop()
     host, target = bed.inode(bed.host), bed.inode(bed.target)
     record = own_out.one(dev=HOST_DEV)
     assert record["qdisc"] == "htb" and record["count"] == N
-    assert_within_one_bucket(record, token_bucket(sent, PACKET, RATE, BURST, False))
+    assert_token_bucket_shape(assert_waits_within(record, sent, arrived), False)
     assert not own_out.run(netns=target)
     assert every_out.one(netns=host, dev=HOST_DEV)["count"] == N
     back_record = every_out.one(netns=target, dev=TARGET_DEV)
