@@ -198,10 +198,14 @@ def test_stacks_name_the_function_that_dropped(run):
     assert any(f.startswith("__udp4_lib_rcv") for f in frames["NO_SOCKET"]), frames
     assert any(f.startswith("nf_hook_slow") for f in frames["NETFILTER_DROP"]), frames
     assert any("udp" in f for f in frames["SOCKET_RCVBUFF"]), frames
-    # the tracing machinery (the BPF program, bpf_trace_run) is cut off the top
-    assert all(not f.startswith(("bpf_trace_run", "0x")) for f in
-               (stack[0] for stack in (d["stack"] for d in
-                                       run["records"]["target"].summary["drops"])))
+    # The tracing machinery (the BPF program, bpf_trace_run, __traceiter_ with the several
+    # probes the tracers here attach to kfree_skb) is cut off the top: each stack starts at the
+    # function that called the tracepoint, the kernel's drop function.
+    stacks = [d["stack"] for d in run["records"]["target"].summary["drops"]]
+    machinery = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "0x")
+    assert not [f for stack in stacks for f in stack if f.startswith(machinery)], stacks
+    assert all(stack[0].startswith(("sk_skb_reason_drop", "kfree_skb_reason")) for stack in
+               stacks), stacks
 
 
 def test_another_namespace_sees_none_of_it(run):

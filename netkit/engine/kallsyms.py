@@ -13,6 +13,9 @@ from netkit.engine.errors import NetkitError
 KALLSYMS = Path("/proc/kallsyms")
 TEXT = frozenset("TtWw")
 FARTHEST = 1 << 20       # no kernel function is a megabyte long
+# What calls a tracepoint's BPF program, by symbol prefix, and how deep it goes at most.
+MACHINERY = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_")
+MACHINERY_DEPTH = 4
 
 
 def function_ranges(names: list[str], path: Path = KALLSYMS) -> dict[str, tuple[int, int]]:
@@ -69,18 +72,25 @@ class KernelSymbols:
 
     def stack(self, frames) -> list[str]:
         """The frames of a stack map value (zero ends it) from the code that called the
-        tracepoint outwards: the BPF program's own frames and the tracepoint's trampoline
-        (bpf_trace_run*) are left out."""
-        named = []
+        tracepoint outwards: the tracing machinery on top is left out."""
+        addresses = []
         for address in frames:
             if not address:
                 break
-            symbol = self.name(address)
-            if not named and (symbol is None or
-                              symbol.startswith(("bpf_trace_run", "__bpf_trace_"))):
-                continue                    # still inside the tracing machinery
-            named.append(symbol or f"0x{address:x}")
-        return named
+            addresses.append(address)
+        symbols = [self.name(a) for a in addresses]
+        # The machinery is the BPF program itself (bpf_prog_*, or unnamed: the kernel lists
+        # JIT-compiled code only with bpf_jit_kallsyms, and only what was loaded before
+        # /proc/kallsyms was read here, so it may even take an earlier program's name), then
+        # bpf_trace_run*, and __traceiter_* when the tracepoint has more than one probe (one
+        # probe is called straight through its static call). Everything up to the last of
+        # these among the top frames goes, and any unnamed frame left on top.
+        top = max((i + 1 for i, symbol in enumerate(symbols[:MACHINERY_DEPTH])
+                   if symbol is not None and symbol.startswith(MACHINERY)), default=0)
+        while top < len(symbols) and symbols[top] is None:
+            top += 1
+        return [symbol or f"0x{address:x}"
+                for address, symbol in zip(addresses[top:], symbols[top:])]
 
 
 class StackNames:
