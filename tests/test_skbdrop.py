@@ -273,3 +273,25 @@ def test_text_output(run):
 ])
 def test_bad_namespace_is_one_line(args, code, text):
     assert text in assert_one_line_error(run_netkit("skbdrop", *args), "skbdrop", code)
+
+
+def test_the_tracing_machinery_is_cut_whichever_way_the_tracepoint_called(tmp_path):
+    """Both shapes a kfree_skb stack takes: one probe (its static call reaches bpf_trace_run,
+    the program unnamed: loaded after kallsyms was read) and several (__traceiter_, the program
+    named, here by an earlier program's symbol). An unnamed frame below the top stays."""
+    from netkit.engine.kallsyms import KernelSymbols
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text("ffffffff81000000 T bpf_trace_run4\n"
+                        "ffffffff81000400 T __traceiter_kfree_skb\n"
+                        "ffffffff81000800 T sk_skb_reason_drop\n"
+                        "ffffffff81000c00 T __udp4_lib_rcv\n"
+                        "ffffffff81001000 t ip_protocol_deliver_rcu\n"
+                        "ffffffffc0000000 t bpf_prog_0123456789abcdef_skbdrop_free\t[bpf]\n")
+    symbols = KernelSymbols(kallsyms)
+    caller = [0xffffffff81000890, 0xffffffff81000c10, 0xffffffff7f000000, 0xffffffff81001008, 0]
+    one_probe = [0xffffffffd0000010, 0xffffffff8100010d] + caller
+    several = [0xffffffffc00017ab, 0xffffffff8100010d, 0xffffffff81000441] + caller
+    expected = ["sk_skb_reason_drop+0x90", "__udp4_lib_rcv+0x10", "0xffffffff7f000000",
+                "ip_protocol_deliver_rcu+0x8"]
+    assert symbols.stack(one_probe) == expected
+    assert symbols.stack(several) == expected
