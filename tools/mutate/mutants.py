@@ -447,4 +447,10 @@ MUTANTS = [
            "addresses: IPv4-mapped IPv6 shown as IPv6"),
     Mutant("engine", "netkit/cli/loop.py", "            if late >= self.interval:\n                deadline += late\n",
            "", RENDER, "Ticker: catch-up ticks after a stop"),
+    Mutant("counters", "bpf_programs/tcpretrans.bpf.c", "if (!counted_by_kernel(err))",
+           "if (err)", TCPRETRANS,
+           "tcpretrans: retransmissions refused below TCP left out (the kernel counts them)"),
+    Mutant("engine", "netkit/engine/signals.py", "    raise Stop\n\n",
+           "    raise KeyboardInterrupt\n\n", ["tests/test_cli.py"],
+           "signals: Ctrl-C/SIGTERM a plain KeyboardInterrupt (a pyz then dies of SIGINT)"),
 ]
