@@ -2,9 +2,10 @@
 it took, whether it finished or was aborted, and how many BSSes it heard.
 
 Scans cost a station hundreds of milliseconds off its channel; this shows who scans how often.
-The scans come from nl80211's "scan" multicast group; the process that asked for each is seen by
-a BPF program at send() of the TRIGGER_SCAN request. On a kernel without wireless (no cfg80211)
-the tool says so and exits 1; --list shows each backend and why it can or cannot run here.
+Two backends: cfg80211's tracepoints (rdev_scan, cfg80211_scan_done; stamped in the kernel, in
+the requesting task), or nl80211's "scan" multicast group with a BPF program at send() of the
+TRIGGER_SCAN request for the requester. On a kernel without wireless (no cfg80211) the tool
+says so and exits 1; --list shows each backend and why it can or cannot run here.
 """
 from __future__ import annotations
 
@@ -38,22 +39,40 @@ MAN = ManPage(
         "number of channels, the duration in milliseconds, whether it finished (done) or was "
         "aborted, and how many BSSes were heard during the scan out of those in the kernel's "
         "cache. On exit (Ctrl-C or --duration) it prints a summary per interface.\n\n"
-        "Backends: scans come from nl80211 generic-netlink events (TRIGGER_SCAN, "
-        "NEW_SCAN_RESULTS, SCAN_ABORTED), timed when they reach netkit, so a duration includes "
-        "two delivery delays (microseconds); no BPF is needed for them. cfg80211 sends these "
-        "events without the requesting process, so a small BPF program on the sys_enter raw "
-        "tracepoint (tp_btf) watches sendto()/sendmsg() on generic-netlink sockets for "
-        "TRIGGER_SCAN requests and credits each scan to the process whose request for that "
-        "interface came last before it started (within 2 s). Scans that no process asked for "
-        "through nl80211 (the driver's own, scheduled scans, the old wireless-extensions "
-        "ioctl) and runs without root show PID and COMM as '-'. The cfg80211 tracepoints "
-        "(rdev_scan, cfg80211_scan_done) are reported by --list; netkit has no program for them "
-        "yet. On a kernel without cfg80211 (no nl80211 family) it says so in one line and exits 1."),
+        "Backends (--backend; auto, the default, takes the tracepoints where they load, else "
+        "nl80211). tracepoint: BPF programs on cfg80211's own tracepoints (tp_btf): rdev_scan "
+        "when cfg80211 hands a scan to the driver, rdev_return_int for the driver's answer (a "
+        "scan it refuses never ran and is not shown) and cfg80211_scan_done when the driver "
+        "reports it finished or aborted. Times are the kernel's (CLOCK_BOOTTIME), so a duration "
+        "is the driver's scan from request to completion; the requester is the task rdev_scan "
+        "runs in, which for nl80211 and the wireless-extensions ioctl is the process that asked. "
+        "cfg80211 is a module: the fields read are relocated (CO-RE) against its BTF "
+        "(/sys/kernel/btf/cfg80211); it needs root. Up to 256 channels and the first 4 SSIDs "
+        "of a request are shown. nl80211: scans come from nl80211 generic-netlink events "
+        "(TRIGGER_SCAN, NEW_SCAN_RESULTS, SCAN_ABORTED), timed when they reach netkit, so a "
+        "duration includes two delivery delays (microseconds, more on a loaded machine); no "
+        "BPF is needed for them. cfg80211 sends these events without the requesting process, so "
+        "a small BPF program on the sys_enter raw tracepoint (tp_btf) watches "
+        "sendto()/sendmsg() on generic-netlink sockets for TRIGGER_SCAN requests and credits "
+        "each scan to the process whose request for that interface came last before it started "
+        "(within 2 s). Scans that no process asked for through nl80211 (scheduled scans, the old "
+        "wireless-extensions ioctl) and runs without root show PID and COMM as '-'. Both "
+        "backends read the channels of each radio and the BSS cache through nl80211. On a "
+        "kernel without cfg80211 (no nl80211 family) it says so in one line and exits 1.\n\n"
+        "Where it is checked: our build kernel has no wireless, so tests/test_ieee80211scan.py's "
+        "test_hwsim_scans_end_to_end runs on Debian 12's 6.1 kernel under qemu (tools/vmtest.py) "
+        "with two mac80211_hwsim radios: hostapd runs an access point on one, and on the other "
+        "iw's full and partial scans, the test's own nl80211 TRIGGER_SCAN and two aborted scans "
+        "(NL80211_CMD_ABORT_SCAN, iw scan abort) are traced with each backend; PID, COMM, "
+        "channels, SSIDs, result and BSS counts must match what the test started and asked for "
+        "and iw's own scan results, and each duration must fit in the time measured around the "
+        "scan."),
     examples=[
         ("netkit ieee80211scan", "trace scans until Ctrl-C"),
         ("netkit ieee80211scan -I wlan0 -d 60", "scans on wlan0 for one minute"),
         ("netkit ieee80211scan --json | jq .duration_ms", "durations as NDJSON"),
         ("netkit ieee80211scan --list", "which backends run on this kernel, and why not"),
+        ("netkit ieee80211scan -b nl80211", "without the cfg80211 tracepoints (no root needed)"),
     ],
     output=(
         "Columns: TIME (scan start, HH:MM:SS.mmm; '-' when it began before netkit listened), "
