@@ -182,6 +182,28 @@ def test_requesters_are_paired_with_the_scan_they_started():
     assert (rec.pid, rec.comm) == (None, None)
 
 
+def test_tracepoint_events_carry_their_requester_and_refusals_vanish():
+    """The tracepoint backend's events name the task that asked (no request list needed); a scan
+    the driver refused closes nothing and leaves nothing open."""
+    tracker = nl.ScanTracker(name_of=names)
+    tracker.requested(request(11, 999, 100, "nl80211-req"))      # ignored: the event knows better
+
+    def ev(kind, t_ms, pid=None, comm=None, ifindex=11):
+        return nl.ScanEvent(kind, 0, ifindex, 0x100000001, [b""], [2412], 0, 1000 + t_ms / 1e3,
+                            t_ms * 1_000_000, pid, comm)
+    assert tracker.feed(ev("start", 1000, 42, "iw")) is None
+    assert tracker.feed(ev("refused", 1001, 42, "iw", ifindex=12)) is None   # other interface
+    rec = tracker.feed(ev("done", 1300))
+    assert (rec.interface, rec.pid, rec.comm, rec.result) == ("wlan0", 42, "iw", "done")
+    assert rec.duration_s == pytest.approx(0.3)
+    assert tracker.feed(ev("start", 2000, 43, "wpa_supplicant")) is None
+    assert tracker.feed(ev("refused", 2001, 43, "wpa_supplicant")) is None
+    assert tracker.pending == {} and tracker.unfinished() == []
+    # an end after a refusal has no start: shown without one, as a missed start would be
+    rec = tracker.feed(ev("aborted", 2500))
+    assert (rec.pid, rec.duration_s, rec.result) == (None, None, "aborted")
+
+
 def test_end_without_start_and_start_without_end():
     tracker = nl.ScanTracker(name_of=names)
     records = feed_all(tracker, [
