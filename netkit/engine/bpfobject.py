@@ -241,11 +241,14 @@ class BPFObject:
               without the argument) is loaded instead of the others; without one the
               tracepoint counts as missing (left out when optional, fatal otherwise). Where
               it matches, the _compat programs are not loaded.
+    disabled: program names not loaded at all (a tool with two backends in one object loads
+              the programs of one); their tracepoints need not exist here.
     """
 
     def __init__(self, tool: str, filters: Filters | None = None, rodata: dict | None = None,
                  optional: set[str] = frozenset(), manual: set[str] = frozenset(),
-                 path: Path | None = None, arg_types: dict | None = None):
+                 path: Path | None = None, arg_types: dict | None = None,
+                 disabled: set[str] = frozenset()):
         self.tool = tool
         self.path = path or OBJECT_DIR / f"{tool}.bpf.o"
         self.filters = filters or Filters()
@@ -253,6 +256,7 @@ class BPFObject:
         self.optional = optional
         self.manual = manual
         self.arg_types = arg_types or {}
+        self.disabled = disabled
         self.missing: list[str] = []
         self.obj = None
         self.links: list[int] = []
@@ -295,6 +299,7 @@ class BPFObject:
         if not self.obj:
             raise NetkitError(f"cannot open {name}: {_errno_text(ctypes.get_errno())}")
         self.types = BtfTypes(L.bpf_object__btf(self.obj))
+        self._disable_programs()
         self._check_tracepoints()
         self._prefer_uprobe_multi()
         self._write_rodata()
@@ -475,6 +480,13 @@ class BPFObject:
         return f"no {wanted.removesuffix(' *')} * as argument" if wanted.endswith("*") else \
             f"no {wanted} as argument"
 
+    def _disable_programs(self) -> None:
+        names = {L.bpf_program__name(prog).decode(): prog for prog in self.programs()}
+        for name in self.disabled:
+            if name not in names:
+                raise NetkitError(f"{self.path.name} has no program {name}")
+            L.bpf_program__set_autoload(names[name], False)
+
     def _check_tracepoints(self) -> None:
         """Fail with the tracepoint's name when this kernel lacks it (or an argument the
         program reads); drop optional ones; choose between a program and its _compat twin."""
@@ -482,6 +494,8 @@ class BPFObject:
         for prog in self.programs():
             section = L.bpf_program__section_name(prog).decode()
             name = L.bpf_program__name(prog).decode()
+            if name in self.disabled:
+                continue
             exists, target = checks.kernel_has_section_target(section)
             lacks = None if exists else f"no tracepoint {target}"
             differs = self._argument_differs(target) if exists else None

@@ -147,8 +147,9 @@ def _u64(raw: bytes) -> int:
 
 @dataclass
 class ScanEvent:
-    """One message of the "scan" group: a scan started, finished or was aborted."""
-    kind: str                     # "start" | "done" | "aborted"
+    """One message of the "scan" group: a scan started, finished or was aborted. (ieee80211scan's
+    tracepoint backend makes them too, with the requester, and "refused": the driver said no.)"""
+    kind: str                     # "start" | "done" | "aborted" | "refused"
     wiphy: int | None
     ifindex: int | None
     wdev: int | None
@@ -157,6 +158,8 @@ class ScanEvent:
     flags: int                    # NL80211_SCAN_FLAG_* bits
     wall: float = 0.0             # time.time() at receipt
     boot_ns: int = 0              # CLOCK_BOOTTIME ns at receipt (the clock BSS stamps use)
+    pid: int | None = None        # who asked, when the source knows (never in nl80211's events)
+    comm: str | None = None
 
     @property
     def key(self) -> tuple:
@@ -286,6 +289,9 @@ class ScanTracker:
 
     def feed(self, event: ScanEvent) -> ScanRecord | None:
         """Take one event; return the finished scan it closes, if any."""
+        if event.kind == "refused":   # it never ran: nothing to show (nl80211 never announces it)
+            self.pending.pop(event.key, None)
+            return None
         if event.kind == "start":
             # A start while one is open means we missed its end (socket overrun): close it.
             stale = self.pending.pop(event.key, None)
@@ -306,7 +312,7 @@ class ScanTracker:
         base = start or end
         stop_ns = end.boot_ns if end else now_ns
         duration = (stop_ns - start.boot_ns) / 1e9 if start and stop_ns is not None else None
-        requester = self._requester(start) if start else None
+        requester = self._requester(start) if start and start.pid is None else start
         # The start message carries the request; an end without a start still names its channels.
         return ScanRecord(
             interface=self.name_of(base.ifindex, base.wdev), ifindex=base.ifindex,

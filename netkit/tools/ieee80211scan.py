@@ -2,13 +2,15 @@
 it took, whether it finished or was aborted, and how many BSSes it heard.
 
 Scans cost a station hundreds of milliseconds off its channel; this shows who scans how often.
-The scans come from nl80211's "scan" multicast group; the process that asked for each is seen by
-a BPF program at send() of the TRIGGER_SCAN request. On a kernel without wireless (no cfg80211)
-the tool says so and exits 1; --list shows each backend and why it can or cannot run here.
+Two backends: cfg80211's tracepoints (rdev_scan, cfg80211_scan_done; stamped in the kernel, in
+the requesting task), or nl80211's "scan" multicast group with a BPF program at send() of the
+TRIGGER_SCAN request for the requester. On a kernel without wireless (no cfg80211) the tool
+says so and exits 1; --list shows each backend and why it can or cannot run here.
 """
 from __future__ import annotations
 
 import contextlib
+import enum
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,8 +18,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from netkit.cli.options import DurationOpt, JsonOpt, NoColorOpt
-from netkit.cli.tool import ManPage
+from netkit.cli.options import DurationOpt, JsonOpt, NoColorOpt, VerboseOpt
+from netkit.cli.tool import ManPage, open_output
 from netkit.engine import checks
 from netkit.engine.errors import NetkitError
 from netkit.net import nl80211
@@ -37,22 +39,40 @@ MAN = ManPage(
         "number of channels, the duration in milliseconds, whether it finished (done) or was "
         "aborted, and how many BSSes were heard during the scan out of those in the kernel's "
         "cache. On exit (Ctrl-C or --duration) it prints a summary per interface.\n\n"
-        "Backends: scans come from nl80211 generic-netlink events (TRIGGER_SCAN, "
-        "NEW_SCAN_RESULTS, SCAN_ABORTED), timed when they reach netkit, so a duration includes "
-        "two delivery delays (microseconds); no BPF is needed for them. cfg80211 sends these "
-        "events without the requesting process, so a small BPF program on the sys_enter raw "
-        "tracepoint (tp_btf) watches sendto()/sendmsg() on generic-netlink sockets for "
-        "TRIGGER_SCAN requests and credits each scan to the process whose request for that "
-        "interface came last before it started (within 2 s). Scans that no process asked for "
-        "through nl80211 (the driver's own, scheduled scans, the old wireless-extensions "
-        "ioctl) and runs without root show PID and COMM as '-'. The cfg80211 tracepoints "
-        "(rdev_scan, cfg80211_scan_done) are reported by --list; netkit has no program for them "
-        "yet. On a kernel without cfg80211 (no nl80211 family) it says so in one line and exits 1."),
+        "Backends (--backend; auto, the default, takes the tracepoints where they load, else "
+        "nl80211). tracepoint: BPF programs on cfg80211's own tracepoints (tp_btf): rdev_scan "
+        "when cfg80211 hands a scan to the driver, rdev_return_int for the driver's answer (a "
+        "scan it refuses never ran and is not shown) and cfg80211_scan_done when the driver "
+        "reports it finished or aborted. Times are the kernel's (CLOCK_BOOTTIME), so a duration "
+        "is the driver's scan from request to completion; the requester is the task rdev_scan "
+        "runs in, which for nl80211 and the wireless-extensions ioctl is the process that asked. "
+        "cfg80211 is a module: the fields read are relocated (CO-RE) against its BTF "
+        "(/sys/kernel/btf/cfg80211); it needs root. Up to 256 channels and the first 4 SSIDs "
+        "of a request are shown. nl80211: scans come from nl80211 generic-netlink events "
+        "(TRIGGER_SCAN, NEW_SCAN_RESULTS, SCAN_ABORTED), timed when they reach netkit, so a "
+        "duration includes two delivery delays (microseconds, more on a loaded machine); no "
+        "BPF is needed for them. cfg80211 sends these events without the requesting process, so "
+        "a small BPF program on the sys_enter raw tracepoint (tp_btf) watches "
+        "sendto()/sendmsg() on generic-netlink sockets for TRIGGER_SCAN requests and credits "
+        "each scan to the process whose request for that interface came last before it started "
+        "(within 2 s). Scans that no process asked for through nl80211 (scheduled scans, the old "
+        "wireless-extensions ioctl) and runs without root show PID and COMM as '-'. Both "
+        "backends read the channels of each radio and the BSS cache through nl80211. On a "
+        "kernel without cfg80211 (no nl80211 family) it says so in one line and exits 1.\n\n"
+        "Where it is checked: our build kernel has no wireless, so tests/test_ieee80211scan.py's "
+        "test_hwsim_scans_end_to_end runs on Debian 12's 6.1 kernel under qemu (tools/vmtest.py) "
+        "with two mac80211_hwsim radios: hostapd runs an access point on one, and on the other "
+        "iw's full and partial scans, the test's own nl80211 TRIGGER_SCAN and two aborted scans "
+        "(NL80211_CMD_ABORT_SCAN, iw scan abort) are traced with each backend; PID, COMM, "
+        "channels, SSIDs, result and BSS counts must match what the test started and asked for "
+        "and iw's own scan results, and each duration must fit in the time measured around the "
+        "scan."),
     examples=[
         ("netkit ieee80211scan", "trace scans until Ctrl-C"),
         ("netkit ieee80211scan -I wlan0 -d 60", "scans on wlan0 for one minute"),
         ("netkit ieee80211scan --json | jq .duration_ms", "durations as NDJSON"),
         ("netkit ieee80211scan --list", "which backends run on this kernel, and why not"),
+        ("netkit ieee80211scan -b nl80211", "without the cfg80211 tracepoints (no root needed)"),
     ],
     output=(
         "Columns: TIME (scan start, HH:MM:SS.mmm; '-' when it began before netkit listened), "
@@ -70,9 +90,19 @@ MAN = ManPage(
     see_also=["iw(8)", "wpa_supplicant(8)"],
 )
 
+class Backend(str, enum.Enum):
+    auto = "auto"
+    nl80211 = "nl80211"
+    tracepoint = "tracepoint"
+
+
 InterfaceOpt = Annotated[Optional[str], typer.Option(
     "-I", "--interface", metavar="IFACE", show_default=False,
     help="Only scans on this interface.")]
+BackendOpt = Annotated[Backend, typer.Option(
+    "-b", "--backend",
+    help="Where scans come from: nl80211 events, cfg80211's tracepoints, or auto (the "
+         "tracepoints where they load, else nl80211).")]
 ListOpt = Annotated[bool, typer.Option(
     "-l", "--list", help="Show which backends can run on this kernel, and why not; then exit.")]
 
@@ -91,11 +121,23 @@ SUMMARY_COLUMNS = [
 
 # -- backends -------------------------------------------------------------------------------------
 
+# The object's programs by backend: each run loads one set (the other's tracepoints may be absent).
+REQUESTER_PROGRAMS = frozenset({"watch_send"})
+TRACEPOINT_PROGRAMS = frozenset({"scan_start", "scan_return", "scan_done"})
+
+
 def requester_object(family: int):
-    """ieee80211scan.bpf.o: reports each NL80211_CMD_TRIGGER_SCAN a process sends
+    """ieee80211scan.bpf.o's nl80211 side: reports each NL80211_CMD_TRIGGER_SCAN a process sends
     (sendto/sendmsg on a generic-netlink socket to nl80211 `family`)."""
     from netkit.engine.bpfobject import BPFObject   # libbpf only when it is used
-    return BPFObject(TOOL, rodata={"nl80211_family": family})
+    return BPFObject(TOOL, rodata={"nl80211_family": family}, disabled=TRACEPOINT_PROGRAMS)
+
+
+def tracepoint_object():
+    """ieee80211scan.bpf.o's tracepoint side: cfg80211:rdev_scan, rdev_return_int and
+    cfg80211_scan_done, relocated against the cfg80211 module's BTF."""
+    from netkit.engine.bpfobject import BPFObject
+    return BPFObject(TOOL, disabled=REQUESTER_PROGRAMS)
 
 
 class Requesters:
@@ -116,6 +158,68 @@ class Requesters:
         self.ring.poll(0)
 
 
+class NetlinkSource:
+    """The nl80211 backend: scan events from the multicast group, requesters from the BPF
+    program at send() when it loads."""
+
+    def __init__(self, nl: nl80211.Nl80211, requesters: Requesters | None):
+        self.nl = nl
+        self.requesters = requesters
+
+    def events(self, timeout: float):
+        for event in self.nl.events(timeout=timeout):
+            if self.requesters:
+                self.requesters.poll()   # before the event, so the request behind it is known
+            yield event
+
+    @property
+    def lost(self) -> int:
+        return self.nl.lost
+
+
+class TracepointSource:
+    """The tracepoint backend: scan events from cfg80211's tracepoints, stamped in the kernel
+    (CLOCK_BOOTTIME) and carrying the task that asked."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.kinds = {value: name for name, value in obj.enum("scan_kind").items()}
+        self.ready: list[nl80211.ScanEvent] = []
+        self.ring = obj.ring_buffer("scans", "scan_event", self._on_event)
+        # wall clock = boot clock + offset (taken once; the tool runs for minutes, not months)
+        self.wall_offset = time.time() - time.clock_gettime_ns(time.CLOCK_BOOTTIME) / 1e9
+
+    def _on_event(self, e) -> None:
+        from netkit.render.fields import comm
+        kind = self.kinds.get(e.kind)
+        if kind is None:
+            return
+        start = kind == "start"
+        self.ready.append(nl80211.ScanEvent(
+            kind=kind, wiphy=e.wiphy, ifindex=e.ifindex or None, wdev=e.wdev,
+            ssids=[bytes(s.ssid[:s.len]) for s in e.ssids[:min(e.n_ssids, len(e.ssids))]],
+            freqs=list(e.freqs[:min(e.n_freqs, len(e.freqs))]), flags=e.flags,
+            wall=e.boot_ns / 1e9 + self.wall_offset, boot_ns=e.boot_ns,
+            pid=e.tgid if start else None, comm=comm(e.comm) if start else None))
+
+    def events(self, timeout: float):
+        while True:
+            self.ring.poll(int(timeout * 1000))
+            if not self.ready:
+                yield None
+                continue
+            batch, self.ready = self.ready, []
+            yield from batch
+
+    @property
+    def lost(self) -> int:
+        return self.obj.lost_events()
+
+
+def tracepoints_present() -> list[str]:
+    return [f"{g}:{e}" for g, e in TRACEPOINTS if checks.tracepoint_exists(g, e)]
+
+
 def backends() -> list[tuple[str, bool, str]]:
     """(backend, usable here, why) for each way netkit could see scans and their requesters."""
     out = []
@@ -133,17 +237,23 @@ def backends() -> list[tuple[str, bool, str]]:
                                        "sends: PID and COMM of who asked (with nl80211)"))
     except NetkitError as exc:
         out.append(("requester", False, str(exc)))
-    try:
-        present = [f"{g}:{e}" for g, e in TRACEPOINTS if checks.tracepoint_exists(g, e)]
-        if present:
-            why = (f"{', '.join(present)} present, but netkit has no BPF program for them yet "
-                   "(it could not be tested on a kernel without wireless)")
-        else:
-            why = "no cfg80211 tracepoints (rdev_scan, cfg80211_scan_done): no cfg80211 in this kernel"
-    except NetkitError as exc:
-        why = str(exc)
-    out.append(("tracepoint", False, why))
+    out.append(("tracepoint", *tracepoint_usable()))
     return out
+
+
+def tracepoint_usable() -> tuple[bool, str]:
+    """Whether the tracepoint backend runs here (a real load and attach), and why not."""
+    try:
+        present = tracepoints_present()
+        if len(present) < len(TRACEPOINTS):
+            return False, ("no cfg80211 tracepoints (rdev_scan, cfg80211_scan_done): no cfg80211 "
+                           "in this kernel")
+        with tracepoint_object():
+            pass
+    except NetkitError as exc:
+        return False, str(exc)
+    return True, (f"tp_btf on {', '.join(present)} (and rdev_return_int): kernel timestamps, "
+                  "the requesting task, typed by the cfg80211 module's BTF")
 
 
 def list_backends(out: Output) -> None:
@@ -244,17 +354,18 @@ class ScanView:
 
 # -- command --------------------------------------------------------------------------------------
 
-def command(interface: InterfaceOpt = None, duration: DurationOpt = None, json: JsonOpt = False,
-            no_color: NoColorOpt = False, list_: ListOpt = False):
-    out = Output(json_mode=json, no_color=no_color)
+def command(interface: InterfaceOpt = None, backend: BackendOpt = Backend.auto,
+            duration: DurationOpt = None, json: JsonOpt = False, no_color: NoColorOpt = False,
+            verbose: VerboseOpt = False, list_: ListOpt = False):
+    out = open_output(json, no_color, verbose)
     if list_:
         list_backends(out)
         return
     if interface:
         check_interface(interface)
-    nl = open_backend()
+    nl = open_nl80211()
     try:
-        trace(nl, out, interface, duration)
+        trace(nl, out, Backend(backend), interface, duration)
     finally:
         nl.close()
 
@@ -268,7 +379,8 @@ def check_interface(name: str) -> None:
         raise NetkitError(f"{name} is not a wireless interface")
 
 
-def open_backend() -> nl80211.Nl80211:
+def open_nl80211() -> nl80211.Nl80211:
+    """Both backends need nl80211: the events or (tracepoint) the channels and the BSS cache."""
     try:
         return nl80211.Nl80211()
     except nl80211.NoWireless:
@@ -286,9 +398,26 @@ def open_requesters(stack: contextlib.ExitStack, family: int, tracker: nl80211.S
         return None
 
 
-def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: float | None) -> None:
-    nl.subscribe()   # before anything else, so a scan starting now is not missed
-    if duration == 0:
+def open_source(stack: contextlib.ExitStack, nl: nl80211.Nl80211, backend: Backend,
+                tracker: nl80211.ScanTracker, out: Output):
+    """The chosen backend's event source. auto: the tracepoints where they load (kernel
+    timestamps, every requester), else nl80211 (no root needed)."""
+    if backend != Backend.nl80211:
+        try:
+            return TracepointSource(stack.enter_context(tracepoint_object()))
+        except NetkitError as exc:
+            if backend == Backend.tracepoint:
+                raise
+            if tracepoints_present():   # they exist but did not load: say why nl80211 is used
+                out.note(f"netkit {TOOL}: using nl80211: tracepoint backend: {exc}")
+    return NetlinkSource(nl, open_requesters(stack, nl.family, tracker, out))
+
+
+def trace(nl: nl80211.Nl80211, out: Output, backend: Backend, interface: str | None,
+          duration: float | None) -> None:
+    if backend != Backend.tracepoint:
+        nl.subscribe()   # before anything else, so a scan starting now is not missed
+    if duration == 0 and backend == Backend.nl80211:
         return
     try:
         channels = nl.channels()
@@ -296,21 +425,21 @@ def trace(nl: nl80211.Nl80211, out: Output, interface: str | None, duration: flo
         channels = {}   # full/partial becomes "?"
     tracker = nl80211.ScanTracker()
     with contextlib.ExitStack() as stack:
-        requesters = open_requesters(stack, nl.family, tracker, out)
+        source = open_source(stack, nl, backend, tracker, out)
+        if duration == 0:
+            return
         view = ScanView(out)
-        follow(nl, out, view, tracker, requesters, channels, interface, duration)
+        follow(nl, out, view, tracker, source, channels, interface, duration)
 
 
-def follow(nl, out, view, tracker, requesters, channels, interface, duration) -> None:
+def follow(nl, out, view, tracker, source, channels, interface, duration) -> None:
     """Print each scan as it ends, until Ctrl-C or the duration, then the summary."""
     out.note("Tracing ieee80211 SSID scans. Hit Ctrl-C to end.")   # the original's banner
     stop_at = None if duration is None else time.monotonic() + duration
     try:
-        for event in nl.events(timeout=0.2):
+        for event in source.events(timeout=0.2):
             if stop_at is not None and time.monotonic() >= stop_at:
                 break
-            if requesters:
-                requesters.poll()   # before the event, so the request behind it is known
             record = tracker.feed(event) if event else None
             if record is None or (interface and record.interface != interface):
                 continue
@@ -327,4 +456,4 @@ def follow(nl, out, view, tracker, requesters, channels, interface, duration) ->
         if not interface or record.interface == interface:
             nl80211.mark_full(record, channels)
             view.scan(record)
-    view.summary(nl.lost)
+    view.summary(source.lost)
