@@ -17,7 +17,6 @@ from tcptraffic import DELAY_S, Peer, tcp_bed, trace
 
 N = 5
 FLOOR_US = 2 * DELAY_S * 1e6
-SLACK_US = 1000
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +58,10 @@ def test_handshakes_across_a_delayed_link(bed, request):
         latencies[family] = [e["latency_us"] for e in mine]
         print(f"IPv{family} across {DELAY_S * 1e3:g} ms each way: {latencies[family]} us")
         for e, m in zip(mine, made[family]):
-            assert FLOOR_US <= e["latency_us"] <= FLOOR_US + SLACK_US, e
-            assert e["latency_us"] <= m["seconds"] * 1e6              # within the client's clock
+            # From below the link's delay, from above the client's own clock around connect()
+            # (not a fixed slack: the userspace link emulator can add a millisecond on a busy
+            # machine, seen once in CI at 11.3 ms against 10 + 1)
+            assert FLOOR_US <= e["latency_us"] <= m["seconds"] * 1e6, (e, m)
             assert e["saddr"] == bed.host_addr(family)
     assert [e["latency_us"] < 1000 for e in by_port[local["port"]]] == [True] * 3
     out, _ = slow.finish()
