@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import statistics
@@ -46,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tools.procio import read_until  # noqa: E402
 from tools.testbed import Link, TestBed  # noqa: E402
 
 ANCHORS = ROOT / "bench" / "anchors"
@@ -103,19 +103,6 @@ def expected_held(mode: str) -> int:
     the uncork; nodelay holds none."""
     return {"nagle": BURSTS * (WRITES - 1), "cork": BURSTS * WRITES, "nodelay": 0}[mode]
 
-
-def read_until(proc, stream, marker: str, timeout: float) -> tuple[bool, str]:
-    fd, seen = stream.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while marker.encode() not in seen and time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.1)[0]:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            seen += chunk
-        elif proc.poll() is not None:
-            break
-    return marker.encode() in seen, seen.decode(errors="replace")
 
 
 class Bpftrace:

@@ -7,7 +7,6 @@ green CI run always means the kernel tests really ran.
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tools.procio import read_until  # noqa: F401 (tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 NETKIT = ROOT / ".venv" / "bin" / "netkit"
@@ -97,22 +98,6 @@ def require_root_bpf(tool: str = "sockstat") -> None:
 def bpf_root():
     require_root_bpf()
 
-
-def read_until(proc: subprocess.Popen, stream, marker: str, timeout: float) -> tuple[bool, str]:
-    """Read `stream` of `proc` until `marker` shows or `timeout` s pass; (found, what was read).
-    It reads the pipe itself: readline() after select() would leave a second line that came in
-    the same chunk in Python's buffer, where select() cannot see it."""
-    fd, seen = stream.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while marker.encode() not in seen and time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.1)[0]:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            seen += chunk
-        elif proc.poll() is not None:
-            break
-    return marker.encode() in seen, seen.decode(errors="replace")
 
 
 class Traced:
