@@ -391,11 +391,12 @@ def pchar_json(bed, *args, code=0):
 
 
 # A short fixed plan (3 sizes 480..1440, 32 probes each a hop: ~3 s) for the tests whose point is
-# not the precision: it still reads every link of PATH within COARSE_TOL (three standard errors
-# or more on a busy machine), while the bugs those tests look for are off by 25% to 100% (an
-# answer's bytes miscounted, a link measured against the wrong hop).
+# not the precision: it still reads every link of PATH within COARSE_TOL, while the bugs those
+# tests look for are off by 25% to 100% (an answer's bytes miscounted, a link measured against
+# the wrong hop). 15% was three standard errors on a busy machine, yet CI read the 50 Mbit/s link
+# behind 10 Mbit/s 16.1% off once with these 96 probes: 20% keeps the bugs out, not the noise.
 SHORT_PLAN = ["-R", "32", "-I", "480"]
-COARSE_TOL = 0.15
+COARSE_TOL = 0.20
 
 
 def check_hops(hops, summary, bed, family, proto, tol):
