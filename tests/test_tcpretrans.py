@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,17 +126,28 @@ def events(run) -> list[dict]:
     return [r for r in run["records"]["events"] if r["type"] == "retransmit"]
 
 
+def traceable(counters: dict) -> int:
+    """The retransmitted segments the tracepoint can show in one namespace. Kernels whose
+    tcp_retransmit_skb has no err argument (6.1; the vm subset) fire it only for a
+    retransmission that went out, while TcpRetransSegs also counts those IP or the device
+    refused (TCPRetransFail)."""
+    refused_untraced = "field:int err;" not in Path(                 # tracefs, not netkit
+        "/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format").read_text()
+    return counters["TcpRetransSegs"] - (counters["TcpExtTCPRetransFail"] if refused_untraced
+                                         else 0)
+
+
 @pytest.mark.vm
 def test_each_retransmission_is_shown_and_their_segments_are_the_kernels_count(run):
     shown = events(run)
     host = [e for e in shown if e["laddr"] == "198.18.0.1"]
     target = [e for e in shown if e["laddr"] == TARGET_ADDR]
     assert len(host) + len(target) == len(shown)
-    assert sum(e["segs"] for e in host) == run["host"]["TcpRetransSegs"] > 0
-    assert sum(e["segs"] for e in target) == run["target"]["TcpRetransSegs"] > 0
+    assert sum(e["segs"] for e in host) == traceable(run["host"]) > 0
+    assert sum(e["segs"] for e in target) == traceable(run["target"]) > 0
     summary = run["records"]["events"].summary
     assert summary["retransmits"] == len(shown) and summary["lost_events"] == 0
-    assert summary["segs"] == run["host"]["TcpRetransSegs"] + run["target"]["TcpRetransSegs"]
+    assert summary["segs"] == traceable(run["host"]) + traceable(run["target"])
 
 
 def test_retransmissions_refused_below_tcp_are_shown_and_counted_as_failed(run):
