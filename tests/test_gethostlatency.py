@@ -268,7 +268,6 @@ def cgroup_holding(pid: int):
 
 @pytest.mark.kernel
 @pytest.mark.netns
-@pytest.mark.vm
 def test_cgroup_filter(resolver, tmp_path):
     other = Resolver(tmp_path, comm="nkother")
     try:

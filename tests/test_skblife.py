@@ -39,7 +39,6 @@ def echo_round(bed):
     return own.stop(), every.stop(), (ended - started) * 1e6
 
 
-@pytest.mark.vm
 def test_the_hosts_sk_buffs_by_default(bed, echo_round):
     own, _, _ = echo_round
     record = own.one()

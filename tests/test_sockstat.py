@@ -187,7 +187,6 @@ def test_counts_for_one_pid_are_exact_and_match_interval_sums(workload):
 
 
 @pytest.mark.kernel
-@pytest.mark.vm
 def test_name_filter_and_top_view_ranks_the_busiest_first(workload):
     """Two processes of the same name, one five times as busy on TCP: -n sees both, --top puts
     the busier one first in every interval and over the run, each with its own exact counts."""
@@ -242,7 +241,6 @@ def test_cgroup_filter():
 
 
 @pytest.mark.kernel
-@pytest.mark.vm
 def test_tcp_state_changes_match_bpftrace(workload):
     """Independent check: bpftrace counts the same tracepoint for the same process."""
     peer = BpftracePeer("tracepoint:sock:inet_sock_set_state /pid == %d && args->protocol == 6/ "
