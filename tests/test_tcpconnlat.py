@@ -67,7 +67,8 @@ def test_handshakes_across_a_delayed_link(bed, request):
     out, _ = slow.finish()
     # Each instance stamps the same changes with its own program, run one after the other.
     assert sorted(e["latency_us"] for e in records(out)["event"]) == \
-        pytest.approx(sorted(latencies[4] + latencies[6]), abs=100)
+        pytest.approx(sorted(latencies[4] + latencies[6]), abs=1000)   # an interrupt's softirq
+                                        # can run between the two programs (>100 us once in CI)
     out, _ = hists.finish()
     run = [h for h in records(out)["hist"] if h["scope"] == "run"]
     assert Counter({(h["daddr"], h["dport"]): h["count"] for h in run}) == Counter({

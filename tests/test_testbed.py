@@ -23,7 +23,10 @@ from tools.testbed.__main__ import parse_link
 
 
 RATE_TOL = 0.01
-RTT_NOISE = 15e-6
+# What one ping minimum may be off by: each crossing of a userspace-emulated link adds 10-20 us
+# of scheduling noise on 2 shared cores (tools/pchar_samples --direct, issue 20); CI read the
+# 50 Mbit/s link 7.2% slow once with 15 us here.
+RTT_NOISE = 30e-6
 LAT_EXTRA_MAX = 60e-6
 PATH = [Link(100e6, 0.001), Link(10e6, 0.005), Link(50e6, 0.002)]
 
