@@ -77,7 +77,7 @@ def test_handshakes_across_a_delayed_link(bed, request):
     for h in run:
         if h["daddr"] != "127.0.0.1":
             family = 6 if ":" in h["daddr"] else 4
-            assert h["latency_us_sum"] == pytest.approx(sum(latencies[family]), abs=100 * N)
+            assert h["latency_us_sum"] == pytest.approx(sum(latencies[family]), abs=1000 * N)
             assert sum(b["count"] for b in h["latency_us"]) == N
             assert all(b["low"] <= FLOOR_US < 2 * b["high"] for b in h["latency_us"])
     out, _ = text.finish()
