@@ -477,8 +477,7 @@ class BPFObject:
         index, wanted = self.arg_types[target]
         if checks.tracepoint_arg_type(target, index) == wanted:
             return None
-        return f"no {wanted.removesuffix(' *')} * as argument" if wanted.endswith("*") else \
-            f"no {wanted} as argument"
+        return f"no {wanted} as argument"
 
     def _disable_programs(self) -> None:
         names = {L.bpf_program__name(prog).decode(): prog for prog in self.programs()}
