@@ -125,7 +125,13 @@ def test_tbf_waits_are_where_the_token_bucket_puts_them(bed):
     assert_token_bucket_shape(assert_waits_within(record, sent, arrived), True)
     summary = tbf_out.summary
     assert (summary["enqueued"], summary["dequeued"], summary["unmatched"]) == (N, N, 0)
-    assert summary["qdisc"] == "tbf" and summary["dequeues"] == N     # one at a time here
+    assert summary["qdisc"] == "tbf" and summary["unwalked"] == 0
+    # Mostly one packet a dequeue on this single-queue veth, but not always: CI once saw 22
+    # dequeues give the 24 (under load, two gave a pair). Each bulk gave two or more.
+    if summary["bulk_dequeues"] == 0:
+        assert summary["dequeues"] == N, summary
+    else:
+        assert summary["dequeues"] + summary["bulk_dequeues"] <= N, summary
     ours = {bed.inode(bed.host), bed.inode(bed.target)}
     assert not [r for r in htb_out.run() if r["netns"] in ours]      # -q htb: not tbf
 
