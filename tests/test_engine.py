@@ -142,3 +142,31 @@ def test_ring_poll_reads_events_that_epoll_was_not_told_of(tmp_path):
             os.getppid()
             assert ring.poll(0) == 1 and seen[-1] == n
     assert seen == list(range(1, 51))
+
+
+def resolved(dump: str, name: str) -> str:
+    """A plain typedef's name (gfp_t) as what it stands for in bpftool's dump."""
+    import re
+    m = re.search(rf"^typedef ([\w ]+) {re.escape(name)};$", dump, re.M)
+    return resolved(dump, m.group(1)) if m else name
+
+
+def test_tracepoint_argument_types_agree_with_bpftool():
+    """checks.tracepoint_arg_type reads the kernel's BTF itself; bpftool's C dump of the same
+    BTF is the outside reference. One parse serves a shared block and is freed at its end."""
+    from netkit.engine import checks
+    dump = subprocess.run(["bpftool", "btf", "dump", "file", str(checks.KERNEL_BTF), "format",
+                           "c"], capture_output=True, text=True, check=True).stdout
+    cases = ["kfree_skb", "tcp_retransmit_skb", "kmem_cache_alloc", "inet_sock_set_state"]
+    with checks.shared_kernel_btf():
+        for name in cases:
+            line = next(l for l in dump.splitlines()
+                        if l.startswith(f"typedef void (*btf_trace_{name})("))
+            params = line.split(")(", 1)[1].rsplit(");", 1)[0].split(", ")[1:]
+            # netkit's checks name the type without qualifiers and through typedefs
+            wanted = [resolved(dump, p.replace("const ", "")) for p in params]
+            checks.tracepoint_arg_type.cache_clear()
+            got = [checks.tracepoint_arg_type(name, i) for i in range(len(params) + 1)]
+            assert got == wanted + [None], (name, line)
+        assert checks._shared_btf[0]
+    assert checks._shared_btf is None

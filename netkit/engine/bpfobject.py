@@ -300,7 +300,8 @@ class BPFObject:
             raise NetkitError(f"cannot open {name}: {_errno_text(ctypes.get_errno())}")
         self.types = BtfTypes(L.bpf_object__btf(self.obj))
         self._disable_programs()
-        self._check_tracepoints()
+        with checks.shared_kernel_btf():
+            self._check_tracepoints()
         self._prefer_uprobe_multi()
         self._write_rodata()
 

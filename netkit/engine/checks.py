@@ -1,6 +1,7 @@
 """Up-front checks that turn the usual reasons a BPF tool cannot start into one clear line."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -81,11 +82,48 @@ def raw_tracepoint_exists(name: str) -> bool:
     if _is_trace_event(name):
         return True
     from netkit.engine import libbpf as L
+    with kernel_btf() as btf:
+        return L.btf__find_by_name_kind(btf, f"btf_trace_{name}".encode(), L.BTF_KIND_TYPEDEF) >= 0
+
+
+_shared_btf: list | None = None     # [the parse or None] inside a shared_kernel_btf() block
+
+
+@contextlib.contextmanager
+def shared_kernel_btf():
+    """One parse of the kernel's BTF (~35 ms) for every check in the block that needs one (a
+    tool's checks before load), freed at its end: never held for a long run's lifetime."""
+    global _shared_btf
+    if _shared_btf is not None:             # nested: the outer block frees it
+        yield
+        return
+    _shared_btf = [None]
+    try:
+        yield
+    finally:
+        parsed, _shared_btf = _shared_btf[0], None
+        if parsed:
+            from netkit.engine import libbpf as L
+            L.btf__free(parsed)
+
+
+@contextlib.contextmanager
+def kernel_btf():
+    """The kernel's parsed BTF: the block's shared one inside shared_kernel_btf(), else parsed
+    here and freed after use."""
+    from netkit.engine import libbpf as L
+    if _shared_btf is not None and _shared_btf[0]:
+        yield _shared_btf[0]
+        return
     btf = L.btf__load_vmlinux_btf()
     if not btf:
         raise NetkitError(NO_KERNEL_BTF)
+    if _shared_btf is not None:
+        _shared_btf[0] = btf                # freed at the end of the shared block
+        yield btf
+        return
     try:
-        return L.btf__find_by_name_kind(btf, f"btf_trace_{name}".encode(), L.BTF_KIND_TYPEDEF) >= 0
+        yield btf
     finally:
         L.btf__free(btf)
 
@@ -112,10 +150,7 @@ def tracepoint_arg_type(name: str, index: int) -> str | None:
     Reads the kernel's BTF: only tools that declare such arguments pay for it."""
     from netkit.engine import btf as B
     from netkit.engine import libbpf as L
-    btf = L.btf__load_vmlinux_btf()
-    if not btf:
-        raise NetkitError(NO_KERNEL_BTF)
-    try:
+    with kernel_btf() as btf:
         types = B.BtfTypes(btf)
         typedef = L.btf__find_by_name_kind(btf, f"btf_trace_{name}".encode(), L.BTF_KIND_TYPEDEF)
         if typedef < 0:
@@ -128,12 +163,10 @@ def tracepoint_arg_type(name: str, index: int) -> str | None:
         pointer = B.kind_of(arg) == L.BTF_KIND_PTR
         if pointer:
             arg = types.type(types.strip(arg.size_or_type))
-        kind = {L.BTF_KIND_STRUCT: "struct ", L.BTF_KIND_UNION: "union ", L.BTF_KIND_ENUM: "enum ",
+        kind = {0: "", L.BTF_KIND_STRUCT: "struct ", L.BTF_KIND_UNION: "union ", L.BTF_KIND_ENUM: "enum ",
                 L.BTF_KIND_ENUM64: "enum ", L.BTF_KIND_INT: ""}.get(B.kind_of(arg))
         name_of = types.name(arg) if kind is not None else f"kind{B.kind_of(arg)}"
         return (kind or "") + (name_of or "void") + (" *" if pointer else "")
-    finally:
-        L.btf__free(btf)
 
 
 def require_kernel_btf() -> None:
