@@ -163,8 +163,9 @@ def tracepoint_arg_type(name: str, index: int) -> str | None:
         pointer = B.kind_of(arg) == L.BTF_KIND_PTR
         if pointer:
             arg = types.type(types.strip(arg.size_or_type))
-        kind = {0: "", L.BTF_KIND_STRUCT: "struct ", L.BTF_KIND_UNION: "union ", L.BTF_KIND_ENUM: "enum ",
-                L.BTF_KIND_ENUM64: "enum ", L.BTF_KIND_INT: ""}.get(B.kind_of(arg))
+        kind = {0: "", L.BTF_KIND_STRUCT: "struct ", L.BTF_KIND_UNION: "union ",      # 0: void
+                L.BTF_KIND_ENUM: "enum ", L.BTF_KIND_ENUM64: "enum ",
+                L.BTF_KIND_INT: ""}.get(B.kind_of(arg))
         name_of = types.name(arg) if kind is not None else f"kind{B.kind_of(arg)}"
         return (kind or "") + (name_of or "void") + (" *" if pointer else "")
 
