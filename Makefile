@@ -49,12 +49,12 @@ run: all
 
 # The whole suite on this kernel, then the vm subset on Debian 12's 6.1 under qemu.
 test: all
-	$(VPY) -m pytest -q -p no:cacheprovider
+	$(VPY) -m pytest -q -p no:cacheprovider --durations=12
 	$(MAKE) vmtest
 
 # One boot of the second kernel (tools/vmtest.py): the tests marked vm, there.
 vmtest: all
-	$(VPY) -m tools.vmtest pytest
+	$(VPY) -m tools.vmtest pytest --durations=12
 
 man: venv
 	$(VPY) tools/genman.py man
