@@ -467,3 +467,25 @@ def test_drops_by_reason_and_retransmits_in_a_namespace_of_their_own():
         assert retrans_segs == 1
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_a_listener_opened_after_a_scan_has_its_owner_at_once():
+    """The listeners panel's owners (/proc/*/fd scans): a new listener is owned at the next
+    read, not after the rescan interval (it was left without a pid, and out of `top -n`, for up
+    to 5 s); a socket no process holds is looked for again only after that interval."""
+    import socket
+    from netkit.net.sockdiag import SocketOwners
+    owners = SocketOwners(rescan_s=5.0)
+    with socket.socket() as first:
+        first.listen()
+        now = time.monotonic()
+        assert owners.pid(os.fstat(first.fileno()).st_ino, now) == os.getpid()
+        second = socket.socket()        # its inode is new to the scan
+        second.listen()
+        assert owners.pid(os.fstat(second.fileno()).st_ino, now + 0.1) == os.getpid()
+        second.close()
+        nobody = 1                      # no socket has inode 1
+        assert owners.pid(nobody, now + 0.2) is None
+        scanned = owners.scanned_at
+        assert owners.pid(nobody, now + 1.0) is None and owners.scanned_at == scanned
+        assert owners.pid(nobody, now + 5.3) is None and owners.scanned_at == now + 5.3

@@ -86,19 +86,27 @@ def listeners() -> list[Listener]:
 
 class SocketOwners:
     """inode -> pid of a process holding the socket, from /proc/*/fd. A scan of every process
-    costs milliseconds, so it is made only for inodes not seen before, at most every
-    `rescan_s` seconds."""
+    costs milliseconds, so it is made for an inode first seen (one scan finds every new one),
+    and for an inode the last scan found no owner of (a socket no process holds) at most every
+    `rescan_s` seconds. (Rescanning for any unknown inode at most every 5 s left a listener
+    opened just after a scan without its process for up to 5 s, and out of `top -n`.)"""
 
     def __init__(self, rescan_s: float = 5.0):
         self.pids: dict[int, int] = {}
+        self.unowned: set[int] = set()      # inodes the last scan found no process for
         self.rescan_s = rescan_s
         self.scanned_at = float("-inf")
 
     def pid(self, inode: int, now: float) -> int | None:
-        if inode not in self.pids and now - self.scanned_at >= self.rescan_s:
+        if inode not in self.pids and (inode not in self.unowned or
+                                       now - self.scanned_at >= self.rescan_s):
             self.scanned_at = now
+            self.unowned = set()
             self._scan()
-        return self.pids.get(inode)
+        owner = self.pids.get(inode)
+        if owner is None:
+            self.unowned.add(inode)
+        return owner
 
     def _scan(self) -> None:
         found: dict[int, int] = {}

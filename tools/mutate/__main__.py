@@ -62,6 +62,14 @@ def main(argv: list[str]) -> int:
         for n, m in enumerate(MUTANTS, 1):
             print(f"{n:3} {m.area:10} {m.file}: {m.what}")
         return 0
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
+    bad = [a for a in argv if not a.isdecimal() or not 1 <= int(a) <= len(MUTANTS)]
+    if bad:
+        print(f"mutate: no mutant {bad[0]!r} (numbers 1 to {len(MUTANTS)}; --list names them)",
+              file=sys.stderr)
+        return 2
     chosen = [int(a) for a in argv] or list(range(1, len(MUTANTS) + 1))
     copy_tree()
     killed, survived = [], []

@@ -453,4 +453,8 @@ MUTANTS = [
     Mutant("engine", "netkit/engine/signals.py", "    raise Stop\n\n",
            "    raise KeyboardInterrupt\n\n", ["tests/test_cli.py"],
            "signals: Ctrl-C/SIGTERM a plain KeyboardInterrupt (a pyz then dies of SIGINT)"),
+    Mutant("classification", "netkit/net/sockdiag.py",
+           "if inode not in self.pids and (inode not in self.unowned or",
+           "if inode not in self.pids and (False or", TOP,
+           "top: a new listener's owner waits for the rescan interval"),
 ]
