@@ -420,8 +420,10 @@ def test_a_paused_reader_with_a_small_buffer_holds_sends_for_its_window():
     assert s["sends"] == {"total": 8, "nagle": 0, "nodelay": 8, "cork": 0}
     held = s["held"]["rwnd"]
     assert held >= 4
-    check_accounting(s, {"rwnd": held})
-    mean_s = s["hold_us_sum"]["rwnd"] / held / 1e6
+    # The window opens on another CPU (the ACK's softirq) and can send a write's last bytes
+    # before its hold is recorded: in one CI-style run 2 of 7 holds were missed so.
+    check_accounting(s, {"rwnd": held}, racing=True)
+    mean_s = s["hold_us_sum"]["rwnd"] / s["holds"]["rwnd"] / 1e6
     assert pause / 2 < mean_s < pause + 0.5, mean_s
 
 
