@@ -65,10 +65,15 @@ def test_handshakes_across_a_delayed_link(bed, request):
             assert e["saddr"] == bed.host_addr(family)
     assert [e["latency_us"] < 1000 for e in by_port[local["port"]]] == [True] * 3
     out, _ = slow.finish()
-    # Each instance stamps the same changes with its own program, run one after the other.
-    assert sorted(e["latency_us"] for e in records(out)["event"]) == \
-        pytest.approx(sorted(latencies[4] + latencies[6]), abs=1000)   # an interrupt's softirq
-                                        # can run between the two programs (>100 us once in CI)
+    # The threshold keeps every handshake across the link and no loopback one, each bounded by
+    # the client's clock as above. The two instances are not compared with each other: they
+    # stamp the same change with programs run one after the other, and what runs in between
+    # (a softirq; a vCPU the host took away) once put 1.46 ms between them in a CI-style run.
+    kept = records(out)["event"]
+    assert Counter(e["daddr"] for e in kept) == {bed.target_addr(4): N, bed.target_addr(6): N}
+    for e in kept:
+        slowest = max(m["seconds"] for m in made[6 if ":" in e["daddr"] else 4]) * 1e6
+        assert FLOOR_US <= e["latency_us"] <= slowest, (e, slowest)
     out, _ = hists.finish()
     run = [h for h in records(out)["hist"] if h["scope"] == "run"]
     assert Counter({(h["daddr"], h["dport"]): h["count"] for h in run}) == Counter({
@@ -77,7 +82,8 @@ def test_handshakes_across_a_delayed_link(bed, request):
     for h in run:
         if h["daddr"] != "127.0.0.1":
             family = 6 if ":" in h["daddr"] else 4
-            assert h["latency_us_sum"] == pytest.approx(sum(latencies[family]), abs=1000 * N)
+            slowest = max(m["seconds"] for m in made[family]) * 1e6
+            assert N * FLOOR_US <= h["latency_us_sum"] <= N * slowest, h
             assert sum(b["count"] for b in h["latency_us"]) == N
             assert all(b["low"] <= FLOOR_US < 2 * b["high"] for b in h["latency_us"])
     out, _ = text.finish()

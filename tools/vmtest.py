@@ -26,6 +26,7 @@ import argparse
 import glob
 import os
 import re
+import resource
 import select
 import shlex
 import shutil
@@ -185,6 +186,9 @@ def command_script(argv: list[str], cwd: Path) -> str:
              "export HOME=/root NETKIT_IN_VM=1 PYTHONDONTWRITEBYTECODE=1",
              *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
              "ip link set lo up", "hostname netkit-vm",
+             # the host's open-file limit, not init's 1024: soconnlat's 1,000 concurrent
+             # connects ran out of descriptors in the guest (and counted 333 of 1,000)
+             f"ulimit -n {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}",
              # modules a fresh boot has not loaded: tun (the test bed's link emulator opens
              # /dev/net/tun, which udev would have made), veth
              "modprobe -a tun veth 2>/dev/null || true",
