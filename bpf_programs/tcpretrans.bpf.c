@@ -50,6 +50,17 @@ struct {
 	__type(value, __u64);
 } failed SEC(".maps");
 
+/* Socket (its cookie: never reused) -> its tcp_sock.total_retrans at its last event. The
+ * kernel adds a retransmission's segments to total_retrans exactly when it adds them to
+ * TcpRetransSegs, so a change since the last event says "counted" whatever err is. LRU: a
+ * socket forgotten is judged by its err again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} total_retrans SEC(".maps");
+
 const struct retrans_event *event_btf_anchor __attribute__((unused));
 const enum retrans_kind *kind_btf_anchor __attribute__((unused));
 
@@ -148,6 +159,20 @@ static __always_inline bool counted_by_kernel(int err)
 	       err != -EHOSTUNREACH;
 }
 
+/* Whether this event's retransmission is in TcpRetransSegs: from total_retrans when the socket
+ * was seen before (the err values alone are ambiguous: IP can return some of those TCP returns
+ * before counting, after it), else from err. */
+static __always_inline bool counted(const struct sock *sk, int err)
+{
+	__u32 total = BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	__u32 *last = bpf_map_lookup_elem(&total_retrans, &cookie);
+	bool counted = last ? total != *last : counted_by_kernel(err);
+
+	bpf_map_update_elem(&total_retrans, &cookie, &total, BPF_ANY);
+	return counted;
+}
+
 static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb,
 					 int err)
 {
@@ -159,7 +184,7 @@ static __always_inline int on_retransmit(const struct sock *sk, const struct sk_
 
 	if (!segs)
 		segs = 1;
-	if (!counted_by_kernel(err))
+	if (!counted(sk, err))
 		return 0;
 	if (err) {
 		index = 0;
