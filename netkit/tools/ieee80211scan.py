@@ -172,6 +172,13 @@ class NetlinkSource:
                 self.requesters.poll()   # before the event, so the request behind it is known
             yield event
 
+    def pending(self):
+        """The events already queued on the socket, without waiting."""
+        for event in self.events(timeout=0):
+            if event is None:
+                return
+            yield event
+
     @property
     def lost(self) -> int:
         return self.nl.lost
@@ -210,6 +217,12 @@ class TracepointSource:
                 continue
             batch, self.ready = self.ready, []
             yield from batch
+
+    def pending(self):
+        """The events already in the ring, without waiting."""
+        self.ring.poll(0)
+        batch, self.ready = self.ready, []
+        yield from batch
 
     @property
     def lost(self) -> int:
@@ -436,20 +449,32 @@ def follow(nl, out, view, tracker, source, channels, interface, duration) -> Non
     """Print each scan as it ends, until Ctrl-C or the duration, then the summary."""
     out.note("Tracing ieee80211 SSID scans. Hit Ctrl-C to end.")   # the original's banner
     stop_at = None if duration is None else time.monotonic() + duration
+
+    def show(event) -> None:
+        nonlocal channels
+        record = tracker.feed(event) if event else None
+        if record is None or (interface and record.interface != interface):
+            return
+        if record.wiphy not in channels:   # a radio that appeared since we started
+            try:
+                channels = nl.channels()
+            except OSError:
+                pass
+        nl.complete(record, channels)
+        view.scan(record)
+
     try:
         for event in source.events(timeout=0.2):
             if stop_at is not None and time.monotonic() >= stop_at:
                 break
-            record = tracker.feed(event) if event else None
-            if record is None or (interface and record.interface != interface):
-                continue
-            if record.wiphy not in channels:   # a radio that appeared since we started
-                try:
-                    channels = nl.channels()
-                except OSError:
-                    pass
-            nl.complete(record, channels)
-            view.scan(record)
+            show(event)
+    except KeyboardInterrupt:
+        pass
+    # What the kernel had delivered before the end (a scan that ended just before Ctrl-C, its
+    # event not yet read) is shown, not dropped with the socket or the ring.
+    try:
+        for event in source.pending():
+            show(event)
     except KeyboardInterrupt:
         pass
     for record in tracker.unfinished():
