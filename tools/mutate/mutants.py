@@ -449,7 +449,7 @@ MUTANTS = [
            "", RENDER, "Ticker: catch-up ticks after a stop"),
     Mutant("counters", "bpf_programs/tcpretrans.bpf.c",
            "bool counted = last ? total != *last : counted_by_kernel(err);",
-           "bool counted = !err;", TCPRETRANS,
+           "bool counted = last ? !err : !err;", TCPRETRANS,
            "tcpretrans: retransmissions refused below TCP left out (the kernel counts them)"),
     Mutant("engine", "netkit/engine/signals.py", "    raise Stop\n\n",
            "    raise KeyboardInterrupt\n\n", ["tests/test_cli.py"],
