@@ -209,20 +209,21 @@ class TracepointSource:
             wall=e.boot_ns / 1e9 + self.wall_offset, boot_ns=e.boot_ns,
             pid=e.tgid if start else None, comm=comm(e.comm) if start else None))
 
+    def _take(self, timeout_ms: int) -> list:
+        self.ring.poll(timeout_ms)
+        batch, self.ready = self.ready, []
+        return batch
+
     def events(self, timeout: float):
         while True:
-            self.ring.poll(int(timeout * 1000))
-            if not self.ready:
+            batch = self._take(int(timeout * 1000))
+            if not batch:
                 yield None
-                continue
-            batch, self.ready = self.ready, []
             yield from batch
 
     def pending(self):
         """The events already in the ring, without waiting."""
-        self.ring.poll(0)
-        batch, self.ready = self.ready, []
-        yield from batch
+        yield from self._take(0)
 
     @property
     def lost(self) -> int:

@@ -27,6 +27,12 @@ TIMEOUT = 1800
 LOCK = "/tmp/netkit-heavy.lock"
 
 
+def locked(command: list[str]) -> list[str]:
+    """command run under the shared heavy lock (one heavy run at a time on a shared machine:
+    the test bed times links, and clang is heavy)."""
+    return (["flock", LOCK] if shutil.which("flock") else []) + command
+
+
 def copy_tree() -> None:
     if SCRATCH.exists():
         shutil.rmtree(SCRATCH)
@@ -39,10 +45,8 @@ def run_tests(tests: list[str]) -> tuple[bool, float, str]:
            "PYTHONDONTWRITEBYTECODE": "1"}
     started = time.monotonic()
     try:
-        # One heavy run at a time on a shared machine (the test bed times links).
-        lock = ["flock", LOCK] if shutil.which("flock") else []
-        result = subprocess.run([*lock, sys.executable, "-m", "pytest", "-x", "-q", "-p",
-                                 "no:cacheprovider", *tests], cwd=SCRATCH, env=env,
+        result = subprocess.run(locked([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                                        "no:cacheprovider", *tests]), cwd=SCRATCH, env=env,
                                 capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         return False, time.monotonic() - started, "timed out"
@@ -51,12 +55,10 @@ def run_tests(tests: list[str]) -> tuple[bool, float, str]:
 
 
 def rebuild(path: Path) -> bool:
-    """The BPF objects again after a mutant in C (under the lock: clang is heavy); False when
-    the mutant does not compile."""
+    """The BPF objects again after a mutant in C; False when the mutant does not compile."""
     if path.suffix not in (".c", ".h"):
         return True
-    lock = ["flock", LOCK] if shutil.which("flock") else []
-    return subprocess.run([*lock, "make", "-s", "-C", str(SCRATCH), "bpf"],
+    return subprocess.run(locked(["make", "-s", "-C", str(SCRATCH), "bpf"]),
                           capture_output=True).returncode == 0
 
 
