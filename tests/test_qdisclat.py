@@ -163,7 +163,7 @@ def test_htb_and_the_namespace_rule(bed):
         own_out, every_out = own.stop(), every.stop()
     host, target = bed.inode(bed.host), bed.inode(bed.target)
     record = own_out.one(dev=HOST_DEV)
-    assert record["qdisc"] == "htb" and record["count"] == N
+    assert record["qdisc"] == "htb" and record["count"] == N, (record, own_out.summary)
     assert_token_bucket_shape(assert_waits_within(record, sent, arrived), False)
     assert not own_out.run(netns=target)
     assert every_out.one(netns=host, dev=HOST_DEV)["count"] == N
