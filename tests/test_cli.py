@@ -118,6 +118,46 @@ netkit.cli.main()
 """
 
 
+# The stop signal lands inside a weakref callback (importlib frees its module locks so during
+# any import), where Python prints "Exception ignored" and drops what the handler raised; then
+# the command waits in the shared tool loop, which nothing else would end.
+SIGNAL_INSIDE_WEAKREF_CALLBACK = """
+import signal, weakref
+import netkit.cli
+from netkit.cli.loop import Loop
+
+
+class Thing:
+    pass
+
+
+def run(argv, tool):
+    thing = Thing()
+    gone = weakref.ref(thing, lambda ref: signal.raise_signal(signal.%s))
+    del thing
+    Loop(None, every=0.05).run(lambda *tick: None)
+    print("the wait ended")
+    return 0
+
+netkit.cli.run = run
+netkit.cli.main()
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_stop_python_drops_in_a_callback_ends_the_next_wait(tmp_path, name):
+    """CI once sent SIGINT to tcplife 0.17 s after its start, during an import: the handler ran
+    in importlib's weakref callback, the Stop was printed as ignored, and the tool traced on."""
+    script = tmp_path / "app.py"
+    script.write_text(SIGNAL_INSIDE_WEAKREF_CALLBACK % name)
+    try:
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                                timeout=20, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired as lost:
+        raise AssertionError(f"the stop was lost: the loop waited on ({lost.stderr!r})") from None
+    assert (result.returncode, result.stdout, result.stderr) == (0, "the wait ended\n", "")
+
+
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
 def test_a_signal_inside_exec_still_ends_with_status_0_when_run_as_a_zip_or_module(tmp_path, name):
     """A KeyboardInterrupt of exactly that type that leaves exec'd code is recorded by CPython as

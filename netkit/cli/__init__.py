@@ -131,8 +131,7 @@ def main() -> None:
         # the trace with a summary and a clean detach. SIGTERM takes the same path (a tool's
         # Ctrl-C path prints its summary and detaches). Inside the try: a signal may come while
         # the handlers change.
-        signal.signal(signal.SIGINT, signals.stop)
-        signal.signal(signal.SIGTERM, signals.stop)
+        signals.install()
         stdout_closed = _keep_standard_fds()
         argv = sys.argv[1:]
         tool = _requested_tool(argv)

@@ -18,6 +18,8 @@ import math
 import time
 from typing import Callable
 
+from netkit.engine import signals
+
 
 class Ticker:
     """Interval clock: yields the wall time at the end of each interval until COUNT intervals
@@ -85,6 +87,7 @@ class Loop:
         self.until = until
 
     def _wait(self, seconds: float) -> None:
+        signals.raise_if_lost()
         if not self.rings:
             time.sleep(seconds)
             return

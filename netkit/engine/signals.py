@@ -13,11 +13,19 @@ of a string (dataclasses and namedtuple build their methods so, while a tool's m
 imported) as unhandled, even when an outer `except` then handles it, and a program run as a
 module or zip (netkit.pyz) then ends killed by SIGINT instead of with its exit status. A
 subclass is not so marked, and every `except KeyboardInterrupt` still takes it.
+
+A Stop can still be lost where Python cannot raise at all: a signal whose handler runs inside a
+weakref callback (importlib frees a module lock so, during any import), a __del__ or a garbage
+collector callback is printed as "Exception ignored" and dropped (CI: tcplife, SIGINT 0.17 s
+after start, went on tracing). Python hands each such exception to sys.unraisablehook; netkit's
+hook keeps a dropped Stop quietly, and the next checkpoint, `raise_if_lost()`, raises it again:
+at the end of every `held()` call (loads, attaches, ring polls) and in every tool's wait.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -30,6 +38,33 @@ class Stop(KeyboardInterrupt):
 def stop(signum, frame):
     """The handler of both STOP_SIGNALS while netkit runs."""
     raise Stop
+
+
+_lost = False                   # a Stop that Python dropped (see the module doc), not yet raised
+_python_unraisablehook = sys.unraisablehook
+
+
+def _keep_lost_stop(unraisable) -> None:
+    global _lost
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        _lost = True            # Ctrl-C, not an error: nothing printed
+        return
+    _python_unraisablehook(unraisable)
+
+
+def install() -> None:
+    """Take Ctrl-C and SIGTERM: each ends the run through the tools' Ctrl-C path."""
+    sys.unraisablehook = _keep_lost_stop
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+
+def raise_if_lost() -> None:
+    """A checkpoint: raise the Stop that Python dropped on its way, once."""
+    global _lost
+    if _lost:
+        _lost = False
+        raise Stop
 
 
 @contextlib.contextmanager
@@ -49,3 +84,4 @@ def held():
             signal.signal(signum, handler)
     if caught:
         raise Stop
+    raise_if_lost()

@@ -31,6 +31,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from netkit.engine import signals
 from netkit.engine.errors import NetkitError
 
 # --- netlink and generic netlink (linux/netlink.h, linux/genetlink.h) ---
@@ -387,6 +388,7 @@ class GenlSocket:
     def receive(self, timeout: float) -> bytes | None:
         """The next datagram, or None when none came within `timeout` seconds."""
         while True:
+            signals.raise_if_lost()
             ready, _, _ = select.select([self.sock], [], [], timeout)
             if not ready:
                 return None

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from netkit.engine import signals
 from netkit.engine.errors import NetkitError
 from netkit.net import icmp, timestamps
 from netkit.net.icmp import (ECHO, ICMP6_ECHO, ICMP6_ECHOREPLY, ICMP6_ERRORS,
@@ -227,6 +228,7 @@ class Pinger:
                 waits.append(stop_ns)
             wait_ms = max(0, math.ceil((min(waits) - now) / 1e6))
             events = 0
+            signals.raise_if_lost()
             for _fd, ev in poller.poll(wait_ms):
                 events |= ev
             if events & select.POLLERR:

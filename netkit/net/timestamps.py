@@ -29,6 +29,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from netkit.engine import signals
+
 # socket options (asm-generic/socket.h). _NEW always carries 64-bit timespecs.
 SO_TIMESTAMPING_OLD = 37
 SO_TIMESTAMPING_NEW = 65
@@ -214,6 +216,7 @@ def wait_error_queue(sock: socket.socket, timeout: float) -> list[ErrQueueRecord
     """
     poller = select.poll()
     poller.register(sock, select.POLLERR)
+    signals.raise_if_lost()
     if poller.poll(max(0, int(timeout * 1000))):
         return read_error_queue(sock)
     return []

@@ -16,6 +16,7 @@ import curses
 import os
 import time
 
+from netkit.engine import signals
 from netkit.top import Top
 from netkit.top.panels import Panel
 
@@ -89,6 +90,7 @@ class Screen:
                 return
             wait_ms = max(0, int((min(deadline, end) - time.monotonic()) * 1000))
             stdscr.timeout(wait_ms)
+            signals.raise_if_lost()
             key = stdscr.getch()
             if key != -1:
                 if self.on_key(key) == "quit":

@@ -14,6 +14,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from netkit.engine import signals
 from netkit.engine.errors import NetkitError
 from netkit.net import timestamps
 from netkit.net.icmp import answer_kind, checksum, resolve
@@ -182,6 +183,7 @@ class Prober:
             poller.register(s, select.POLLIN | select.POLLERR)
         while True:
             if not answered:
+                signals.raise_if_lost()
                 left = deadline - time.monotonic()
                 if left <= 0 or not poller.poll(max(1, int(left * 1000))):
                     return sample                               # lost
