@@ -40,6 +40,15 @@ def mount_tracefs() -> None:
 
 mount_tracefs()
 
+# A suite started as a background job of a script (or by a runner that does so) has SIGINT
+# ignored, and every tool it starts inherits that: the kernel discards a signal that is ignored
+# when it is sent, so a Ctrl-C sent before a tool's first instruction could never reach it (a
+# loop of CI-style runs started with `&` failed every "SIGINT at 0.000 s" test). Give the tools
+# the disposition an interactive shell gives them; the test of a tool started with SIGINT
+# ignored sets that itself.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def kernel_has_tracepoint(category: str, event: str) -> bool:
     """Read from tracefs, apart from netkit's own checks: what a test expects of a kernel that

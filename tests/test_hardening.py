@@ -132,6 +132,22 @@ def test_a_signal_at_any_moment_ends_the_tool_cleanly(no_bpf_left_behind, tool, 
             assert " bytes from " not in out        # 1 only when no reply came back
 
 
+@pytest.mark.kernel
+def test_a_tool_started_with_sigint_ignored_still_takes_ctrl_c():
+    """A background job of a script inherits SIGINT ignored; like tcpdump and bpftrace, netkit
+    takes it anyway once it runs, and `kill -INT` ends the trace with its summary."""
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    proc = subprocess.Popen([str(NETKIT), "sockstat", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
+    started, banner = read_until(proc, proc.stderr, "Hit Ctrl-C", 15)
+    assert started, banner
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["type"] == "summary", out
+
+
 def cannot_run(tool: str, code: int, err: str) -> bool:
     """The tool said in one line why it cannot run here (no wireless) and ended with 1 on its
     own, just as the signal was being sent."""
