@@ -456,6 +456,7 @@ class Nl80211:
             self.genl.close()
             raise NetkitError("nl80211 has no \"scan\" multicast group on this kernel")
         self.events_sock = None
+        self.backlog: list[ScanEvent] = []     # parsed from a datagram, not yet yielded
 
     @property
     def lost(self) -> int:
@@ -477,12 +478,18 @@ class Nl80211:
         """Yield ScanEvents as they arrive, and None after each quiet `timeout` seconds."""
         self.subscribe()
         while True:
-            buf = self.events_sock.receive(timeout)
+            while self.backlog:
+                yield self.backlog.pop(0)
+            # A datagram taken from the socket is kept until each of its events is yielded: a
+            # Ctrl-C between the recv and the yield would otherwise lose it (a VM run lost iw's
+            # abort, received as the test's SIGINT came), and a later events() yields it first.
+            with signals.held():
+                buf = self.events_sock.receive(timeout)
+                if buf is not None:
+                    wall, boot_ns = time.time(), time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                    self.backlog = parse_datagram(buf, self.family, wall, boot_ns)
             if buf is None:
                 yield None
-                continue
-            wall, boot_ns = time.time(), time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-            yield from parse_datagram(buf, self.family, wall, boot_ns)
 
     def count_bss(self, record: ScanRecord) -> tuple[int | None, int]:
         """(BSSes heard since the scan started, all cached BSSes) for the record's interface."""

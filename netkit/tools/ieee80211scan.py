@@ -20,7 +20,7 @@ import typer
 
 from netkit.cli.options import DurationOpt, JsonOpt, NoColorOpt, VerboseOpt
 from netkit.cli.tool import ManPage, open_output
-from netkit.engine import checks
+from netkit.engine import checks, signals
 from netkit.engine.errors import NetkitError
 from netkit.net import nl80211
 from netkit.render.output import Column, Output, StreamTable
@@ -464,18 +464,23 @@ def follow(nl, out, view, tracker, source, channels, interface, duration) -> Non
         nl.complete(record, channels)
         view.scan(record)
 
+    # An event is taken in whole or not at all: Ctrl-C waits while one is shown (its record
+    # fed, completed from the kernel and printed), or the scan would be neither printed nor
+    # left unfinished.
     try:
         for event in source.events(timeout=0.2):
             if stop_at is not None and time.monotonic() >= stop_at:
                 break
-            show(event)
+            with signals.held():
+                show(event)
     except KeyboardInterrupt:
         pass
     # What the kernel had delivered before the end (a scan that ended just before Ctrl-C, its
     # event not yet read) is shown, not dropped with the socket or the ring.
     try:
         for event in source.pending():
-            show(event)
+            with signals.held():
+                show(event)
     except KeyboardInterrupt:
         pass
     for record in tracker.unfinished():
