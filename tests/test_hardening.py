@@ -116,6 +116,8 @@ def test_a_signal_at_any_moment_ends_the_tool_cleanly(no_bpf_left_behind, tool, 
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
+            if eaten_by_python(err):
+                continue
             raise AssertionError(f"{tool} ignored {signum!r} sent after {delay:.3f} s: {err}")
         took = time.monotonic() - sent
         if before_netkit(err):
@@ -170,6 +172,15 @@ def before_netkit(err: str) -> bool:
                          (path.endswith("netkit/entry.py") and int(line) < first)):
             return False
     return True
+
+
+def eaten_by_python(err: str) -> bool:
+    """The signal came while CPython, before running the script, asked whether argv[0] is an
+    import path entry (zipimport): CPython prints "Failed checking if argv[0] is an import path
+    entry" with the KeyboardInterrupt and runs the script anyway. The signal is spent before
+    netkit's first instruction, and nothing lets netkit know of it (CI: 1 of 8 delays of
+    tcpnagle, at 14 ms)."""
+    return "Failed checking if argv[0] is an import path entry" in err and before_netkit(err)
 
 
 # -- numbers ------------------------------------------------------------------------------------
