@@ -61,8 +61,9 @@ def test_handshakes_across_a_delayed_link(bed, request):
             # (not a fixed slack: the userspace link emulator can add a millisecond on a busy
             # machine, seen once in CI at 11.3 ms against 10 + 1)
             assert FLOOR_US <= e["latency_us"] <= m["seconds"] * 1e6, (e, m)
-            assert e["saddr"] == bed.host_addr(family)
+            assert (e["saddr"], e["lport"]) == (bed.host_addr(family), m["lport"])
     assert [e["latency_us"] < 1000 for e in by_port[local["port"]]] == [True] * 3
+    assert [e["lport"] for e in by_port[local["port"]]] == [m["lport"] for m in near]
     out, _ = slow.finish()
     # The threshold keeps every handshake across the link and no loopback one, each bounded by
     # the client's clock as above. The two instances are not compared with each other: they

@@ -59,7 +59,8 @@ MAN = ManPage(
         "With --hist: for each destination (ADDR:PORT) a log2 histogram of latency in "
         "microseconds, titled with its count and average.\n\n"
         "JSON: one object per connect with type \"event\", ts (ISO 8601), pid, comm, saddr, "
-        "daddr, dport, latency_us (float) and cgroup (the connecting task's cgroup v2 path). "
+        "lport, daddr, dport, latency_us (float) and cgroup (the connecting task's cgroup "
+        "v2 path). "
         "With --hist, objects with type \"hist\", scope (\"interval\" or \"run\"), interval_s or "
         "duration_s, family, daddr, dport, count, latency_us_sum, latency_us_avg and "
         "latency_us, the histogram: a list of objects with low, high and count for the bucket "
@@ -141,7 +142,7 @@ class ConnlatView:
         owner, ends = self.owners.of_socket(e.owner), endpoints(e.tuple)
         self.lines.event(
             {"type": "event", "pid": owner.pid, "comm": owner.comm, "saddr": ends.laddr,
-             "daddr": ends.raddr, "dport": ends.rport,
+             "lport": ends.lport, "daddr": ends.raddr, "dport": ends.rport,
              "latency_us": round(e.latency_ns / 1000, 3), "cgroup": owner.cgroup},
             [*owner.cells, ends.family, ends.laddr] + ([ends.lport] if self.lport else []) +
             [ends.raddr, ends.rport, e.latency_ns / 1e6], e.ts_ns)
