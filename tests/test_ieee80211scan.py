@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import (Traced, assert_one_line_error, read_until, require_root_bpf, run_netkit,
-                      skip_for_hardware)
+from conftest import (Traced, assert_one_line_error, kernel_has_tracepoint, read_until,
+                      require_root_bpf, run_netkit, skip_for_hardware)
 from netkit.cli import build_app
 from netkit.net import nl80211 as nl
 
@@ -498,7 +498,7 @@ def test_list_shows_backends_and_why():
     has_nl = kernel_has_nl80211()
     assert rows["nl80211"].split()[1] == ("yes" if has_nl else "no")
     assert "nl80211" in rows["nl80211"].split(None, 2)[2]
-    has_tp = Path("/sys/kernel/tracing/events/cfg80211/rdev_scan").exists()
+    has_tp = kernel_has_tracepoint("cfg80211", "rdev_scan")
     assert ("tp_btf on cfg80211:rdev_scan" if has_tp else "no cfg80211 tracepoints") in rows["tracepoint"]
 
     proc = scan_cmd("--list", "--json")

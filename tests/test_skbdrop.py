@@ -23,11 +23,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, run_netkit
+from conftest import TRACEFS, assert_one_line_error, run_netkit
 from packetbed import TARGET_ADDR, packet_bed
 
 pytestmark = [pytest.mark.netns, pytest.mark.kernel]
@@ -246,7 +245,7 @@ def test_tcpdrop_stacks_and_filters(run):
 def test_reason_names_are_the_kernels():
     """The names come from BTF; the kernel's own tracefs format prints the same table."""
     from netkit.engine.dropreasons import kernel_drop_reasons
-    fmt = Path("/sys/kernel/tracing/events/skb/kfree_skb/format")
+    fmt = TRACEFS / "events/skb/kfree_skb/format"
     if not os.access(fmt, os.R_OK):
         from conftest import require_or_skip
         require_or_skip("tracefs is not readable")

@@ -22,11 +22,10 @@ import os
 import socket
 import struct
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, run_netkit
+from conftest import TRACEFS, assert_one_line_error, run_netkit
 from packetbed import TARGET_ADDR, packet_bed
 
 pytestmark = [pytest.mark.netns, pytest.mark.kernel]
@@ -131,8 +130,8 @@ def traceable(counters: dict) -> int:
     tcp_retransmit_skb has no err argument (6.1; the vm subset) fire it only for a
     retransmission that went out, while TcpRetransSegs also counts those IP or the device
     refused (TCPRetransFail)."""
-    refused_untraced = "field:int err;" not in Path(                 # tracefs, not netkit
-        "/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format").read_text()
+    refused_untraced = "field:int err;" not in (                      # tracefs, not netkit
+        TRACEFS / "events/tcp/tcp_retransmit_skb/format").read_text()
     return counters["TcpRetransSegs"] - (counters["TcpExtTCPRetransFail"] if refused_untraced
                                          else 0)
 
