@@ -110,4 +110,12 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        status = main(sys.argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `python -m tools.mutate --list | head`: stop writing, as netkit's own commands do.
+        from netkit.cli.tool import quiet_stdout
+        quiet_stdout()
+        status = 0
+    sys.exit(status)
