@@ -4,11 +4,8 @@ INTERVAL or for the whole run.
 """
 from __future__ import annotations
 
-from netkit.cli.runs import export_source_of, run_counting, sampler
-from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
-                                NoColorOpt, PidOpt, VerboseOpt)
-from netkit.cli.tool import ManPage, open_output
-from netkit.export import ExportHub, export_options
+from netkit.cli.runs import export_source_of, process_counting_command, run_counting, sampler
+from netkit.cli.tool import ManPage
 
 SUMMARY = "Log2 histograms of socket read and write sizes per process (tracepoints)."
 
@@ -76,30 +73,17 @@ def _open(pid, name, cgroup):
 export_source = export_source_of(_open, lambda obj: sampler(read_hists(obj), snapshot))
 
 
-@export_options("socksize")
-def command(
-    interval: IntervalArg = None,
-    count: CountArg = None,
-    pid: PidOpt = None,
-    name: NameOpt = None,
-    cgroup: CgroupOpt = None,
-    duration: DurationOpt = None,
-    json: JsonOpt = False,
-    no_color: NoColorOpt = False,
-    verbose: VerboseOpt = False,
-    exporters: ExportHub = None,
-):
+@process_counting_command("socksize")
+def command(out, pid, name, cgroup, **run):
     from netkit.engine.perprocess import counts_by_kind
     from netkit.render.keyed import HistList, process_hists
 
-    out = open_output(json, no_color, verbose)
     with _open(pid, name, cgroup) as obj:
-        if duration == 0:
+        if run["duration"] == 0:
             return
         view = HistList(out, "size", "bytes", "(no socket reads or writes)")
         run_counting(out, read_hists(obj),
                      lambda hists, *how: view.show(process_hists(hists, "dir"), *how),
                      snapshot=snapshot, summary=lambda totals: counts_by_kind(totals, METRICS),
                      banner="Tracing socket read and write sizes... Hit Ctrl-C to end.",
-                     run_title="Socket I/O sizes over {seconds:.1f} s:", interval=interval,
-                     count=count, duration=duration, exporters=exporters)
+                     run_title="Socket I/O sizes over {seconds:.1f} s:", **run)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from netkit.cli.runs import export_source_of, run_counting, sampler
-from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
-                                NoColorOpt, PidOpt, VerboseOpt)
-from netkit.cli.tool import ManPage, open_output
-from netkit.export import ExportHub, export_options
+from netkit.cli.runs import export_source_of, process_counting_command, run_counting, sampler
+from netkit.cli.tool import ManPage
 from netkit.render.output import Column
 from netkit.render.sockets import totals_by_call
 
@@ -119,28 +116,15 @@ def _open(pid, name, cgroup):
 export_source = export_source_of(_open, lambda obj: sampler(read_counts(obj), snapshot))
 
 
-@export_options("soprotocol")
-def command(
-    interval: IntervalArg = None,
-    count: CountArg = None,
-    pid: PidOpt = None,
-    name: NameOpt = None,
-    cgroup: CgroupOpt = None,
-    duration: DurationOpt = None,
-    json: JsonOpt = False,
-    no_color: NoColorOpt = False,
-    verbose: VerboseOpt = False,
-    exporters: ExportHub = None,
-):
+@process_counting_command("soprotocol")
+def command(out, pid, name, cgroup, **run):
     from netkit.render.keyed import CountTable
 
-    out = open_output(json, no_color, verbose)
     with _open(pid, name, cgroup) as obj:
-        if duration == 0:
+        if run["duration"] == 0:
             return
         table = CountTable(out, "count", COLUMNS, "(no new connections)")
         run_counting(out, read_counts(obj), lambda counts, *how: table.show(rows(counts), *how),
                      snapshot=snapshot, summary=totals_by_call,
                      banner=f"Tracing connect() and accept() by {BY}... Hit Ctrl-C to end.",
-                     run_title="New connections over {seconds:.1f} s:", interval=interval,
-                     count=count, duration=duration, exporters=exporters)
+                     run_title="New connections over {seconds:.1f} s:", **run)

@@ -7,11 +7,8 @@ sock:sock_exceed_buf_limit, skb:kfree_skb (the drop reasons of a full receive bu
 """
 from __future__ import annotations
 
-from netkit.cli.runs import export_source_of, run_counting, sampler
-from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
-                                NoColorOpt, PidOpt, VerboseOpt)
-from netkit.cli.tool import ManPage, open_output
-from netkit.export import ExportHub, export_options
+from netkit.cli.runs import export_source_of, process_counting_command, run_counting, sampler
+from netkit.cli.tool import ManPage
 from netkit.render.output import Column
 
 SUMMARY = "Receive-buffer fill at read time per process, and each receive-buffer overflow."
@@ -163,27 +160,15 @@ export_source = export_source_of(
     _open, lambda obj: sampler(read_hists(obj), snapshot_with(EventCounts(obj))))
 
 
-@export_options("sormem")
-def command(
-    interval: IntervalArg = None,
-    count: CountArg = None,
-    pid: PidOpt = None,
-    name: NameOpt = None,
-    cgroup: CgroupOpt = None,
-    duration: DurationOpt = None,
-    json: JsonOpt = False,
-    no_color: NoColorOpt = False,
-    verbose: VerboseOpt = False,
-    exporters: ExportHub = None,
-):
+@process_counting_command("sormem")
+def command(out, pid, name, cgroup, **run):
     from netkit.render.keyed import HistList, process_hists
 
-    out = open_output(json, no_color, verbose)
     with _open(pid, name, cgroup) as obj:
         if obj.missing:
             out.note("netkit sormem: this kernel's skb:kfree_skb names no receiving socket "
                      "(rx_sk, 6.11+): buffer drops are not shown")
-        if duration == 0:
+        if run["duration"] == 0:
             return
         events = EventCounts(obj)
         view = EventView(out, obj.enum("sormem_event_kind"))
@@ -192,8 +177,7 @@ def command(
             out, read_hists(obj), lambda h, *how: hists.show(process_hists(h, "buffer"), *how),
             snapshot=snapshot_with(events),
             banner="Tracing socket receive buffers... Hit Ctrl-C to end.",
-            run_title="Receive buffers at read time over {seconds:.1f} s:", interval=interval,
-            count=count, duration=duration, exporters=exporters,
-            rings=[obj.ring_buffer("events", "sormem_event", view.event)])
+            run_title="Receive buffers at read time over {seconds:.1f} s:",
+            rings=[obj.ring_buffer("events", "sormem_event", view.event)], **run)
         by_event = events.read()
         view.lines.summary("sormem", seconds, obj.lost_events(), by_event=by_event)
