@@ -186,9 +186,9 @@ def test_the_childs_drops_are_counted_exactly_by_reason(run):
 
 def test_exported_counters(run):
     """The child's tracer's textfile, with what ksoftirqd ran for the child (module doc)."""
-    exported = Counter({(reason, protocol): int(n) for protocol, reason, n in re.findall(
-        r'^netkit_skbdrop_drops_total\{protocol="(\w+)",reason="(\w+)"\} (\d+)$', run["prom"],
-        re.M)})
+    exported = Counter({(reason, protocol): float(n) for protocol, reason, n in re.findall(
+        r'^netkit_skbdrop_drops_total\{protocol="(\w+)",reason="(\w+)"\} ([\d.]+)$',
+        run["prom"], re.M)})
     assert exported + counts(run["records"]["ksoftirqd"].summary) == childs_expected(run), \
         run["prom"]
 
