@@ -460,4 +460,11 @@ MUTANTS = [
            "top: a new listener's owner waits for the rescan interval"),
     Mutant("engine", "netkit/cli/loop.py", "        signals.raise_if_lost()\n", "",
            ["tests/test_cli.py"], "Loop: a stop Python dropped in a callback leaves the wait running"),
+    Mutant("classification", "bpf_programs/skbdrop.bpf.c",
+           "if (!netns_selected(netns) || (!tcp_events && !task_selected()))",
+           "if (!netns_selected(netns))", SKBDROP,
+           "skbdrop -p/-n/-c: drops of every task counted"),
+    Mutant("classification", "netkit/tools/tcpconnlat.py", '"lport": ends.lport, "daddr"',
+           '"lport": ends.rport, "daddr"', TCPCONNLAT,
+           "tcpconnlat: JSON lport the destination port"),
 ]
