@@ -225,13 +225,17 @@ class StackTimer:
         taken, self.events = self.events, []
         return taken
 
-    def rtt_of(self, address: str, seq: int, patience_s: float = 0.2) -> int | None:
+    def rtt_of(self, address: str, seq: int, patience_s: float) -> int | None:
         """The in-stack RTT of the reply (address, seq) that userspace has just received.
 
         Its event was committed before the reply reached the socket, but a ring is read in
         order: a record that another CPU reserved earlier and has not yet committed holds back
         those behind it. So while the kernel has counted more matched replies than have reached
-        us (or been lost), wait for them, up to patience_s."""
+        us (or been lost), wait for them: each such record is committed once its program goes
+        on, which on a VM whose vCPU the host took away can be long (a CI run, whose kernel
+        RTTs of 24-106 ms on a 1 Mbit/s shaper showed the machine stalled, left a reply
+        without its in-stack RTT after a wait of 0.2 s). patience_s only bounds a kernel that
+        never commits; the caller gives the reply timeout (-W)."""
         give_up = time.monotonic() + patience_s
         timeout_ms = 0
         while True:
@@ -461,7 +465,7 @@ def _ping_session(out, units, pinger, timer, count, interval, timeout, deadline,
                 continue
             stack_ns = None
             if timer is not None and not outcome.dup:
-                stack_ns = timer.rtt_of(outcome.address, outcome.seq)
+                stack_ns = timer.rtt_of(outcome.address, outcome.seq, patience_s=timeout)
             replies.append((outcome, stack_ns))
             view.reply(outcome, stack_ns)
     except KeyboardInterrupt:
