@@ -16,19 +16,11 @@ export_source_of makes the tool's export_source for `netkit export`. The tool gi
 
 show(values, scope, seconds, title) is called with the interval's changes (scope "interval",
 title the time of day) and at the end with the run's totals (scope "run").
-
-A counting tool whose only options are the process filters gets its command from
-process_counting_command; its own function opens the object and runs.
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Callable
-
-from netkit.cli.options import (CgroupOpt, CountArg, DurationOpt, IntervalArg, JsonOpt, NameOpt,
-                                NoColorOpt, PidOpt, VerboseOpt)
-from netkit.cli.tool import open_output
-from netkit.export import ExportHub, export_options
 
 
 def run_events(out, obj, ring: str, event_struct: str, handler: Callable,
@@ -86,32 +78,3 @@ def export_source_of(open_object: Callable, sample_of: Callable) -> Callable:
         with open_object(pid, name, cgroup) as obj:
             yield sample_of(obj)
     return export_source
-
-
-def process_counting_command(tool: str):
-    """The typer command of a counting tool whose options are [INTERVAL [COUNT]], -p/-n/-c, -d,
-    --json, --no-color, -v and the export options, made from the tool's run:
-
-        @process_counting_command("sofamily")
-        def command(out, pid, name, cgroup, **run):   # run: interval, count, duration,
-            with _open(pid, name, cgroup) as obj:     # exporters, as run_counting takes them
-                ...
-    """
-    def decorate(tool_run: Callable):
-        @export_options(tool)
-        def command(
-            interval: IntervalArg = None,
-            count: CountArg = None,
-            pid: PidOpt = None,
-            name: NameOpt = None,
-            cgroup: CgroupOpt = None,
-            duration: DurationOpt = None,
-            json: JsonOpt = False,
-            no_color: NoColorOpt = False,
-            verbose: VerboseOpt = False,
-            exporters: ExportHub = None,
-        ):
-            tool_run(open_output(json, no_color, verbose), pid, name, cgroup, interval=interval,
-                     count=count, duration=duration, exporters=exporters)
-        return command
-    return decorate

@@ -4,7 +4,8 @@ INTERVAL or for the whole run.
 """
 from __future__ import annotations
 
-from netkit.cli.runs import export_source_of, process_counting_command, run_counting, sampler
+from netkit.cli.counting import process_counting_command
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.tool import ManPage
 
 SUMMARY = "Log2 histograms of socket read and write sizes per process (tracepoints)."

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from netkit.cli.runs import export_source_of, process_counting_command, run_counting, sampler
+from netkit.cli.counting import process_counting_command
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.tool import ManPage
 from netkit.render.output import Column
 from netkit.render.sockets import totals_by_call

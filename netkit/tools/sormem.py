@@ -7,7 +7,8 @@ sock:sock_exceed_buf_limit, skb:kfree_skb (the drop reasons of a full receive bu
 """
 from __future__ import annotations
 
-from netkit.cli.runs import export_source_of, process_counting_command, run_counting, sampler
+from netkit.cli.counting import process_counting_command
+from netkit.cli.runs import export_source_of, run_counting, sampler
 from netkit.cli.tool import ManPage
 from netkit.render.output import Column
 
