@@ -49,6 +49,8 @@ TCPSYNBL = ["tests/test_tcpsynbl.py"]
 IPECN = ["tests/test_ipecn.py"]
 TCPTOP = ["tests/test_tcptop.py"]
 TOP = ["tests/test_top.py"]
+# the host half of its tests (parsing, pairing, views); the hwsim half runs only in make vmtest
+WIFI = ["tests/test_ieee80211scan.py"]
 
 MUTANTS = [
     # -- sockstat: counters ---------------------------------------------------------------------
@@ -467,4 +469,25 @@ MUTANTS = [
     Mutant("classification", "netkit/tools/tcpconnlat.py", '"lport": ends.lport, "daddr"',
            '"lport": ends.rport, "daddr"', TCPCONNLAT,
            "tcpconnlat: JSON lport the destination port"),
+    Mutant("units", "netkit/net/nl80211.py",
+           "duration = (stop_ns - start.boot_ns) / 1e9 if", "duration = (stop_ns - start.boot_ns) / 1e6 if",
+           WIFI, "ieee80211scan: scan durations 1000x too long"),
+    Mutant("units", "netkit/net/nl80211.py", "_u32(bss[BSS_SEEN_MS_AGO]) * 1_000_000",
+           "_u32(bss[BSS_SEEN_MS_AGO]) * 1_000", WIFI,
+           "ieee80211scan: a BSS's age in ms (kernels before 4.4) read as us: old entries fresh"),
+    Mutant("classification", "netkit/net/nl80211.py",
+           " >= 4 and FREQUENCY_ATTR_DISABLED not in fa:", " >= 4:", WIFI,
+           "ieee80211scan: disabled channels count, so no scan is full"),
+    Mutant("classification", "netkit/net/nl80211.py",
+           'return ("ifindex", ifindex) if ifindex else ("wdev", wdev)', 'return ("wdev", wdev)',
+           WIFI, "ieee80211scan: scans keyed by wdev only (interfaces without one share a key)"),
+    Mutant("classification", "netkit/net/nl80211.py",
+           "if before and start.boot_ns - before[-1].boot_ns <= self.REQUEST_WINDOW_NS:",
+           "if before:", WIFI, "ieee80211scan: a request of long ago credited with a scan"),
+    Mutant("classification", "netkit/net/nl80211.py", "names.append(SCAN_FLAG_NAMES[bit] if",
+           "names.append(SCAN_FLAG_NAMES[bit - 1] if", WIFI,
+           "ieee80211scan: scan flags named one bit off"),
+    Mutant("counters", "netkit/tools/ieee80211scan.py", '"max_duration_ms": ms(max(timed))',
+           '"max_duration_ms": ms(timed[-1])', WIFI,
+           "ieee80211scan: summary's longest scan the last one"),
 ]
