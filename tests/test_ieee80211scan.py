@@ -180,6 +180,12 @@ def test_requesters_are_paired_with_the_scan_they_started():
     [rec] = feed_all(tracker, [(3850, scan_message(TRIGGER, ifindex=11)),
                                (3950, scan_message(RESULTS, ifindex=11))])
     assert (rec.pid, rec.comm) == (None, None)
+    # nor is one sent more than 2 s before it (its scan was refused; this one is somebody's
+    # the kernel started on its own, or whose request we did not see)
+    tracker.requested(request(12, 4000, 800, "old"))
+    [rec] = feed_all(tracker, [(6001, scan_message(TRIGGER, ifindex=12, wiphy=1)),
+                               (6100, scan_message(RESULTS, ifindex=12, wiphy=1))])
+    assert (rec.interface, rec.pid, rec.comm) == ("wlan1", None, None)
 
 
 def test_tracepoint_events_carry_their_requester_and_refusals_vanish():
