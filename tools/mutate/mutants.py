@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Mutant:
-    area: str           # counters, units, estimator, classify, ranking, export, engine
+    area: str           # counters, units, estimator, classify, ranking, export, engine, testbed
     file: str
     old: str            # text that occurs exactly once in the file
     new: str
@@ -51,6 +51,7 @@ TCPTOP = ["tests/test_tcptop.py"]
 TOP = ["tests/test_top.py"]
 # the host half of its tests (parsing, pairing, views); the hwsim half runs only in make vmtest
 WIFI = ["tests/test_ieee80211scan.py"]
+TESTBED = ["tests/test_testbed.py"]
 
 MUTANTS = [
     # -- sockstat: counters ---------------------------------------------------------------------
@@ -490,4 +491,7 @@ MUTANTS = [
     Mutant("counters", "netkit/tools/ieee80211scan.py", '"max_duration_ms": ms(max(timed))',
            '"max_duration_ms": ms(timed[-1])', WIFI,
            "ieee80211scan: summary's longest scan the last one"),
+    Mutant("testbed", "tools/testbed/linkemu.c", "(uint64_t)(8e12 / rate_bps + 0.5)",
+           "(uint64_t)(8.2e12 / rate_bps + 0.5)", TESTBED,
+           "linkemu: every emulated link 2.5% slower than set (the truth of every pchar test)"),
 ]

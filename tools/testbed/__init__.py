@@ -14,20 +14,20 @@ node i is .1 / ::1 on it, node i+1 is .2 / ::2. Routers forward and have ICMP ra
 deletes only this bed's namespaces, on normal exit, on exceptions and on SIGTERM.
 Needs root, iproute2 and a C compiler (linkemu is built on demand when missing or stale).
 
-The emulator's own error (`python -m tools.testbed measure 100e6:1ms 10e6:5ms 50e6:2ms`: min
-RTT of 150-300 pings at 100 and 1500 bytes, both sizes at once, on 2 shared cores): achieved
-rate within 1.4% at 100 Mbit/s, 0.9% at 50 Mbit/s, 0.2% at 10 Mbit/s (what ping's 1 us clock
-can resolve); one-way latency +7..+25 us above the setting with low_latency (vCPUs kept from
-halting, see _hold_cpu_awake), +20..+40 us without. linkemu's own lateness at the deadline
-(printed at exit): mean 0.04-8 us on a quiet machine, up to 80 us with spikes of 5-35 ms while
-other work loads it (the VM loses its CPUs); a pchar estimate then needs many more probes.
-linkemu times arrivals by the kernel's stamp except for the direction the host sends in (see
-linkemu.c): 4 links of 500 us add 28 us of interquartile range to an RTT (85 us with every
-arrival timed by its reader thread). Seen by kernel-stamped probes at 36 and 1500 bytes
-(pchar's lowmean, thousands of probes) an emulated link is slower than set by 0.07-0.25 ns per
-byte at 100 Mbit/s-1 Gbit/s (its copies: 0.1-0.3% at 100 Mbit/s, 1-3% at 1 Gbit/s) and by 1-2.5
-ns at 10 Mbit/s (0.1-0.3%), the most on a busy machine. On a busier one (load average 3.6-4.3
-with other work running), a 100 Mbit/s link probed alone from the router before it (python -m
+The emulator's own error (`python -m tools.testbed measure 100e6:1ms 10e6:5ms 50e6:2ms`: one-way
+delays of UDP datagrams of 100 and 1500 bytes between kernel stamps, the 10th percentile of each
+size, see measure_link; 2 shared cores, vCPUs kept from halting, see _hold_cpu_awake): achieved
+rate 0.8-1.0% below the setting at 100 and 50 Mbit/s, 0.2% at 10 Mbit/s (its copies, below);
+one-way latency +2..+12 us above the setting, up to +40 us beside processes copying memory.
+linkemu's own lateness at the deadline (printed at exit): mean 0.04-8 us on a quiet machine, up to
+80 us with spikes of 5-35 ms while other work loads it (the VM loses its CPUs); a pchar estimate
+then needs many more probes. linkemu times arrivals by the kernel's stamp except for the direction
+the host sends in (see linkemu.c): 4 links of 500 us add 28 us of interquartile range to an RTT (85
+us with every arrival timed by its reader thread). Seen by kernel-stamped probes at 36 and 1500
+bytes (pchar's lowmean, thousands of probes) an emulated link is slower than set by 0.07-0.25 ns
+per byte at 100 Mbit/s-1 Gbit/s (its copies: 0.1-0.3% at 100 Mbit/s, 1-3% at 1 Gbit/s) and by 1-2.5
+ns at 10 Mbit/s (0.1-0.3%), the most on a busy machine. On a busier one (load average 3.6-4.3 with
+other work running), a 100 Mbit/s link probed alone from the router before it (python -m
 tools.pchar_samples --direct) read 0.5-1.5 ns per byte slower than set (0.6-1.9%).
 """
 from __future__ import annotations
@@ -40,12 +40,16 @@ import os
 import re
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from netkit.net import timestamps
 
 ROOT = Path(__file__).resolve().parents[2]
 LINKEMU_SRC = ROOT / "tools" / "testbed" / "linkemu.c"
@@ -367,43 +371,65 @@ def remove_stale() -> list[str]:
     return removed
 
 
-_RTT_RE = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+def one_way_delays(bed: TestBed, i: int, family: int, sizes: tuple[int, ...], count: int
+                   ) -> list[list[float]]:
+    """One-way delays in seconds across link i, node i to node i+1, of `count` UDP datagrams of
+    each IP size in `sizes`, sizes taken in turn (a slow spell of the machine touches each
+    alike) and one datagram in flight at a time (none queues behind another): the receiver's
+    kernel RX stamp less the sender's kernel TX stamp, both on this host's clock.
 
-
-def ping_min_rtts(bed: TestBed, ns: str, addr: str, payloads: list[int], count: int = 150,
-                  interval: float = 0.003, rounds: int = 6) -> list[float]:
-    """Smallest RTT in seconds for each ICMP payload size, over `rounds` short pings per size
-    taken in turn, so that a slow or fast spell of the machine touches every size alike.
-
-    Never two sizes at once: they would share the emulator's FIFO, and a small echo that sits
-    behind a large one (240 us each way at 50 Mbit/s) is late by that much. Side by side, in
-    about 1 measurement in 3 every small echo met a large one, and a 50 Mbit/s link measured
-    as 370-1200 Mbit/s; one whole size after the other, a quiet spell could favour one size
-    and the rate was off by 2-4%. Within a size, `interval` exceeds a large packet's
-    serialisation down to 4 Mbit/s, so an echo never queues behind its own kind."""
-    best = [float("inf")] * len(payloads)
-    per_round = max(1, -(-count // rounds))
-    for _ in range(rounds):
-        for k, payload in enumerate(payloads):
-            res = bed.run(ns, ["ping", "-n", "-q", "-c", str(per_round), "-i", f"{interval:.4f}",
-                               "-s", str(payload), addr], check=False, timeout=60)
-            m = _RTT_RE.search(res.stdout)
-            if not m:
-                raise TestBedError(f"cannot parse ping output: {res.stdout!r}")
-            best[k] = min(best[k], float(m.group(1)) / 1000)
-    return best
+    Kernel stamps, not ping's RTT: ping stamps its send in user space and sees every copy of
+    the packet on the way there and back (sendmsg, both emulator threads, the echo reply, the
+    receive), and those copies slow down with the machine: with two memory-copying processes
+    at nice 19 beside it, ping read a 10 Mbit/s link 1.1-2.2% slow (1500-byte RTTs 24-50 us
+    late); CI once read it 2.35% slow. Between these two stamps lie only the emulator's reader
+    and writer and the receive path's one copy."""
+    hdr = 28 if family == 4 else 48
+    fam = socket.AF_INET if family == 4 else socket.AF_INET6
+    src, dst = (v4(i, 1), v4(i, 2)) if family == 4 else (v6(i, 1), v6(i, 2))
+    with bed.inside(bed.nodes[i + 1]):
+        rx = socket.socket(fam, socket.SOCK_DGRAM)
+    with bed.inside(bed.nodes[i]):
+        tx = socket.socket(fam, socket.SOCK_DGRAM)
+    delays: list[list[float]] = [[] for _ in sizes]
+    with rx, tx:
+        rx.bind((dst, 0))
+        timestamps.enable(rx, timestamps.RX_SOFTWARE | timestamps.SOFTWARE)
+        rx.settimeout(2.0)
+        tx.bind((src, 0))
+        timestamps.enable(tx, timestamps.TX_SOFTWARE | timestamps.SOFTWARE | timestamps.OPT_ID
+                          | timestamps.OPT_TSONLY, wait_rx=False)
+        tx.connect((dst, rx.getsockname()[1]))
+        seq = 0                     # OPT_ID numbers the sends from 0, as the payload does
+        for _ in range(count):
+            for k, size in enumerate(sizes):
+                tx.send(struct.pack("=I", seq).ljust(size - hdr, b"\0"))
+                sent = [r.ns for r in timestamps.wait_error_queue(tx, 2.0)
+                        if r.is_tx_stamp and r.key == seq]
+                while True:         # a datagram whose TX stamp was missed arrives first
+                    got = timestamps.recv(rx, 2048)
+                    if struct.unpack_from("=I", got.data)[0] == seq:
+                        break
+                if sent and sent[0] and got.rx_ns:
+                    delays[k].append((got.rx_ns - sent[0]) / 1e9)
+                seq += 1
+    if not all(delays):
+        raise TestBedError(f"link {i}: no kernel-stamped datagram of some size came through")
+    return delays
 
 
 def measure_link(bed: TestBed, i: int, family: int = 4, count: int = 150,
                  sizes: tuple[int, int] = (100, 1500)) -> dict:
-    """Measure link i with ping at two IP packet sizes, from node i to node i+1.
+    """Measure link i at two IP packet sizes, node i to node i+1 (one_way_delays).
 
-    rate = 2 directions * bytes difference * 8 / min-RTT difference; the small packet's
-    min RTT / 2, less its serialisation time, is the one-way latency."""
-    hdr = 28 if family == 4 else 48
-    addr = v4(i, 2) if family == 4 else v6(i, 2)
-    small, large = ping_min_rtts(bed, bed.nodes[i], addr, [s - hdr for s in sizes], count)
-    rate = 2 * (sizes[1] - sizes[0]) * 8 / (large - small)
-    latency = small / 2 - sizes[0] * 8 / rate
+    rate = bytes difference * 8 / difference of the sizes' 10th-percentile one-way delays; the
+    small size's, less its serialisation time, is the latency. The 10th percentile, not the
+    minimum: the emulator times an arrival by the sending device's tap, which precedes the TX
+    stamp by a microsecond, or by tens when the vCPU stalls in between, so the few smallest
+    delays read short (down to 60 us below the set delay on an idle machine)."""
+    delays = one_way_delays(bed, i, family, sizes, count)
+    small, large = (sorted(d)[len(d) // 10] for d in delays)
+    rate = (sizes[1] - sizes[0]) * 8 / (large - small)
+    latency = small - sizes[0] * 8 / rate
     return {"link": i, "family": family, "rate_bps": rate, "latency_s": latency,
-            "min_rtt_small_s": small, "min_rtt_large_s": large}
+            "one_way_small_s": small, "one_way_large_s": large}
