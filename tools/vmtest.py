@@ -174,7 +174,7 @@ def build_initramfs(release: str) -> Path:
 # the new bytes, backs up to re-run them, and the stale block traps again, for ever (a soft lockup
 # at syscall_trace_enter on both vCPUs; flipping that key in a loop in the guest while both vCPUs
 # make syscalls hangs it within a minute). One thread never runs a vCPU while another patches.
-# The vm subset takes about 300 s so instead of 175-245 s.
+# The vm subset takes 250-350 s instead of 175-245 s.
 TCG = ["-accel", "tcg,thread=single", "-cpu", "max"]
 # A guest that soft-locks panics (panic=-1: qemu exits at once, the console shows the stack)
 # instead of hanging until the timeout.

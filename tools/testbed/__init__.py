@@ -406,10 +406,9 @@ def one_way_delays(bed: TestBed, i: int, family: int, sizes: tuple[int, ...], co
                 tx.send(struct.pack("=I", seq).ljust(size - hdr, b"\0"))
                 sent = [r.ns for r in timestamps.wait_error_queue(tx, 2.0)
                         if r.is_tx_stamp and r.key == seq]
-                while True:         # a datagram whose TX stamp was missed arrives first
-                    got = timestamps.recv(rx, 2048)
-                    if struct.unpack_from("=I", got.data)[0] == seq:
-                        break
+                got = timestamps.recv(rx, 2048)     # one in flight: it is this one
+                if struct.unpack_from("=I", got.data)[0] != seq:
+                    raise TestBedError(f"link {i}: datagram {seq} overtaken or lost")
                 if sent and sent[0] and got.rx_ns:
                     delays[k].append((got.rx_ns - sent[0]) / 1e9)
                 seq += 1
