@@ -6,7 +6,7 @@ Emulator error, as kernel stamps see it (tools.testbed.measure_link: UDP datagra
 1500 IP bytes, 250 each, one at a time, the receiver's RX stamp less the sender's TX stamp, the
 10th percentile of each size): the achieved rate is within 1% plus ONE_WAY_NOISE on the
 difference of the two sizes' delays (so 6.4% at 100 Mbit/s, 1.5% at 10 Mbit/s); the latency
-exceeds the set delay by LAT_EXTRA_MIN..LAT_EXTRA_MAX (measured +1..+40 us, the most beside
+exceeds the set delay by LAT_EXTRA_MIN..LAT_EXTRA_MAX (measured -1..+13 us, the most beside
 memory-copying processes: the emulator's wake-up and the receive path).
 """
 import os

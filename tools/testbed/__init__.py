@@ -18,7 +18,7 @@ The emulator's own error (`python -m tools.testbed measure 100e6:1ms 10e6:5ms 50
 delays of UDP datagrams of 100 and 1500 bytes between kernel stamps, the 10th percentile of each
 size, see measure_link; 2 shared cores, vCPUs kept from halting, see _hold_cpu_awake): achieved
 rate 0.8-1.0% below the setting at 100 and 50 Mbit/s, 0.2% at 10 Mbit/s (its copies, below);
-one-way latency +2..+12 us above the setting, up to +40 us beside processes copying memory.
+one-way latency -1..+6 us off the setting, up to +13 us beside processes copying memory.
 linkemu's own lateness at the deadline (printed at exit): mean 0.04-8 us on a quiet machine, up to
 80 us with spikes of 5-35 ms while other work loads it (the VM loses its CPUs); a pchar estimate
 then needs many more probes. linkemu times arrivals by the kernel's stamp except for the direction
@@ -373,7 +373,7 @@ def remove_stale() -> list[str]:
 
 def one_way_delays(bed: TestBed, i: int, family: int, sizes: tuple[int, ...], count: int
                    ) -> list[list[float]]:
-    """One-way delays in seconds across link i, node i to node i+1, of `count` UDP datagrams of
+    """One-way delays in seconds across link i, node i+1 to node i, of `count` UDP datagrams of
     each IP size in `sizes`, sizes taken in turn (a slow spell of the machine touches each
     alike) and one datagram in flight at a time (none queues behind another): the receiver's
     kernel RX stamp less the sender's kernel TX stamp, both on this host's clock.
@@ -383,13 +383,18 @@ def one_way_delays(bed: TestBed, i: int, family: int, sizes: tuple[int, ...], co
     receive), and those copies slow down with the machine: with two memory-copying processes
     at nice 19 beside it, ping read a 10 Mbit/s link 1.1-2.2% slow (1500-byte RTTs 24-50 us
     late); CI once read it 2.35% slow. Between these two stamps lie only the emulator's reader
-    and writer and the receive path's one copy."""
+    and writer and the receive path's one copy.
+
+    Node i+1 to node i: in that direction the emulator times every link's arrivals by the
+    sending device's tap. The other way, link 0's arrivals are its reader thread's wake-up
+    (the host's direction, see linkemu.c), 10-60 us after the TX stamp at the 10th percentile,
+    all of it in a one-way delay (ping's RTT halved it)."""
     hdr = 28 if family == 4 else 48
     fam = socket.AF_INET if family == 4 else socket.AF_INET6
-    src, dst = (v4(i, 1), v4(i, 2)) if family == 4 else (v6(i, 1), v6(i, 2))
-    with bed.inside(bed.nodes[i + 1]):
-        rx = socket.socket(fam, socket.SOCK_DGRAM)
+    src, dst = (v4(i, 2), v4(i, 1)) if family == 4 else (v6(i, 2), v6(i, 1))
     with bed.inside(bed.nodes[i]):
+        rx = socket.socket(fam, socket.SOCK_DGRAM)
+    with bed.inside(bed.nodes[i + 1]):
         tx = socket.socket(fam, socket.SOCK_DGRAM)
     delays: list[list[float]] = [[] for _ in sizes]
     with rx, tx:
@@ -419,7 +424,7 @@ def one_way_delays(bed: TestBed, i: int, family: int, sizes: tuple[int, ...], co
 
 def measure_link(bed: TestBed, i: int, family: int = 4, count: int = 150,
                  sizes: tuple[int, int] = (100, 1500)) -> dict:
-    """Measure link i at two IP packet sizes, node i to node i+1 (one_way_delays).
+    """Measure link i at two IP packet sizes, node i+1 to node i (one_way_delays).
 
     rate = bytes difference * 8 / difference of the sizes' 10th-percentile one-way delays; the
     small size's, less its serialisation time, is the latency. The 10th percentile, not the
